@@ -1,0 +1,1 @@
+"""Dataset builders: multi-image augmentation (MIA-DPO) and verifiable arithmetic word problems."""

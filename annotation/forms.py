@@ -1,0 +1,35 @@
+from django import forms
+from django.contrib.auth import get_user_model
+
+from .models import Project, Role
+
+
+class ProjectForm(forms.ModelForm):
+    class Meta:
+        model = Project
+        fields = ["name", "task_type", "overlap", "assignment_ttl_minutes", "guidelines"]
+        widgets = {"guidelines": forms.Textarea(attrs={"rows": 8})}
+
+    def clean_overlap(self):
+        overlap = self.cleaned_data["overlap"]
+        if not 1 <= overlap <= 50:
+            raise forms.ValidationError("Overlap must be between 1 and 50 judgments per task.")
+        return overlap
+
+
+class ProjectSettingsForm(ProjectForm):
+    class Meta(ProjectForm.Meta):
+        fields = ["name", "overlap", "assignment_ttl_minutes", "guidelines"]
+
+
+class MemberForm(forms.Form):
+    username = forms.CharField(max_length=150)
+    role = forms.ChoiceField(choices=Role.choices)
+
+    def clean_username(self):
+        username = self.cleaned_data["username"]
+        user = get_user_model().objects.filter(username=username).first()
+        if user is None:
+            raise forms.ValidationError(f"No user named {username!r}.")
+        self.cleaned_data["user"] = user
+        return username

@@ -1,0 +1,354 @@
+"""Projects, items, candidates, tasks, assignments, judgments and frozen dataset versions.
+
+Models stay lean: every state change lives in ``annotation.services``.
+"""
+
+from django.conf import settings
+from django.db import models
+
+
+class TaskType(models.TextChoices):
+    PAIRWISE = "pairwise", "Pairwise text"
+    RANKING = "ranking", "Ranking of N responses"
+    STEPWISE = "stepwise", "Step-wise reasoning"
+    FACTUALITY = "factuality", "Sentence factuality"
+    MULTI_IMAGE = "multi_image", "Multi-image prompt"
+    IMAGE_PAIR = "image_pair", "Image pair"
+
+
+class Role(models.TextChoices):
+    MANAGER = "manager", "Manager"
+    ANNOTATOR = "annotator", "Annotator"
+
+
+class Split(models.TextChoices):
+    TRAIN = "train", "Train"
+    TEST = "test", "Test"
+
+
+class Project(models.Model):
+    name = models.CharField(max_length=200, unique=True)
+    task_type = models.CharField(max_length=20, choices=TaskType.choices, default=TaskType.PAIRWISE)
+    guidelines = models.TextField(blank=True, help_text="Markdown; rendered sanitised.")
+    overlap = models.PositiveSmallIntegerField(default=1, help_text="Judgments wanted per task.")
+    assignment_ttl_minutes = models.PositiveIntegerField(default=30)
+    gold_rate = models.FloatField(
+        default=0.0, help_text="Share of served tasks that are gold (attention-check) tasks, 0 to 0.5."
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self):
+        return self.name
+
+
+class Membership(models.Model):
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
+    role = models.CharField(max_length=20, choices=Role.choices)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["project", "user"], name="membership_unique_user")]
+
+    def __str__(self):
+        return f"{self.user} {self.role} of {self.project}"
+
+
+class Asset(models.Model):
+    """An image, content-addressed by the sha256 of its bytes and verified by Pillow."""
+
+    sha256 = models.CharField(max_length=64, unique=True)
+    file = models.FileField(upload_to="assets/", max_length=300)
+    format = models.CharField(max_length=20)
+    width = models.PositiveIntegerField()
+    height = models.PositiveIntegerField()
+    size_bytes = models.PositiveBigIntegerField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self):
+        return f"{self.sha256[:12]} {self.width}x{self.height} {self.format}"
+
+
+class Item(models.Model):
+    """One prompt: text and/or conversation messages, and ordered images."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="items")
+    prompt = models.TextField(blank=True)
+    messages = models.JSONField(null=True, blank=True, help_text="Conversation turns [{role, content}].")
+    metadata = models.JSONField(default=dict, blank=True)
+    source = models.CharField(max_length=300, blank=True)
+    split = models.CharField(max_length=10, choices=Split.choices, blank=True)
+    content_hash = models.CharField(max_length=64, help_text="Identifies duplicate rows within a project.")
+    is_gold = models.BooleanField(default=False)
+    gold_payload = models.JSONField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["project", "content_hash"])]
+
+    def __str__(self):
+        return f"item {self.pk} of {self.project_id}"
+
+
+class ItemImage(models.Model):
+    item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="images")
+    asset = models.ForeignKey(Asset, on_delete=models.PROTECT, related_name="+")
+    position = models.PositiveSmallIntegerField()
+
+    class Meta:
+        ordering = ["position"]
+        constraints = [models.UniqueConstraint(fields=["item", "position"], name="item_image_position")]
+
+    def __str__(self):
+        return f"image {self.position} of item {self.item_id}"
+
+
+class Candidate(models.Model):
+    """A response to an item: text, an image, steps (step-wise) or sentences (factuality)."""
+
+    item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="candidates")
+    position = models.PositiveSmallIntegerField()
+    text = models.TextField(blank=True)
+    messages = models.JSONField(
+        null=True, blank=True, help_text="Assistant turns when the source was conversational."
+    )
+    asset = models.ForeignKey(Asset, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    steps = models.JSONField(null=True, blank=True)
+    sentences = models.JSONField(null=True, blank=True)
+    provenance = models.JSONField(
+        default=dict, blank=True, help_text='{"kind": "imported"|"human"|"model", ...}'
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["item_id", "position"]
+        constraints = [models.UniqueConstraint(fields=["item", "position"], name="candidate_position")]
+
+    def __str__(self):
+        return f"candidate {self.position} of item {self.item_id}"
+
+
+class Task(models.Model):
+    """What one annotator is shown: an item and the ordered candidates to judge."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="tasks")
+    item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="tasks")
+    candidate_ids = models.JSONField(help_text="Ordered candidate ids: [a, b] for a pair, N for a ranking.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self):
+        return f"task {self.pk} ({self.project_id})"
+
+
+class AssignmentState(models.TextChoices):
+    ACTIVE = "active", "Active"
+    DONE = "done", "Done"
+    SKIPPED = "skipped", "Skipped"
+
+
+class Assignment(models.Model):
+    """One annotator's hold on a task; at most one row per (task, annotator)."""
+
+    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="assignments")
+    annotator = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="assignments"
+    )
+    state = models.CharField(max_length=10, choices=AssignmentState.choices, default=AssignmentState.ACTIVE)
+    shown_order = models.JSONField(help_text="Candidate ids in the order shown, left to right.")
+    skip_reason = models.CharField(max_length=300, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["task", "annotator"], name="assignment_once_per_annotator")
+        ]
+        indexes = [models.Index(fields=["annotator", "state"])]
+
+    def __str__(self):
+        return f"task {self.task_id} for {self.annotator_id} ({self.state})"
+
+
+class Choice(models.TextChoices):
+    A = "a", "A is better"
+    B = "b", "B is better"
+    TIE = "tie", "Tie"
+    BOTH_BAD = "both_bad", "Both bad"
+
+
+class JudgmentSource(models.TextChoices):
+    HUMAN = "human", "Human"
+    IMPORTED = "imported", "Imported"
+
+
+class Judgment(models.Model):
+    """Append-only. A correction is a new judgment that names the one it supersedes."""
+
+    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="judgments")
+    annotator = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="judgments"
+    )
+    source = models.CharField(max_length=10, choices=JudgmentSource.choices, default=JudgmentSource.HUMAN)
+    choice = models.CharField(max_length=10, choices=Choice.choices, blank=True)
+    strength = models.PositiveSmallIntegerField(null=True, blank=True)
+    label_score = models.FloatField(null=True, blank=True, help_text="Soft label, e.g. Pick-a-Pic label_0.")
+    ranking = models.JSONField(
+        null=True, blank=True, help_text="Groups of candidate ids, best first; a group is a tie."
+    )
+    ratings = models.JSONField(null=True, blank=True)
+    step_labels = models.JSONField(null=True, blank=True)
+    first_wrong_step = models.IntegerField(null=True, blank=True)
+    corrected_step = models.TextField(blank=True)
+    sentence_labels = models.JSONField(null=True, blank=True)
+    shown_order = models.JSONField(null=True, blank=True)
+    rationale = models.TextField(blank=True)
+    time_spent_ms = models.PositiveIntegerField(null=True, blank=True)
+    supersedes = models.OneToOneField(
+        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="superseded_by"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["task", "annotator"])]
+
+    def __str__(self):
+        return f"judgment {self.pk} on task {self.task_id}"
+
+    def save(self, *args, **kwargs):
+        if not self._state.adding:
+            raise ValueError("Judgments are append-only: submit a new judgment that supersedes this one.")
+        super().save(*args, **kwargs)
+
+
+class ImportStatus(models.TextChoices):
+    PENDING = "pending", "Waiting for a worker"
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Imported"
+    FAILED = "failed", "Rejected"
+
+
+class ImportJob(models.Model):
+    """A file upload being validated and imported by a worker (the row is the source of truth)."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="imports")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    file = models.FileField(upload_to="imports/", max_length=300)
+    original_name = models.CharField(max_length=300)
+    detected_format = models.CharField(max_length=40, blank=True)
+    status = models.CharField(max_length=10, choices=ImportStatus.choices, default=ImportStatus.PENDING)
+    rows_total = models.PositiveIntegerField(null=True, blank=True)
+    rows_done = models.PositiveIntegerField(default=0)
+    report = models.JSONField(default=dict, blank=True)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self):
+        return f"import {self.pk} into {self.project_id}: {self.status}"
+
+
+class DatasetVersion(models.Model):
+    """An immutable, frozen set of preference examples with the rule that built it."""
+
+    project = models.ForeignKey(Project, on_delete=models.PROTECT, related_name="versions")
+    number = models.PositiveIntegerField()
+    rule = models.JSONField()
+    seed = models.IntegerField()
+    test_fraction = models.FloatField()
+    stats = models.JSONField(default=dict)
+    content_hash = models.CharField(max_length=64)
+    conversational = models.BooleanField(default=False)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["project_id", "number"]
+        constraints = [models.UniqueConstraint(fields=["project", "number"], name="version_number_unique")]
+
+    def __str__(self):
+        return f"{self.project} v{self.number}"
+
+    def save(self, *args, **kwargs):
+        if not self._state.adding:
+            raise ValueError("Dataset versions are immutable: freeze a new version instead.")
+        super().save(*args, **kwargs)
+
+
+class DatasetExample(models.Model):
+    """One frozen row of a dataset version, in the export's own shape."""
+
+    version = models.ForeignKey(DatasetVersion, on_delete=models.CASCADE, related_name="examples")
+    index = models.PositiveIntegerField()
+    split = models.CharField(max_length=10, choices=Split.choices)
+    row = models.JSONField(help_text="The export row: prompt, chosen, rejected and type-specific fields.")
+
+    class Meta:
+        ordering = ["version_id", "index"]
+        constraints = [models.UniqueConstraint(fields=["version", "index"], name="example_index_unique")]
+
+    def __str__(self):
+        return f"example {self.index} of version {self.version_id}"
+
+    def save(self, *args, **kwargs):
+        if not self._state.adding:
+            raise ValueError("Dataset examples are immutable.")
+        super().save(*args, **kwargs)
+
+
+class GenerationKind(models.TextChoices):
+    CANDIDATES = "candidates", "Candidate generation"
+    STEP_PIPELINE = "step_pipeline", "Automatic step checking"
+
+
+class GenerationStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+
+
+class GenerationJob(models.Model):
+    """A model sampling candidates or Step-DPO continuations; the row is the source of truth."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="generation_jobs")
+    kind = models.CharField(max_length=20, choices=GenerationKind.choices, default=GenerationKind.CANDIDATES)
+    model = models.ForeignKey(
+        "training.ModelEntry", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    model_spec = models.CharField(max_length=500, help_text="The engine's model spec used for sampling.")
+    options = models.JSONField(default=dict, help_text="k, temperature, top_p, max_new_tokens, seed.")
+    status = models.CharField(
+        max_length=10, choices=GenerationStatus.choices, default=GenerationStatus.QUEUED
+    )
+    progress_done = models.PositiveIntegerField(default=0)
+    progress_total = models.PositiveIntegerField(default=0)
+    result = models.JSONField(default=dict, blank=True)
+    error = models.TextField(blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True, help_text="Last progress from the worker.")
+    attempts = models.PositiveSmallIntegerField(default=0)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self):
+        return f"{self.kind} job {self.pk} for {self.project_id}: {self.status}"

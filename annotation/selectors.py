@@ -1,0 +1,127 @@
+"""Read-side queries used by views, the API and charts."""
+
+from django.db.models import QuerySet
+
+from .models import Membership, Project, Role
+
+
+def projects_for_user(*, user) -> QuerySet[Project]:
+    """Projects the user belongs to (superusers see all)."""
+    if user.is_superuser:
+        return Project.objects.all()
+    return Project.objects.filter(memberships__user=user).distinct()
+
+
+def project_role(*, user, project: Project) -> str | None:
+    """The user's role in the project: ``manager``, ``annotator`` or None (superusers act as managers)."""
+    if user.is_superuser:
+        return Role.MANAGER
+    membership = Membership.objects.filter(project=project, user=user).only("role").first()
+    return membership.role if membership else None
+
+
+def project_overview(*, project: Project) -> dict:
+    """Counts for the project page: items, tasks, judgments wanted and done, members."""
+    from .models import Assignment, AssignmentState, Judgment, JudgmentSource, Task
+
+    tasks = Task.objects.filter(project=project).count()
+    wanted = tasks * project.overlap
+    human_done = Assignment.objects.filter(task__project=project, state=AssignmentState.DONE).count()
+    return {
+        "items": project.items.count(),
+        "tasks": tasks,
+        "judgments_wanted": wanted,
+        "judgments_done": human_done,
+        "imported_judgments": Judgment.objects.filter(
+            task__project=project, source=JudgmentSource.IMPORTED
+        ).count(),
+        "percent_done": round(100 * human_done / wanted, 1) if wanted else 0.0,
+        "members": project.memberships.select_related("user").order_by("role", "user__username"),
+    }
+
+
+# --- annotation queue and screen (issue §4) ---------------------------------------------------------
+
+
+def assignment_live_q(*, now):
+    """Assignments that hold a slot of a task's overlap: done, or active and not yet expired."""
+    from django.db.models import Q
+
+    from .models import AssignmentState
+
+    return Q(state=AssignmentState.DONE) | Q(state=AssignmentState.ACTIVE, expires_at__gt=now)
+
+
+def task_live_slots_subquery(*, now):
+    """A correlated subquery counting a task's live slots (``OuterRef("pk")`` is the task).
+
+    Imported judgments do not count: overlap is the number of *human* judgments wanted.
+    """
+    from django.db.models import Count, IntegerField, OuterRef, Subquery
+    from django.db.models.functions import Coalesce
+
+    from .models import Assignment
+
+    counts = (
+        Assignment.objects.filter(assignment_live_q(now=now), task=OuterRef("pk"))
+        .order_by()
+        .values("task")
+        .annotate(n=Count("pk"))
+        .values("n")
+    )
+    return Coalesce(Subquery(counts, output_field=IntegerField()), 0)
+
+
+def tasks_open_for_annotator(*, project: Project, annotator, now) -> QuerySet:
+    """Tasks the annotator may still take: never held by them (or only held and left to expire),
+    with a free slot. Ordered by id."""
+    from django.db.models import Exists, OuterRef
+
+    from .models import Assignment, AssignmentState, Task
+
+    own_final = Assignment.objects.filter(task=OuterRef("pk"), annotator=annotator).exclude(
+        state=AssignmentState.ACTIVE, expires_at__lte=now
+    )
+    return (
+        Task.objects.filter(project=project)
+        .alias(live_slots=task_live_slots_subquery(now=now))
+        .filter(live_slots__lt=project.overlap)
+        .exclude(Exists(own_final))
+        .order_by("id")
+    )
+
+
+def annotation_progress(*, project: Project, annotator, now=None) -> dict:
+    """Progress for the annotate screen: the annotator's done/skipped/remaining and the project's total."""
+    from django.utils import timezone
+
+    from .models import Assignment, AssignmentState, Task
+
+    now = now or timezone.now()
+    own = Assignment.objects.filter(task__project=project, annotator=annotator)
+    done = own.filter(state=AssignmentState.DONE).count()
+    skipped = own.filter(state=AssignmentState.SKIPPED).count()
+    active = own.filter(state=AssignmentState.ACTIVE, expires_at__gt=now).count()
+    remaining = tasks_open_for_annotator(project=project, annotator=annotator, now=now).count() + active
+    wanted = Task.objects.filter(project=project).count() * project.overlap
+    project_done = Assignment.objects.filter(task__project=project, state=AssignmentState.DONE).count()
+    return {
+        "done": done,
+        "skipped": skipped,
+        "remaining": remaining,
+        "percent_mine": round(100 * done / (done + remaining), 1) if done + remaining else 100.0,
+        "project_done": project_done,
+        "project_wanted": wanted,
+        "project_percent": round(100 * min(project_done, wanted) / wanted, 1) if wanted else 0.0,
+    }
+
+
+def assignment_for_annotator(*, project: Project, annotator, assignment_id: int):
+    """The annotator's own assignment in this project, or None (views turn None into 404)."""
+    from .models import Assignment
+
+    return (
+        Assignment.objects.select_related("task__item")
+        .filter(pk=assignment_id, annotator=annotator, task__project=project)
+        .first()
+    )

@@ -1,0 +1,1 @@
+"""Every state change of the annotation app (HackSoft style: services write, selectors read)."""

@@ -1,0 +1,119 @@
+"""Web imports: an ImportJob holds the uploaded file, its preview, progress and the final report.
+
+Stages (in ``ImportJob.report["stage"]``, status stays PENDING until a worker claims the job):
+``preview`` (uploaded, waiting for the manager to confirm) → ``queued`` → ``validating`` → ``writing``
+→ ``done`` (status SUCCEEDED or FAILED).
+"""
+
+import logging
+import uuid
+from pathlib import Path
+
+from django.db import transaction
+from django.utils import timezone
+
+from ..importers import FileFormatError
+from ..models import ImportJob, ImportStatus, Project
+from .imports import preferences_import, preferences_preview
+
+logger = logging.getLogger(__name__)
+PROGRESS_EVERY = 1000
+ALLOWED_EXTENSIONS = (".jsonl", ".json", ".csv", ".parquet", ".zip")
+
+
+def import_job_create(*, project: Project, user, upload) -> ImportJob:
+    """Store the upload and its preview; raises FileFormatError (and keeps nothing) when unreadable."""
+    extension = Path(upload.name).suffix.lower()
+    if extension not in ALLOWED_EXTENSIONS:
+        raise FileFormatError(
+            f"Unsupported file type {extension or '(none)'!r}: use {', '.join(ALLOWED_EXTENSIONS)}."
+        )
+    job = ImportJob(project=project, created_by=user, original_name=Path(upload.name).name[:300])
+    job.file.save(f"{uuid.uuid4().hex}{extension}", upload, save=False)
+    try:
+        preview = preferences_preview(project=project, path=Path(job.file.path))
+    except Exception as exc:
+        job.file.delete(save=False)
+        if isinstance(exc, FileFormatError):
+            raise
+        logger.exception("preview of %s failed", upload.name)
+        raise FileFormatError(f"Cannot read this file ({type(exc).__name__}: {exc}).") from exc
+    job.detected_format = preview.pop("format_code")[:40]
+    job.rows_total = preview["rows_total"]
+    job.report = {**preview, "stage": "preview"}
+    job.save()
+    return job
+
+
+def import_job_confirm(*, job: ImportJob) -> bool:
+    """Queue a previewed job (once); the worker task is sent after the transaction commits."""
+    from ..tasks import import_run
+
+    with transaction.atomic():
+        job = ImportJob.objects.select_for_update().get(pk=job.pk)
+        if job.status != ImportStatus.PENDING or job.report.get("stage") != "preview":
+            return False
+        job.report = {**job.report, "stage": "queued"}
+        job.save(update_fields=["report"])
+        transaction.on_commit(lambda: import_run.delay(job.pk))
+    return True
+
+
+def _set(import_id: int, **fields) -> None:
+    ImportJob.objects.filter(pk=import_id).update(**fields)
+
+
+def import_job_run(*, import_id: int) -> None:
+    """Claim a queued job (a duplicate delivery does nothing), import it and store the report."""
+    claimed = ImportJob.objects.filter(
+        pk=import_id, status=ImportStatus.PENDING, report__stage="queued"
+    ).update(status=ImportStatus.RUNNING, rows_done=0)
+    if not claimed:
+        return
+    job = ImportJob.objects.select_related("project").get(pk=import_id)
+    base = {key: job.report.get(key) for key in ("format", "format_label", "rows_total", "preview")}
+    _set(import_id, report={**base, "stage": "validating"})
+    try:
+        outcome = preferences_import(
+            project=job.project,
+            path=Path(job.file.path),
+            forced_format=job.report.get("format"),
+            source_name=job.original_name,
+            progress=_validation_progress(import_id),
+            write_progress=_write_stage(import_id, base),
+        )
+    except FileFormatError as exc:
+        _finish(
+            import_id, ImportStatus.FAILED, report={**base, "stage": "done", "errors": []}, error=str(exc)
+        )
+        return
+    except Exception as exc:
+        logger.exception("import %s crashed", import_id)
+        error = f"The import stopped on an internal error ({type(exc).__name__}); nothing was imported."
+        _finish(import_id, ImportStatus.FAILED, report={**base, "stage": "done", "errors": []}, error=error)
+        return
+    status = ImportStatus.SUCCEEDED if outcome.ok else ImportStatus.FAILED
+    _finish(import_id, status, report={**outcome.report(), "stage": "done"}, error="")
+
+
+def _validation_progress(import_id: int):
+    last = {"done": -PROGRESS_EVERY}
+
+    def progress(done: int, total: int) -> None:
+        if done - last["done"] >= PROGRESS_EVERY or done == total:
+            last["done"] = done
+            _set(import_id, rows_done=done, rows_total=total)
+
+    return progress
+
+
+def _write_stage(import_id: int, base: dict):
+    def progress(done: int, total: int) -> None:
+        if done == 0:  # later calls run inside the write transaction: nobody could read them yet
+            _set(import_id, rows_done=total, report={**base, "stage": "writing"})
+
+    return progress
+
+
+def _finish(import_id: int, status: str, *, report: dict, error: str) -> None:
+    _set(import_id, status=status, report=report, error=error, finished_at=timezone.now())

@@ -1,0 +1,243 @@
+"""Submitting and correcting judgments: pairwise, and typed submits for the other screens.
+
+``choice`` always refers to the task's ``candidate_ids`` order (``a`` = first), never to the
+left/right order shown; the judgment keeps the assignment's ``shown_order`` so position bias can be
+studied later.
+
+Expired holds: an assignment whose expiry passed is still ours (its row is unique per task and
+annotator), so its judgment is accepted when the slot is still free, i.e. fewer than ``overlap``
+other annotators hold live slots on the task. Otherwise the late judgment is refused with a message.
+
+Double submission (double Enter, a retried POST): the assignment row is locked and, once DONE, a
+second submit returns the judgment already stored instead of creating another.
+"""
+
+from datetime import datetime
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import timezone
+
+from ..models import Assignment, AssignmentState, Candidate, Choice, Judgment, JudgmentSource, Task
+from ..selectors import assignment_live_q
+from . import judgment_payloads as payloads
+
+RATIONALE_MAX = 5000
+_MS_MAX = 2**31 - 1
+_STRENGTH_REQUIRED = {Choice.A, Choice.B}
+
+
+def _validate(*, choice: str, strength: int | None, rationale: str) -> None:
+    errors = {}
+    if choice not in Choice.values:
+        errors["choice"] = "Choose A, B, tie or both bad."
+    elif strength is None and choice in _STRENGTH_REQUIRED:
+        errors["strength"] = "Say how strongly you prefer it (1 slightly, 2 clearly, 3 much better)."
+    if strength is not None and strength not in (1, 2, 3):
+        errors["strength"] = f"Strength must be 1, 2 or 3, not {strength}."
+    if len(rationale) > RATIONALE_MAX:
+        errors["rationale"] = f"The rationale is {len(rationale)} characters; at most {RATIONALE_MAX}."
+    if errors:
+        raise ValidationError(errors)
+
+
+def _clamp_ms(time_spent_ms: int | None, *, since: datetime, now: datetime) -> int | None:
+    """Client-measured time, bounded by the time the task has existed for this annotator."""
+    if time_spent_ms is None:
+        return None
+    upper = max(0, int((now - since).total_seconds() * 1000))
+    return min(max(0, int(time_spent_ms)), upper, _MS_MAX)
+
+
+def _latest_own(*, task_id: int, annotator) -> Judgment | None:
+    return (
+        Judgment.objects.filter(task_id=task_id, annotator=annotator, superseded_by__isnull=True)
+        .order_by("-id")
+        .first()
+    )
+
+
+def _check_slot(*, assignment: Assignment, now: datetime) -> None:
+    if assignment.expires_at > now:
+        return
+    others = (
+        Assignment.objects.filter(assignment_live_q(now=now), task_id=assignment.task_id)
+        .exclude(pk=assignment.pk)
+        .count()
+    )
+    if others >= assignment.task.project.overlap:
+        raise ValidationError("Your time on this task ran out and other annotators have filled it.")
+
+
+def judgment_submit(
+    *,
+    assignment: Assignment,
+    annotator,
+    choice: str,
+    strength: int | None,
+    rationale: str = "",
+    time_spent_ms: int | None = None,
+    now: datetime | None = None,
+) -> Judgment:
+    """Store the annotator's judgment on their assignment and mark it done, in one transaction."""
+    rationale = (rationale or "").strip()
+    _validate(choice=choice, strength=strength, rationale=rationale)
+    fields = {"choice": choice, "strength": strength, "rationale": rationale}
+    return _store(
+        assignment=assignment, annotator=annotator, fields=fields, time_spent_ms=time_spent_ms, now=now
+    )
+
+
+def _store(
+    *, assignment: Assignment, annotator, fields: dict, time_spent_ms: int | None, now=None
+) -> Judgment:
+    """Create the judgment with ``fields`` and mark the assignment done (locked; a repeat returns it)."""
+    now = now or timezone.now()
+    if assignment.annotator_id != annotator.pk:
+        raise ValidationError("This task is assigned to someone else.")
+    with transaction.atomic():
+        Task.objects.select_for_update().filter(pk=assignment.task_id).first()  # same lock order as taking
+        locked = Assignment.objects.select_for_update().select_related("task__project").get(pk=assignment.pk)
+        if locked.state == AssignmentState.DONE:
+            existing = _latest_own(task_id=locked.task_id, annotator=annotator)
+            if existing is not None:
+                return existing
+            raise ValidationError("This task is already judged.")
+        if locked.state != AssignmentState.ACTIVE:
+            raise ValidationError("This task was skipped; it can no longer be judged.")
+        _check_slot(assignment=locked, now=now)
+        judgment = Judgment.objects.create(
+            task_id=locked.task_id,
+            annotator=annotator,
+            source=JudgmentSource.HUMAN,
+            shown_order=list(locked.shown_order),
+            time_spent_ms=_clamp_ms(time_spent_ms, since=locked.created_at, now=now),
+            **fields,
+        )
+        locked.state = AssignmentState.DONE
+        locked.save(update_fields=["state"])
+    return judgment
+
+
+def judgment_correct(
+    *,
+    judgment: Judgment,
+    annotator,
+    choice: str,
+    strength: int | None,
+    rationale: str = "",
+    time_spent_ms: int | None = None,
+) -> Judgment:
+    """A new judgment by the same annotator that supersedes ``judgment`` (only the newest counts)."""
+    rationale = (rationale or "").strip()
+    _validate(choice=choice, strength=strength, rationale=rationale)
+    if judgment.annotator_id != annotator.pk:
+        raise ValidationError("Only the annotator who made a judgment can correct it.")
+    with transaction.atomic():
+        Judgment.objects.select_for_update().filter(pk=judgment.pk).first()
+        if Judgment.objects.filter(supersedes=judgment).exists():
+            raise ValidationError("This judgment was already corrected; correct the newest one instead.")
+        return Judgment.objects.create(
+            task_id=judgment.task_id,
+            annotator=annotator,
+            source=JudgmentSource.HUMAN,
+            choice=choice,
+            strength=strength,
+            rationale=rationale,
+            shown_order=judgment.shown_order,
+            time_spent_ms=None if time_spent_ms is None else min(max(0, int(time_spent_ms)), _MS_MAX),
+            supersedes=judgment,
+        )
+
+
+# --- typed submits for the other screens (payload rules in judgment_payloads) ----------------------
+
+
+def _candidate_of(assignment: Assignment) -> Candidate | None:
+    ids = assignment.task.candidate_ids
+    return Candidate.objects.filter(pk=ids[0]).first() if ids else None
+
+
+def judgment_submit_ranking(
+    *,
+    assignment: Assignment,
+    annotator,
+    ranking: list,
+    ratings: dict[int, int] | None = None,
+    rationale: str = "",
+    time_spent_ms: int | None = None,
+    now: datetime | None = None,
+) -> Judgment:
+    """A ranking of the task's candidates: groups of ids best first (a group is a tie), ratings 1–5."""
+    fields = payloads.ranking_fields(
+        ranking=ranking,
+        ratings=ratings,
+        candidate_ids=list(assignment.task.candidate_ids),
+        rationale=(rationale or "").strip(),
+    )
+    return _store(
+        assignment=assignment, annotator=annotator, fields=fields, time_spent_ms=time_spent_ms, now=now
+    )
+
+
+def judgment_submit_steps(
+    *,
+    assignment: Assignment,
+    annotator,
+    step_labels: list[str],
+    corrected_step: str = "",
+    rationale: str = "",
+    time_spent_ms: int | None = None,
+    now: datetime | None = None,
+) -> Judgment:
+    """Per-step labels of the task's one solution, stopping at the first wrong step, + its correction."""
+    candidate = _candidate_of(assignment)
+    if candidate is None:
+        raise ValidationError("This solution is no longer available: skip the task.")
+    fields = payloads.step_fields(
+        step_labels=step_labels,
+        corrected_step=corrected_step,
+        n_steps=len(candidate.steps or [candidate.text]),
+        rationale=(rationale or "").strip(),
+    )
+    return _store(
+        assignment=assignment, annotator=annotator, fields=fields, time_spent_ms=time_spent_ms, now=now
+    )
+
+
+def judgment_submit_sentences(
+    *,
+    assignment: Assignment,
+    annotator,
+    sentence_labels: list[dict],
+    rationale: str = "",
+    time_spent_ms: int | None = None,
+    now: datetime | None = None,
+) -> Judgment:
+    """One ``{"label": factual|hallucinated|not_claim, "correction"?}`` per sentence of the response."""
+    candidate = _candidate_of(assignment)
+    if candidate is None:
+        raise ValidationError("This response is no longer available: skip the task.")
+    sentences = payloads.candidate_sentences(sentences=candidate.sentences, text=candidate.text)
+    fields = payloads.sentence_fields(
+        sentence_labels=sentence_labels, n_sentences=len(sentences), rationale=(rationale or "").strip()
+    )
+    return _store(
+        assignment=assignment, annotator=annotator, fields=fields, time_spent_ms=time_spent_ms, now=now
+    )
+
+
+def judgment_submit_image_pair(
+    *,
+    assignment: Assignment,
+    annotator,
+    choice: str,
+    rationale: str = "",
+    time_spent_ms: int | None = None,
+    now: datetime | None = None,
+) -> Judgment:
+    """A Pick-a-Pic vote (``a``/``b``/``tie``, in ``candidate_ids`` order); ``label_score`` is label_0."""
+    fields = payloads.image_pair_fields(choice=choice, rationale=(rationale or "").strip())
+    return _store(
+        assignment=assignment, annotator=annotator, fields=fields, time_spent_ms=time_spent_ms, now=now
+    )

@@ -1,0 +1,29 @@
+"""Celery entry points for the annotation app: they only adapt and call services."""
+
+from celery import shared_task
+
+from .services.import_jobs import import_job_run
+
+
+@shared_task(name="annotation.tasks.import_run", acks_late=False)
+def import_run(import_id: int) -> None:
+    """Run a confirmed web import (claims the job first, so a duplicate delivery does nothing)."""
+    import_job_run(import_id=import_id)
+
+
+@shared_task(name="annotation.tasks.generation_run", acks_late=False)
+def generation_run(job_id: int) -> None:
+    """Run a queued generation or step-checking job (claims it first: a duplicate delivery does nothing)."""
+    from .services.generation import generation_job_run
+
+    generation_job_run(job_id=job_id)
+
+
+@shared_task(name="annotation.tasks.generation_requeue_stale", acks_late=False)
+def generation_requeue_stale(stale_after_s: float = 1800.0) -> list[int]:
+    """Periodic: requeue generation jobs whose worker stopped reporting (they resume per item)."""
+    from datetime import timedelta
+
+    from .services.generation import generation_jobs_requeue_stale
+
+    return generation_jobs_requeue_stale(stale_after=timedelta(seconds=stale_after_s))

@@ -1,0 +1,67 @@
+from django.urls import path
+
+from .views import annotate, assets, construction, imports, projects, versions
+
+urlpatterns = [
+    # projects (views/projects.py)
+    path("projects/new/", projects.project_create, name="project-create"),
+    path("projects/<int:project_id>/", projects.project_detail, name="project-detail"),
+    path("projects/<int:project_id>/settings/", projects.project_settings, name="project-settings"),
+    # imports (views/imports.py)
+    path("projects/<int:project_id>/import/", imports.import_upload, name="import-upload"),
+    path("projects/<int:project_id>/import/<int:import_id>/", imports.import_detail, name="import-detail"),
+    path(
+        "projects/<int:project_id>/import/<int:import_id>/confirm/",
+        imports.import_confirm,
+        name="import-confirm",
+    ),
+    # annotation (views/annotate.py)
+    path("projects/<int:project_id>/annotate/", annotate.annotate, name="annotate"),
+    path("projects/<int:project_id>/annotate/next/", annotate.annotate_next, name="annotate-next"),
+    path(
+        "projects/<int:project_id>/annotate/<int:assignment_id>/submit/",
+        annotate.annotate_submit,
+        name="annotate-submit",
+    ),
+    path(
+        "projects/<int:project_id>/annotate/<int:assignment_id>/skip/",
+        annotate.annotate_skip,
+        name="annotate-skip",
+    ),
+    path("assets/<str:sha256>/", assets.asset_file, name="asset-file"),  # views/assets.py
+    # agreement, versions and exports (views/versions.py)
+    path("projects/<int:project_id>/agreement/", versions.agreement, name="agreement"),
+    path("projects/<int:project_id>/versions/", versions.version_list, name="version-list"),
+    path("projects/<int:project_id>/versions/freeze/", versions.version_freeze, name="version-freeze"),
+    path(
+        "projects/<int:project_id>/versions/<int:version_id>/", versions.version_detail, name="version-detail"
+    ),
+    path(
+        "projects/<int:project_id>/versions/<int:version_id>/export.<str:fmt>",
+        versions.version_export,
+        name="version-export",
+    ),
+    # data construction: generation, gold, step checking, per-type agreement (views/construction.py)
+    path("projects/<int:project_id>/generate/", construction.generation_list, name="generation-list"),
+    path("projects/<int:project_id>/generate/start/", construction.generation_start, name="generation-start"),
+    path(
+        "projects/<int:project_id>/generate/<int:job_id>/",
+        construction.generation_detail,
+        name="generation-detail",
+    ),
+    path("projects/<int:project_id>/gold/", construction.gold_list, name="gold-list"),
+    path("projects/<int:project_id>/gold/rate/", construction.gold_rate, name="gold-rate"),
+    path("projects/<int:project_id>/gold/<int:item_id>/", construction.gold_mark, name="gold-mark"),
+    path("projects/<int:project_id>/steps/", construction.step_review, name="step-review"),
+    path("projects/<int:project_id>/steps/problems/", construction.step_arithmetic, name="step-arithmetic"),
+    path(
+        "projects/<int:project_id>/steps/run/", construction.step_pipeline_start, name="step-pipeline-start"
+    ),
+    path("projects/<int:project_id>/steps/<int:item_id>/", construction.step_decide, name="step-decide"),
+    path("projects/<int:project_id>/agreement/types/", construction.agreement_types, name="agreement-types"),
+    path(
+        "projects/<int:project_id>/build-multi-image/",
+        construction.multi_image_build,
+        name="multi-image-build",
+    ),
+]

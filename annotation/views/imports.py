@@ -1,0 +1,90 @@
+"""Web import: upload → preview (detected format, first rows) → confirm → progress → report."""
+
+from django import forms
+from django.conf import settings
+from django.contrib import messages
+from django.shortcuts import get_object_or_404, redirect, render
+from django.template.defaultfilters import filesizeformat
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from ..access import project_member_required
+from ..importers import FileFormatError
+from ..models import ImportJob, ImportStatus
+from ..services.import_jobs import ALLOWED_EXTENSIONS, import_job_confirm, import_job_create
+
+STOP_POLLING = 286  # htmx stops a polling element on this status
+
+
+class ImportUploadForm(forms.Form):
+    file = forms.FileField(
+        help_text=f"{', '.join(ALLOWED_EXTENSIONS)}; images go in a .zip next to the data file."
+    )
+
+    def clean_file(self):
+        upload = self.cleaned_data["file"]
+        if not upload.name.lower().endswith(ALLOWED_EXTENSIONS):
+            raise forms.ValidationError(
+                f"Unsupported file type: upload one of {', '.join(ALLOWED_EXTENSIONS)}."
+            )
+        limit = settings.IMPORT_MAX_UPLOAD_BYTES
+        if upload.size > limit:
+            raise forms.ValidationError(
+                f"The file is {filesizeformat(upload.size)}; the upload limit is {filesizeformat(limit)}."
+            )
+        return upload
+
+
+@require_http_methods(["GET", "POST"])
+@project_member_required(manager=True)
+def import_upload(request, project_id):
+    form = ImportUploadForm(request.POST or None, request.FILES or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            job = import_job_create(
+                project=request.project, user=request.user, upload=form.cleaned_data["file"]
+            )
+        except FileFormatError as exc:
+            form.add_error("file", str(exc))
+        else:
+            return redirect("import-detail", project_id=project_id, import_id=job.pk)
+    status = 400 if form.errors else 200
+    context = {"project": request.project, "form": form, "max_bytes": settings.IMPORT_MAX_UPLOAD_BYTES}
+    return render(request, "annotation/import_upload.html", context, status=status)
+
+
+def _context(project, job: ImportJob) -> dict:
+    report = job.report or {}
+    stage = report.get("stage", "")
+    total = job.rows_total or 0
+    return {
+        "project": project,
+        "job": job,
+        "report": report,
+        "stage": stage,
+        "finished": job.status in (ImportStatus.SUCCEEDED, ImportStatus.FAILED),
+        "awaiting_confirmation": job.status == ImportStatus.PENDING and stage == "preview",
+        "percent": round(100 * min(job.rows_done, total) / total) if total else 0,
+        "errors": report.get("errors", []),
+    }
+
+
+@require_GET
+@project_member_required(manager=True)
+def import_detail(request, project_id, import_id):
+    job = get_object_or_404(ImportJob, pk=import_id, project=request.project)
+    context = _context(request.project, job)
+    if request.htmx:
+        response = render(request, "annotation/import_detail.html#import-progress", context)
+        if context["finished"]:
+            response.status_code = STOP_POLLING
+        return response
+    return render(request, "annotation/import_detail.html", context)
+
+
+@require_POST
+@project_member_required(manager=True)
+def import_confirm(request, project_id, import_id):
+    job = get_object_or_404(ImportJob, pk=import_id, project=request.project)
+    if not import_job_confirm(job=job):
+        messages.info(request, "This import was already confirmed.")
+    return redirect("import-detail", project_id=project_id, import_id=job.pk)

@@ -1,0 +1,143 @@
+"""Agreement, dataset versions (freeze, detail) and their export downloads: project managers only."""
+
+import json
+import tempfile
+
+from django import forms
+from django.http import FileResponse, Http404, HttpResponseBadRequest, StreamingHttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_GET, require_POST
+
+from ..access import project_member_required
+from ..models import DatasetVersion
+from ..services.agreement import project_agreement
+from ..services.exports import SPLITS, export_filename, export_write, jsonl_lines, ordered
+from ..services.versions import FreezeError, FreezeRule, dataset_version_freeze, version_rows
+
+SAMPLE_ROWS = 20
+
+
+class FreezeForm(forms.Form):
+    min_votes = forms.IntegerField(min_value=1, max_value=1000, initial=1)
+    min_strength = forms.TypedChoiceField(
+        choices=[("", "any"), ("1", "1"), ("2", "2"), ("3", "3")],
+        coerce=int,
+        empty_value=None,
+        required=False,
+    )
+    min_agreement = forms.FloatField(min_value=0, max_value=1, initial=0.5)
+    drop_ties = forms.BooleanField(required=False, initial=True)
+    drop_both_bad = forms.BooleanField(required=False, initial=True)
+    seed = forms.IntegerField(initial=0, min_value=-(2**31), max_value=2**31 - 1)
+    test_fraction = forms.FloatField(min_value=0, max_value=0.99, initial=0.1)
+
+    def rule(self) -> FreezeRule:
+        data = self.cleaned_data
+        keys = ("min_votes", "min_strength", "min_agreement", "drop_ties", "drop_both_bad")
+        return FreezeRule(**{key: data[key] for key in keys})
+
+
+@require_GET
+@project_member_required(manager=True)
+def agreement(request, project_id):
+    report = project_agreement(project=request.project)
+    annotators = [
+        {"name": report.annotators.get(pk, str(pk)), **figures, "percent": round(100 * figures["rate"], 1)}
+        for pk, figures in report.majority.items()
+    ]
+    kappas = [
+        {
+            **k,
+            "a_name": report.annotators.get(k["a"], k["a"]),
+            "b_name": report.annotators.get(k["b"], k["b"]),
+        }
+        for k in report.kappas
+    ]
+    context = {"project": request.project, "report": report, "annotators": annotators, "kappas": kappas}
+    return render(request, "annotation/agreement.html", context)
+
+
+def _version_list(request, form, status=200):
+    versions = (
+        DatasetVersion.objects.filter(project=request.project)
+        .select_related("created_by")
+        .order_by("-number")
+    )
+    context = {"project": request.project, "versions": versions, "form": form}
+    return render(request, "annotation/version_list.html", context, status=status)
+
+
+@require_GET
+@project_member_required(manager=True)
+def version_list(request, project_id):
+    return _version_list(request, FreezeForm())
+
+
+@require_POST
+@project_member_required(manager=True)
+def version_freeze(request, project_id):
+    form = FreezeForm(request.POST)
+    if not form.is_valid():
+        return _version_list(request, form, status=400)
+    try:
+        version = dataset_version_freeze(
+            project=request.project,
+            rule=form.rule(),
+            seed=form.cleaned_data["seed"],
+            test_fraction=form.cleaned_data["test_fraction"],
+            created_by=request.user,
+        )
+    except (FreezeError, ValueError) as exc:
+        form.add_error(None, str(exc))
+        return _version_list(request, form, status=400)
+    return redirect("version-detail", project_id=request.project.pk, version_id=version.pk)
+
+
+def _split_of(request) -> str:
+    split = request.GET.get("split", "all")
+    return split if split in SPLITS else "all"
+
+
+@require_GET
+@project_member_required(manager=True)
+def version_detail(request, project_id, version_id):
+    version = get_object_or_404(DatasetVersion, pk=version_id, project=request.project)
+    split = _split_of(request)
+    sample = []
+    for _, row in version_rows(version=version, split=split):
+        sample.append(json.dumps(ordered(row), indent=2, ensure_ascii=False))
+        if len(sample) >= SAMPLE_ROWS:
+            break
+    context = {
+        "project": request.project,
+        "version": version,
+        "split": split,
+        "splits": SPLITS,
+        "sample": sample,
+        "rule_json": json.dumps(version.rule, indent=2),
+        "dropped": sorted((version.stats.get("tasks_dropped") or {}).items()),
+    }
+    return render(request, "annotation/version_detail.html", context)
+
+
+@require_GET
+@project_member_required(manager=True)
+def version_export(request, project_id, version_id, fmt):
+    version = get_object_or_404(
+        DatasetVersion.objects.select_related("project"), pk=version_id, project=request.project
+    )
+    if fmt not in ("jsonl", "parquet"):
+        raise Http404("Unknown export format.")
+    split = request.GET.get("split", "all")
+    if split not in SPLITS:
+        return HttpResponseBadRequest(f"split must be one of {', '.join(SPLITS)}.")
+    filename, content_type = export_filename(version=version, fmt=fmt, split=split)
+    if filename.endswith(".jsonl"):
+        lines = jsonl_lines(version_rows(version=version, split=split), with_split=split == "all")
+        response = StreamingHttpResponse((line.encode() for line in lines), content_type=content_type)
+        response["Content-Disposition"] = f'attachment; filename="{filename}"'
+        return response
+    out = tempfile.TemporaryFile()  # noqa: SIM115 -- FileResponse closes (and so deletes) it
+    export_write(version=version, fmt=fmt, split=split, out=out)
+    out.seek(0)
+    return FileResponse(out, as_attachment=True, filename=filename, content_type=content_type)

@@ -1,0 +1,68 @@
+"""A manager launches a training job from the form; the chart gains points live, then the job finishes."""
+
+import pytest
+
+from tests.factories import MembershipFactory, ProjectFactory, UserFactory
+from tests.integration.native import compose_command, native_env, running
+from tests.training_support import dataset_version, tiny_model_entry
+
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture
+def setup(settings, tmp_path):
+    settings.ARTIFACT_ROOT = tmp_path / "artifacts"
+    user = UserFactory(username="trainer")
+    project = ProjectFactory(name="Tiny training")
+    MembershipFactory(project=project, user=user, role="manager")
+    version = dataset_version(project)
+    return user, project, version, tiny_model_entry(tmp_path / "tiny")
+
+
+def _loss_points(page) -> int:
+    return int(page.get_attribute("#charts", "data-loss-points") or 0)
+
+
+def test_launch_from_the_form_then_watch_the_chart_grow_until_done(
+    page, live_server, login, setup, tmp_path, screenshot_dir
+):
+    user, project, version, base = setup
+    env = native_env(ARTIFACT_ROOT=str(tmp_path / "artifacts"), TRAINING_METRICS_FLUSH_SECONDS="0.2")
+    with running(compose_command("worker"), env=env, log_path=tmp_path / "worker.log"):
+        login(page, user.username)
+        page.goto(f"{live_server.url}/projects/{project.pk}/jobs/new/?method=dpo")
+        page.select_option("#id_base_model", str(base.pk))
+        page.select_option("#id_dataset_version", str(version.pk))
+        for name, value in {
+            "batch_size": "4",
+            "epochs": "50",
+            "max_steps": "60",
+            "learning_rate": "0.001",
+            "max_length": "64",
+            "ref_cache_dir": str(tmp_path / "refcache"),
+        }.items():
+            page.fill(f"#id_{name}", value)
+        page.click("#preview-config")
+        assert "max_steps: 60" in page.inner_text("#config-yaml")
+        page.screenshot(path=str(screenshot_dir / "job_launch_form.png"), full_page=True)
+        page.click("#launch-job")
+        page.wait_for_url("**/jobs/*/")
+        page.wait_for_function(
+            "() => Number(document.getElementById('charts').dataset.lossPoints || 0) > 0", timeout=90_000
+        )
+        first = _loss_points(page)
+        page.wait_for_function(
+            "n => Number(document.getElementById('charts').dataset.lossPoints || 0) > n",
+            arg=first,
+            timeout=90_000,
+        )
+        assert page.locator("#chart-loss .scatterlayer .trace").count() == 2  # raw (faint) + smoothed
+        page.wait_for_function(
+            "() => document.getElementById('job-state').textContent.trim() === 'Succeeded'", timeout=120_000
+        )
+        page.wait_for_function(
+            "() => document.getElementById('charts').dataset.done === 'true'", timeout=30_000
+        )
+    page.screenshot(path=str(screenshot_dir / "job_dashboard.png"), full_page=True)
+    assert _loss_points(page) == 60
+    assert page.locator("#artifacts").count() == 1

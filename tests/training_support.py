@@ -1,0 +1,64 @@
+"""Helpers for the training app's tests: a tiny model folder, a dataset version, small job settings."""
+
+import random
+
+from annotation.models import DatasetExample, DatasetVersion
+from training.engine.tiny import tiny_llama, tiny_tokenizer
+from training.models import Location, ModelEntry
+
+WORDS = ["cat", "dog", "sun", "tree", "blue", "moon", "fish", "rock"]
+
+
+def synthetic_rows(n: int, seed: int = 0) -> list[dict]:
+    """Chosen answers in lower case, rejected in upper case: a property a tiny model learns fast."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        prompt = " ".join(rng.choice(WORDS) for _ in range(2))
+        answer = " ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 3)))
+        other = " ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 3)))
+        rows.append({"prompt": prompt, "chosen": answer, "rejected": other.upper()})
+    return rows
+
+
+def tiny_model_entry(folder, *, name: str = "tiny-llama", hidden: int = 32, layers: int = 1) -> ModelEntry:
+    """Save a random tiny Llama and its char tokenizer to ``folder`` and register it as a local model."""
+    tokenizer = tiny_tokenizer()
+    tiny_llama(len(tokenizer), hidden=hidden, layers=layers, heads=2).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return ModelEntry.objects.create(name=name, location=Location.LOCAL, path=str(folder))
+
+
+def dataset_version(project, *, train: int = 24, test: int = 8, stats: dict | None = None) -> DatasetVersion:
+    rows = synthetic_rows(train + test)
+    version = DatasetVersion.objects.create(
+        project=project,
+        number=DatasetVersion.objects.filter(project=project).count() + 1,
+        rule={"kind": "majority"},
+        seed=0,
+        test_fraction=test / (train + test),
+        content_hash="ab" * 32,
+        stats=stats or {"examples": train + test, "train": train, "test": test, "label_flip_rate": 0.12},
+    )
+    DatasetExample.objects.bulk_create(
+        DatasetExample(version=version, index=i, split="train" if i < train else "test", row=row)
+        for i, row in enumerate(rows)
+    )
+    return version
+
+
+def tiny_params(tmp_path, **overrides) -> dict:
+    """Job settings that train a tiny model in well under a second per step."""
+    params = {
+        "method": "dpo",
+        "batch_size": 4,
+        "max_steps": 6,
+        "learning_rate": 1e-3,
+        "max_length": 64,
+        "warmup_ratio": 0.0,
+        "save_steps": 2,
+        "eval_steps": 3,
+        "ref_cache_dir": str(tmp_path / "refcache"),
+    }
+    params.update(overrides)
+    return params

@@ -1,0 +1,98 @@
+"""Curry-DPO pair building and stages; fast-slow DPO's loss, swap rule and a short run."""
+
+import json
+
+import pytest
+import torch
+
+from training.engine.api import train
+from training.engine.config import config_from_dict
+from training.engine.curriculum import CurryDPOConfig, curriculum_pairs, stages
+from training.engine.fastslow import FastSlowDPOConfig, fast_slow_loss, should_swap
+from training.engine.metrics import read_metrics
+
+
+def test_curriculum_pairs_top_against_each_lower_sorted_by_gap():
+    rows = [{"prompt": "p", "responses": ["a", "b", "c", "d"], "ratings": [2, 9, 5, 1]}]
+    pairs = curriculum_pairs(rows)
+    assert [(gap, p["chosen"], p["rejected"]) for gap, p in pairs] == [
+        (8.0, "b", "d"),
+        (7.0, "b", "a"),
+        (4.0, "b", "c"),
+    ]
+    assert [[p["rejected"] for p in s] for s in stages(pairs, 2)] == [["d", "a"], ["c"]]
+    with pytest.raises(ValueError, match="ranked row 0"):
+        curriculum_pairs([{"prompt": "p", "responses": ["a"], "ratings": [1]}])
+
+
+def test_fast_slow_loss_and_swap_rule():
+    loss = fast_slow_loss(torch.tensor(0.5), torch.tensor(0.8), chase_weight=0.1)
+    assert float(loss) == pytest.approx(0.5 + 0.8 + 0.1 * 0.3)
+    assert not should_swap(1, patience=2) and should_swap(2, patience=2)
+
+
+def _ranked(make_rows, n):
+    rows = []
+    for i, row in enumerate(make_rows(n, seed=9)):
+        rows.append(
+            {
+                "prompt": row["prompt"],
+                "responses": [row["chosen"], row["rejected"], row["rejected"] + " " + row["chosen"].upper()],
+                "ratings": [3, 1, 2],
+                "split": "test" if i % 5 == 0 else "train",
+            }
+        )
+    return rows
+
+
+def test_iterative_curry_dpo_moves_the_reference_stage_by_stage(tmp_path, make_rows):
+    data = tmp_path / "ranked.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in _ranked(make_rows, 20)))
+    config = config_from_dict(
+        {
+            "method": "curry_dpo",
+            "model": "tiny",
+            "train_file": str(data),
+            "output_dir": str(tmp_path / "o"),
+            "ref_cache_dir": str(tmp_path / "ref"),
+            "learning_rate": 1e-3,
+            "n_stages": 2,
+            "batch_size": 8,
+            "warmup_ratio": 0.0,
+        }
+    )
+    assert isinstance(config, CurryDPOConfig)
+    result = train(config)
+    assert result.status == "succeeded"
+    assert (tmp_path / "o" / "stage-0").is_dir() and (tmp_path / "o" / "stage-1").is_dir()
+    assert result.last_checkpoint.parent.name == "stage-1"
+    first_stage = read_metrics(tmp_path / "o" / "stage-1" / "metrics.jsonl")[0]
+    # stage 1 starts from stage 0's model, which is also its reference: margins start at exactly zero
+    assert first_stage["rewards/margins"] == 0.0
+    assert "eval/rewards/accuracies" in result.eval_metrics
+
+
+def test_fast_slow_dpo_trains_two_adapters(tmp_path, make_rows):
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in make_rows(16, seed=4)))
+    config = FastSlowDPOConfig(
+        model="tiny",
+        train_file=str(data),
+        output_dir=str(tmp_path / "o"),
+        ref_cache_dir=str(tmp_path / "r"),
+        learning_rate=1e-2,
+        lora_r=4,
+        batch_size=8,
+        max_steps=4,
+        epochs=2,
+        warmup_ratio=0.0,
+        chase_weight=0.5,
+    )
+    result = train(config)
+    assert result.step == 4
+    metrics = read_metrics(tmp_path / "o" / "metrics.jsonl")
+    assert metrics[0]["fast/loss"] == pytest.approx(metrics[0]["slow/loss"])  # both start as the base
+    assert metrics[-1]["fast/loss"] != metrics[-1]["slow/loss"]
+    for name in ("m1", "m2"):
+        assert (result.last_checkpoint / name / "adapter_model.safetensors").is_file()
+    assert (result.last_checkpoint / "fast_adapter.txt").read_text().strip() in {"m1", "m2"}

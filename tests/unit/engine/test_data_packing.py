@@ -1,0 +1,129 @@
+"""Templating, spans, masks, truncation, and packed vs unpacked log-probs."""
+
+import pytest
+import torch
+
+from training.engine.collate import PackingCollator, plan_rows
+from training.engine.data import TokenizedPair, read_rows, tokenize_pair, tokenize_rows, truncate
+from training.engine.logps import segment_sums, split_by_segment, token_logps, unpacked_logps
+
+
+def test_standard_and_conversational_rows_tokenize_the_same(tokenizer):
+    std = tokenize_pair({"prompt": "Hi", "chosen": "yes", "rejected": "no"}, tokenizer, 0)
+    conv = tokenize_pair(
+        {
+            "prompt": [{"role": "user", "content": "Hi"}],
+            "chosen": [{"role": "assistant", "content": "yes"}],
+            "rejected": [{"role": "assistant", "content": "no"}],
+        },
+        tokenizer,
+        0,
+    )
+    assert std == conv
+    assert tokenizer.decode(std.prompt_ids).endswith("<|im_start|>assistant\n")
+    assert tokenizer.decode(std.chosen_ids) == "yes<|im_end|>\n"
+    assert all(w == 1.0 for w in std.chosen_weights)
+
+
+def test_step_dpo_weights_only_the_step_tokens(tokenizer):
+    row = {"prompt": "Q", "initial_reason_steps": "a=1\n", "chosen": "b=2", "rejected": "b=3"}
+    pair = tokenize_pair(row, tokenizer, 0)
+    assert tokenizer.decode(pair.prompt_ids).endswith("assistant\na=1\n")
+    kept = [t for t, w in zip(pair.chosen_ids, pair.chosen_weights, strict=True) if w]
+    assert tokenizer.decode(kept) == "b=2"
+
+
+def test_mask_dpo_weights_factual_chosen_and_hallucinated_rejected(tokenizer):
+    row = {
+        "prompt": "Q",
+        "chosen": "Good. Bad.",
+        "rejected": "Fine. Wrong.",
+        "chosen_sentences": [
+            {"start": 0, "end": 5, "label": "factual"},
+            {"start": 6, "end": 10, "label": "hallucinated"},
+        ],
+        "rejected_sentences": [
+            {"start": 0, "end": 5, "label": "no_claim"},
+            {"start": 6, "end": 12, "label": "hallucinated"},
+        ],
+    }
+    pair = tokenize_pair(row, tokenizer, 0)
+    chosen = [t for t, w in zip(pair.chosen_ids, pair.chosen_weights, strict=True) if w]
+    rejected = [t for t, w in zip(pair.rejected_ids, pair.rejected_weights, strict=True) if w]
+    assert tokenizer.decode(chosen) == "Good."
+    assert tokenizer.decode(rejected) == "Wrong."
+
+
+def test_truncation_keeps_prompt_start_and_counts_dropped_rows(tokenizer):
+    rows = [
+        {"prompt": "Hi", "chosen": "x" * 50, "rejected": "y"},
+        {"prompt": "z" * 80, "chosen": "a", "rejected": "b"},
+    ]
+    pairs, report = tokenize_rows(rows, tokenizer, max_length=40)
+    assert len(pairs) == 1 and report.dropped == {"prompt_fills_max_length": 1}
+    assert len(pairs[0].prompt_ids) + len(pairs[0].chosen_ids) == 40
+    masked = TokenizedPair((1, 2), (3,), (4,), (0.0,), (1.0,), 0)
+    assert truncate(masked, None) == (None, "chosen_has_no_weighted_token")
+
+
+def test_read_rows_filters_split(tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_text(
+        '{"prompt":"a","chosen":"b","rejected":"c","split":"test"}\n{"prompt":"d","chosen":"e","rejected":"f"}\n'
+    )
+    assert [r["prompt"] for r in read_rows(path, "train")] == ["d"]
+    assert [r["prompt"] for r in read_rows(path, "test")] == ["a"]
+
+
+def test_plan_rows_respects_budget():
+    pair = TokenizedPair((1,) * 5, (2,) * 3, (3,) * 2, (1.0,) * 3, (1.0,) * 2, 0)  # 10 tokens
+    assert plan_rows([pair] * 5, 25) == [[0, 1], [2, 3], [4]]
+    assert plan_rows([pair] * 3, None) == [[0, 1, 2]]
+
+
+@pytest.mark.parametrize("budget", [None, 60])
+def test_packed_logps_equal_unpacked_forward(tokenizer, tiny_model, make_rows, budget):
+    pairs, _ = tokenize_rows(make_rows(5, seed=3), tokenizer, max_length=None)
+    batch = PackingCollator(tokenizer.pad_token_id, token_budget=budget)(pairs)
+    if budget:
+        assert batch.input_ids.shape[0] > 1
+    with torch.no_grad():
+        packed = split_by_segment(token_logps(tiny_model, batch), batch)
+    reference = unpacked_logps(tiny_model, pairs)
+    for i, (chosen, rejected) in enumerate(reference):
+        torch.testing.assert_close(packed[2 * i], chosen, atol=1e-4, rtol=0)
+        torch.testing.assert_close(packed[2 * i + 1], rejected, atol=1e-4, rtol=0)
+    sums_c, _ = segment_sums(torch.cat(packed), batch)
+    assert sums_c.tolist() == pytest.approx([float(c.sum()) for c, _ in reference], abs=1e-3)
+
+
+def test_mask_dpo_loss_ignores_tokens_outside_the_mask(tokenizer, tiny_model):
+    from training.engine.logps import segment_lengths
+    from training.engine.objectives import PairLogps, dpo_loss
+    from training.engine.tiny import tiny_llama
+
+    reference = tiny_llama(len(tokenizer), seed=7)
+    spans = {
+        "chosen_sentences": [
+            {"start": 0, "end": 5, "label": "factual"},
+            {"start": 6, "end": 10, "label": "no_claim"},
+        ],
+        "rejected_sentences": [
+            {"start": 0, "end": 5, "label": "hallucinated"},
+            {"start": 6, "end": 12, "label": "factual"},
+        ],
+    }
+    rows = [
+        {"prompt": "Q", "chosen": "Good. Bad.", "rejected": "Fine. Wrong."},
+        {"prompt": "Q", "chosen": "Good. Zzz.", "rejected": "Fine. Xyzwv."},  # only unmasked tokens differ
+        {"prompt": "Q", "chosen": "Gold. Bad.", "rejected": "Fine. Wrong."},  # a masked token differs
+    ]
+    losses = []
+    for row in rows:
+        batch = PackingCollator(tokenizer.pad_token_id)([tokenize_pair({**row, **spans}, tokenizer, 0)])
+        with torch.no_grad():
+            pc, pr = segment_sums(token_logps(tiny_model, batch), batch)
+            rc, rr = segment_sums(token_logps(reference, batch), batch)
+        losses.append(float(dpo_loss(PairLogps(pc, pr, rc, rr, *segment_lengths(batch)), beta=0.5).losses[0]))
+    assert losses[0] == pytest.approx(losses[1], abs=1e-6)
+    assert losses[0] != pytest.approx(losses[2], abs=1e-6)

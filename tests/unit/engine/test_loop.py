@@ -1,0 +1,193 @@
+"""The loop end to end on a tiny model: learning, robustness to flips, resume, cancel, NaN guard, LoRA."""
+
+import json
+
+import pytest
+import torch
+
+from training.engine.checkpoint import latest_checkpoint
+from training.engine.loop import NonFiniteError, setup_run, train
+from training.engine.methods import DPOConfig, RDPOConfig
+from training.engine.metrics import read_metrics
+
+FAST = {"warmup_ratio": 0.0, "lr_scheduler": "constant", "max_grad_norm": None, "epochs": 100}
+
+
+def _write(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+@pytest.fixture
+def task(tmp_path, make_rows):
+    """64 training pairs (30% flipped when asked) and 200 clean held-out pairs."""
+
+    def build(flip=0.0):
+        train_file = _write(tmp_path / f"train{flip}.jsonl", make_rows(64, seed=5, flip=flip))
+        eval_file = _write(tmp_path / "test.jsonl", make_rows(200, seed=6))
+        return {
+            "model": "tiny",
+            "train_file": train_file,
+            "eval_file": eval_file,
+            "ref_cache_dir": str(tmp_path / "ref"),
+        }
+
+    return build
+
+
+class Recorder:
+    def __init__(self):
+        self.calls = []
+        self.total = None
+
+    def on_start(self, total_steps, start_step):
+        self.total = (total_steps, start_step)
+
+    def log(self, metrics, step):
+        self.calls.append((step, dict(metrics)))
+
+
+def test_fifty_steps_raise_heldout_implicit_accuracy_above_point_nine(task, tmp_path):
+    rec = Recorder()
+    config = DPOConfig(
+        **task(), output_dir=str(tmp_path / "o"), learning_rate=1e-3, max_steps=50, eval_steps=50, **FAST
+    )
+    result = train(config, callbacks=[rec])
+    assert result.status == "succeeded" and result.step == 50 and rec.total == (50, 0)
+    assert result.eval_metrics["eval/rewards/accuracies"] > 0.9
+    train_names = set(rec.calls[0][1])
+    assert {
+        "loss",
+        "rewards/chosen",
+        "rewards/rejected",
+        "rewards/margins",
+        "rewards/accuracies",
+        "logps/chosen",
+        "logps/rejected",
+        "grad_norm",
+        "learning_rate",
+        "throughput/pairs_per_s",
+        "throughput/tokens_per_s",
+    } <= train_names
+    assert (tmp_path / "o" / "checkpoint-50" / "model.safetensors").is_file()
+
+
+def test_rdpo_beats_dpo_on_clean_heldout_pairs_with_thirty_percent_flips(task, tmp_path):
+    data = task(flip=0.3)
+    common = {**data, "learning_rate": 1e-3, "max_steps": 100, **FAST}
+    dpo = train(DPOConfig(**common, output_dir=str(tmp_path / "dpo")))
+    rdpo = train(RDPOConfig(**common, epsilon=0.3, output_dir=str(tmp_path / "rdpo")))
+    dpo_acc = dpo.eval_metrics["eval/rewards/accuracies"]
+    rdpo_acc = rdpo.eval_metrics["eval/rewards/accuracies"]
+    assert rdpo_acc > dpo_acc, (rdpo_acc, dpo_acc)
+
+
+def _comparable(rows):
+    return [{k: v for k, v in r.items() if not k.startswith("throughput/")} for r in rows]
+
+
+def test_interrupted_and_resumed_run_reproduces_uninterrupted_metrics(task, tmp_path):
+    common = {
+        **task(),
+        "learning_rate": 1e-3,
+        "max_steps": 12,
+        "eval_steps": 4,
+        "epochs": 2,
+        "lr_scheduler": "cosine",
+        "warmup_ratio": 0.2,
+        "save_steps": 5,
+    }
+    full = train(DPOConfig(**common, output_dir=str(tmp_path / "full")))
+    calls = {"n": 0}
+
+    def cancel_after_seven():
+        calls["n"] += 1
+        return calls["n"] > 7
+
+    cut = train(DPOConfig(**common, output_dir=str(tmp_path / "cut")), should_cancel=cancel_after_seven)
+    assert cut.status == "cancelled" and cut.step == 7
+    assert latest_checkpoint(tmp_path / "cut").name == "checkpoint-7"
+    resumed = train(DPOConfig(**common, output_dir=str(tmp_path / "cut")), resume=True)
+    assert resumed.status == "succeeded" and resumed.step == 12
+    a = _comparable(read_metrics(tmp_path / "full" / "metrics.jsonl"))
+    b = _comparable(read_metrics(tmp_path / "cut" / "metrics.jsonl"))
+    assert a == b
+    assert full.eval_metrics == resumed.eval_metrics
+
+
+def test_nan_guard_names_step_and_metric(task, tmp_path):
+    config = DPOConfig(**task(), output_dir=str(tmp_path / "o"), learning_rate=1e-3, max_steps=3, **FAST)
+    run = setup_run(config)
+    run.train_ref["chosen"][:] = float("nan")
+    with pytest.raises(NonFiniteError, match=r"step 1: loss is nan"):
+        train(config, run=run)
+
+
+def test_reference_logps_are_cached_and_reused(task, tmp_path):
+    data = task()
+    first = setup_run(DPOConfig(**data, output_dir=str(tmp_path / "a")))
+    again = setup_run(DPOConfig(**data, output_dir=str(tmp_path / "b")))
+    shorter = setup_run(DPOConfig(**data, output_dir=str(tmp_path / "c"), max_length=40))
+    assert not first.ref_cached and again.ref_cached and not shorter.ref_cached
+    torch.testing.assert_close(first.train_ref["chosen"], again.train_ref["chosen"])
+    other_model = setup_run(DPOConfig(**{**data, "model": "tiny:seed=1"}, output_dir=str(tmp_path / "d")))
+    assert not other_model.ref_cached
+
+
+def test_lora_trains_only_the_adapter_and_reference_is_base(task, tmp_path):
+    config = DPOConfig(
+        **task(), output_dir=str(tmp_path / "o"), lora=True, lora_r=4, learning_rate=1e-2, max_steps=3, **FAST
+    )
+    run = setup_run(config)
+    base_before = {k: v.clone() for k, v in run.model.named_parameters() if "lora_" not in k}
+    result = train(config, run=run)
+    for name, param in run.model.named_parameters():
+        if "lora_" in name:
+            assert param.requires_grad
+        else:
+            assert not param.requires_grad and param.grad is None
+            torch.testing.assert_close(param, base_before[name], rtol=0, atol=0)
+    assert (result.last_checkpoint / "adapter_model.safetensors").is_file()
+    assert result.metrics["rewards/margins"] != 0.0
+
+
+def test_full_finetune_gradients_reach_only_policy(task, tmp_path):
+    config = DPOConfig(**task(), output_dir=str(tmp_path / "o"), learning_rate=1e-3, max_steps=1, **FAST)
+    run = setup_run(config)
+    assert not run.train_ref["chosen"].requires_grad and not run.train_ref["rejected"].requires_grad
+    train(config, run=run)
+    assert all(p.requires_grad for p in run.model.parameters())
+
+
+def test_bf16_autocast_runs_and_checkpoints_load_with_from_pretrained(task, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    config = DPOConfig(
+        **task(), output_dir=str(tmp_path / "o"), learning_rate=1e-3, max_steps=2, precision="bf16", **FAST
+    )
+    result = train(config)
+    assert all(torch.isfinite(torch.tensor(v)) for v in result.metrics.values())
+    loaded = AutoModelForCausalLM.from_pretrained(result.last_checkpoint)
+    assert loaded.dtype == torch.float32
+
+
+def test_parquet_export_with_split_column_trains(tmp_path, make_rows):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = make_rows(20, seed=8)
+    for i, row in enumerate(rows):
+        row["split"] = "test" if i < 5 else "train"
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "d.parquet")
+    config = DPOConfig(
+        model="tiny",
+        train_file=str(tmp_path / "d.parquet"),
+        output_dir=str(tmp_path / "o"),
+        ref_cache_dir=str(tmp_path / "r"),
+        max_steps=1,
+        save_final=False,
+        **FAST,
+    )
+    result = train(config)
+    assert result.step == 1 and result.last_checkpoint is None
+    assert "eval/rewards/accuracies" in result.eval_metrics

@@ -1,0 +1,40 @@
+"""Pure chart helpers: EMA smoothing, config differences, compare traces; the launch form's field docs."""
+
+import math
+
+import pytest
+
+from training.charts import compare_series, config_differences, ema
+from training.engine import METHODS
+from training.forms import field_docs, method_fields
+
+
+def test_ema_is_debiased_and_passes_gaps_through():
+    assert ema([1.0, 1.0, 1.0], 0.9) == pytest.approx([1.0, 1.0, 1.0])
+    smoothed = ema([0.0, 10.0, None, 10.0], 0.5)
+    assert smoothed[0] == 0.0 and smoothed[1] == pytest.approx(5 / 0.75) and smoothed[2] is None
+    assert ema([2.0, math.nan], 0.0)[0] == 2.0
+
+
+def test_config_differences_lists_only_fields_that_differ_and_ignores_paths():
+    diffs = config_differences(
+        {
+            1: {"beta": 0.1, "lora": False, "output_dir": "/a", "lora_target_modules": ("q_proj",)},
+            2: {"beta": 0.1, "lora": True, "output_dir": "/b", "lora_target_modules": ["q_proj"]},
+        }
+    )
+    assert diffs == {"lora": {1: False, 2: True}}
+
+
+def test_compare_series_gives_one_trace_per_job():
+    traces = compare_series({3: [[1, 0.5, 0.0], [2, 0.4, 1.0]]}, labels={3: "job 3"})
+    assert traces == [{"type": "scatter", "mode": "lines", "name": "job 3", "x": [1, 2], "y": [0.5, 0.4]}]
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_every_method_field_gets_a_form_field_with_its_docstring(method):
+    fields = method_fields(method)
+    docs = field_docs(METHODS[method])
+    assert "train_file" not in fields and "model" not in fields
+    missing = [name for name in fields if not docs.get(name)]
+    assert missing == [], f"{method}: no docstring for {missing}"

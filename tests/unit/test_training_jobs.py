@@ -1,0 +1,227 @@
+"""Job services run in this process: launch validation, claim, the run itself, cancel, stale requeue.
+
+Runs use transaction=True: the heartbeat thread has its own database connection and must see the job."""
+
+import datetime as dt
+
+import pytest
+from django.core.exceptions import ValidationError
+from django.utils import timezone
+
+from tests.training_support import dataset_version, tiny_model_entry, tiny_params
+from training.models import Artifact, ArtifactKind, JobState, Location, MetricPoint, ModelEntry, TrainingJob
+from training.services.jobs import (
+    training_job_cancel,
+    training_job_claim,
+    training_job_launch,
+    training_job_requeue_stale,
+)
+from training.services.runner import training_job_run
+
+
+@pytest.fixture(autouse=True)
+def _artifacts_in_tmp(settings, tmp_path):
+    settings.ARTIFACT_ROOT = tmp_path / "artifacts"
+    settings.TRAINING_HEARTBEAT_SECONDS = 0.2
+    settings.TRAINING_CANCEL_CHECK_SHARE = 1.0  # check the cancel flag before every step, however fast
+
+
+@pytest.fixture
+def base_model(db, tmp_path):
+    return tiny_model_entry(tmp_path / "tiny")
+
+
+@pytest.fixture
+def version(project):
+    return dataset_version(project)
+
+
+def _launch(tmp_path, base_model, version, manager, **overrides):
+    return training_job_launch(
+        params=tiny_params(tmp_path, **overrides),
+        base_model=base_model,
+        dataset_version=version,
+        created_by=manager,
+    )
+
+
+def test_launch_rejects_invalid_config_naming_the_field(tmp_path, base_model, version, manager):
+    with pytest.raises(ValidationError) as err:
+        _launch(tmp_path, base_model, version, manager, learning_rate=-1.0)
+    assert "learning_rate" in err.value.message_dict
+    assert "positive" in err.value.message_dict["learning_rate"][0]
+    assert not TrainingJob.objects.exists()
+
+
+def test_launch_rejects_a_base_model_folder_that_is_gone(tmp_path, version, manager):
+    missing = ModelEntry.objects.create(name="gone", location=Location.LOCAL, path=str(tmp_path / "nope"))
+    with pytest.raises(ValidationError) as err:
+        _launch(tmp_path, missing, version, manager)
+    assert "config.json" in err.value.message_dict["base_model"][0]
+
+
+def test_claim_takes_a_queued_job_once(tmp_path, base_model, version, manager):
+    job = _launch(tmp_path, base_model, version, manager)
+    assert training_job_claim(job_id=job.pk) == 1
+    assert training_job_claim(job_id=job.pk) is None
+    job.refresh_from_db()
+    assert job.state == JobState.RUNNING and job.attempts == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_run_trains_records_metrics_artifacts_and_registers_the_model(tmp_path, base_model, version, manager):
+    job = _launch(tmp_path, base_model, version, manager)
+    assert training_job_run(job_id=job.pk) == JobState.SUCCEEDED
+    job.refresh_from_db()
+    assert job.state == JobState.SUCCEEDED, job.traceback
+    assert job.step == 6 and job.total_steps == 6
+    steps = list(
+        MetricPoint.objects.filter(job=job, name="loss").order_by("step").values_list("step", flat=True)
+    )
+    assert steps == [1, 2, 3, 4, 5, 6]
+    assert MetricPoint.objects.filter(job=job, name="eval/rewards/accuracies").count() == 2
+    kinds = set(Artifact.objects.filter(job=job).values_list("kind", flat=True))
+    assert {
+        ArtifactKind.CHECKPOINT,
+        ArtifactKind.METRICS,
+        ArtifactKind.CONFIG,
+        ArtifactKind.EVAL_REPORT,
+    } <= kinds
+    produced = ModelEntry.objects.get(produced_by=job)
+    assert produced.location == Location.JOB and produced.path.endswith("checkpoint-6")
+    assert training_job_run(job_id=job.pk) is None  # a duplicate delivery does nothing
+
+
+@pytest.mark.django_db(transaction=True)
+def test_cancel_stops_the_run_before_the_next_step_and_keeps_a_checkpoint(
+    tmp_path, base_model, version, manager, monkeypatch
+):
+    job = _launch(tmp_path, base_model, version, manager, max_steps=20, save_steps=None, eval_steps=None)
+    from training.services import metrics
+
+    original = metrics.DbMetrics.log
+
+    def log_and_cancel(self, values, step):
+        original(self, values, step)
+        if step == 3 and "loss" in values:
+            training_job_cancel(job=TrainingJob.objects.get(pk=job.pk))
+
+    monkeypatch.setattr(metrics.DbMetrics, "log", log_and_cancel)
+    assert training_job_run(job_id=job.pk) == JobState.CANCELLED
+    job.refresh_from_db()
+    assert job.state == JobState.CANCELLED and job.step == 3
+    assert MetricPoint.objects.filter(job=job, name="loss").count() == 3
+    assert Artifact.objects.filter(
+        job=job, kind=ArtifactKind.CHECKPOINT, path__endswith="checkpoint-3"
+    ).exists()
+
+
+def test_cancel_of_a_queued_job_is_immediate_and_no_worker_claims_it(tmp_path, base_model, version, manager):
+    job = training_job_cancel(job=_launch(tmp_path, base_model, version, manager))
+    assert job.state == JobState.CANCELLED
+    assert training_job_run(job_id=job.pk) is None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_invalid_engine_failure_is_recorded_with_traceback(tmp_path, base_model, version, manager):
+    job = _launch(tmp_path, base_model, version, manager)
+    TrainingJob.objects.filter(pk=job.pk).update(
+        config={**job.config, "model": "local:" + str(tmp_path / "x")}
+    )
+    assert training_job_run(job_id=job.pk) == JobState.FAILED
+    job.refresh_from_db()
+    assert "no config.json" in job.error and "Traceback" in job.traceback
+
+
+def test_stale_running_job_is_requeued_then_failed_after_max_attempts(
+    tmp_path, base_model, version, manager, settings, django_capture_on_commit_callbacks
+):
+    settings.TRAINING_MAX_ATTEMPTS = 2
+    job = _launch(tmp_path, base_model, version, manager)
+    long_ago = timezone.now() - dt.timedelta(hours=1)
+    sent = []
+    import training.services.jobs as jobs
+
+    jobs.job_enqueue, original = (lambda j: sent.append(j.pk)), jobs.job_enqueue
+    try:
+        training_job_claim(job_id=job.pk)
+        TrainingJob.objects.filter(pk=job.pk).update(heartbeat_at=long_ago)
+        assert training_job_requeue_stale() == [job.pk]
+        assert TrainingJob.objects.get(pk=job.pk).state == JobState.QUEUED and sent == [job.pk]
+        training_job_claim(job_id=job.pk)
+        TrainingJob.objects.filter(pk=job.pk).update(heartbeat_at=long_ago)
+        assert training_job_requeue_stale() == []
+    finally:
+        jobs.job_enqueue = original
+    job.refresh_from_db()
+    assert job.state == JobState.FAILED and "2 attempts" in job.error
+
+
+@pytest.mark.django_db(transaction=True)
+def test_lora_run_registers_a_merged_model_and_writes_the_evaluation_report(
+    tmp_path, base_model, version, manager, client
+):
+    job = _launch(
+        tmp_path,
+        base_model,
+        version,
+        manager,
+        lora=True,
+        lora_r=2,
+        learning_rate=5e-2,
+        max_steps=4,
+        lora_target_modules=("q_proj", "v_proj"),
+    )
+    assert training_job_run(job_id=job.pk) == JobState.SUCCEEDED
+    produced = ModelEntry.objects.get(produced_by=job)
+    assert produced.is_adapter and produced.path.endswith("merged")
+    kinds = set(Artifact.objects.filter(job=job).values_list("kind", flat=True))
+    assert {ArtifactKind.ADAPTER, ArtifactKind.MODEL, ArtifactKind.EVAL_REPORT, ArtifactKind.SAMPLES} <= kinds
+    client.force_login(manager)
+    page = client.get(f"/projects/{version.project_id}/jobs/{job.pk}/evaluation/")
+    report = page.context["report"]
+    assert report["pairs"] == 8 and 0 <= report["accuracy_after"] <= 1
+    assert len(report["generations"]) == 4 and report["heatmap"]["sides"][0]["label"] == "chosen"
+    assert 'id="heatmap"' in page.content.decode()
+    follow_up = _launch(tmp_path, produced, version, manager)
+    assert follow_up.config["model"] == f"local:{produced.path}"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_requeued_job_resumes_from_its_checkpoint_and_refills_unflushed_points(
+    tmp_path, base_model, version, manager, monkeypatch
+):
+    import shutil
+    from pathlib import Path
+
+    import training.services.jobs as jobs
+
+    monkeypatch.setattr(jobs, "job_enqueue", lambda job: None)
+    job = _launch(tmp_path, base_model, version, manager, eval_steps=None)
+    assert training_job_run(job_id=job.pk) == JobState.SUCCEEDED
+    # As if the worker had been killed after checkpoint-4 with steps 3-6 still in its buffer.
+    shutil.rmtree(Path(job.config["output_dir"]) / "checkpoint-6")
+    MetricPoint.objects.filter(job=job, step__gte=3).delete()
+    long_ago = timezone.now() - dt.timedelta(hours=1)
+    TrainingJob.objects.filter(pk=job.pk).update(state=JobState.RUNNING, heartbeat_at=long_ago, step=3)
+    assert training_job_requeue_stale() == [job.pk]
+    assert training_job_run(job_id=job.pk) == JobState.SUCCEEDED
+    job.refresh_from_db()
+    assert job.attempts == 2 and job.step == 6
+    assert "resuming from checkpoint-4 (step 4)" in (Path(job.config["output_dir"]) / "log.txt").read_text()
+    steps = list(
+        MetricPoint.objects.filter(job=job, name="loss").order_by("step").values_list("step", flat=True)
+    )
+    assert steps == [1, 2, 3, 4, 5, 6]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_run_without_a_final_checkpoint_succeeds_without_registering_a_model(
+    tmp_path, base_model, version, manager
+):
+    job = _launch(
+        tmp_path, base_model, version, manager, max_steps=3, save_steps=2, eval_steps=None, save_final=False
+    )
+    assert training_job_run(job_id=job.pk) == JobState.SUCCEEDED
+    assert not ModelEntry.objects.filter(produced_by=job).exists()
+    assert Artifact.objects.filter(job=job, kind=ArtifactKind.CHECKPOINT).count() == 1  # checkpoint-2 only

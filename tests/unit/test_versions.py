@@ -1,0 +1,390 @@
+import hashlib
+import io
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.core.files.base import ContentFile
+from django.core.management import CommandError, call_command
+from django.urls import reverse
+from PIL import Image
+
+from annotation.models import (
+    Asset,
+    Candidate,
+    DatasetExample,
+    DatasetVersion,
+    Item,
+    ItemImage,
+    Judgment,
+    JudgmentSource,
+    Task,
+    TaskType,
+)
+from annotation.services.versions import FreezeError, FreezeRule, dataset_version_freeze
+from tests.factories import CandidateFactory, ItemFactory, pair_task
+
+
+def fast_user(username):
+    """A user without a password hash (hashing is the slow part of UserFactory)."""
+    return get_user_model().objects.create(username=username)
+
+
+def imported(task, choice="a", **kwargs):
+    return Judgment.objects.create(task=task, source=JudgmentSource.IMPORTED, choice=choice, **kwargs)
+
+
+def vote(task, user, choice, strength=2):
+    return Judgment.objects.create(task=task, annotator=user, choice=choice, strength=strength)
+
+
+def rows_of(version, split=None):
+    examples = version.examples.order_by("index")
+    if split:
+        examples = examples.filter(split=split)
+    return [e.row for e in examples]
+
+
+def make_asset(color=(255, 0, 0)) -> Asset:
+    buffer = io.BytesIO()
+    Image.new("RGB", (4, 3), color).save(buffer, format="PNG")
+    data = buffer.getvalue()
+    sha = hashlib.sha256(data).hexdigest()
+    asset = Asset(sha256=sha, format="PNG", width=4, height=3, size_bytes=len(data))
+    asset.file.save(f"{sha}.png", ContentFile(data), save=False)
+    asset.save()
+    return asset
+
+
+@pytest.fixture
+def raters(db):
+    return [fast_user(f"rater{i}") for i in range(3)]
+
+
+def test_rule_parse_reads_every_key():
+    rule = FreezeRule.parse("min_votes=2, min_strength=2,drop_ties=false,drop_both_bad=0,min_agreement=0.6")
+    assert rule == FreezeRule(
+        min_votes=2, min_strength=2, drop_ties=False, drop_both_bad=False, min_agreement=0.6
+    )
+    assert FreezeRule.parse("") == FreezeRule()
+    assert FreezeRule.parse("min_strength=none").min_strength is None
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("min_vote=2", "Unknown rule key 'min_vote'"),
+        ("min_votes=two", "min_votes must be an integer"),
+        ("min_votes=0", "min_votes must be an integer of at least 1"),
+        ("min_strength=7", "min_strength must be 1, 2, 3 or none"),
+        ("drop_ties=maybe", "drop_ties must be true or false"),
+        ("min_agreement=1.5", "min_agreement must be a number from 0 to 1"),
+        ("min_votes", "must look like key=value"),
+    ],
+)
+def test_rule_parse_rejects_bad_keys_and_values_with_a_clear_message(text, message):
+    with pytest.raises(ValueError, match=message):
+        FreezeRule.parse(text)
+
+
+def test_imported_preferences_freeze_without_annotation(project, manager):
+    tasks = [pair_task(project, prompt=f"Prompt {i}", texts=(f"good {i}", f"bad {i}")) for i in range(3)]
+    for task in tasks:
+        imported(task)
+    version = dataset_version_freeze(project=project, rule=FreezeRule(), created_by=manager)
+    assert version.number == 1
+    assert rows_of(version) == [
+        {"prompt": f"Prompt {i}", "chosen": f"good {i}", "rejected": f"bad {i}"} for i in range(3)
+    ]
+    assert version.stats["examples"] == 3
+    assert version.stats["votes"] == 3
+    assert version.stats["tasks_considered"] == 3
+    assert version.stats["train"] + version.stats["test"] == 3
+    assert version.conversational is False
+    assert dataset_version_freeze(project=project, rule=FreezeRule()).number == 2
+
+
+def test_majority_picks_chosen_and_drops_ties_both_bad_and_split_votes(project, raters):
+    won_by_b = pair_task(project, prompt="won by b", texts=("A text", "B text"))
+    for user, choice in zip(raters, ["b", "b", "a"], strict=True):
+        vote(won_by_b, user, choice)
+    tie = pair_task(project, prompt="tie")
+    vote(tie, raters[0], "tie")
+    both_bad = pair_task(project, prompt="both bad")
+    vote(both_bad, raters[0], "both_bad")
+    split_votes = pair_task(project, prompt="split")
+    vote(split_votes, raters[0], "a")
+    vote(split_votes, raters[1], "b")
+    pair_task(project, prompt="unjudged")
+    version = dataset_version_freeze(project=project, rule=FreezeRule())
+    assert rows_of(version) == [{"prompt": "won by b", "chosen": "B text", "rejected": "A text"}]
+    assert version.stats["tasks_dropped"] == {"both_bad": 1, "no_majority": 1, "no_votes": 1, "tie": 1}
+
+
+def test_min_votes_and_min_agreement_drop_thin_majorities(project, raters):
+    single = pair_task(project, prompt="single")
+    imported(single)
+    thin = pair_task(project, prompt="thin")
+    for user, choice in zip(raters, ["a", "a", "b"], strict=True):
+        vote(thin, user, choice)
+    with pytest.raises(FreezeError, match="low_agreement: 1"):
+        dataset_version_freeze(project=project, rule=FreezeRule(min_votes=2, min_agreement=0.7))
+    version = dataset_version_freeze(project=project, rule=FreezeRule(min_votes=2, min_agreement=0.6))
+    assert [r["prompt"] for r in rows_of(version)] == ["thin"]
+    assert version.stats["tasks_dropped"] == {"too_few_votes": 1}
+
+
+def test_min_strength_ignores_weak_human_votes_but_not_imported_ones(project, raters):
+    weak = pair_task(project, prompt="weak")
+    vote(weak, raters[0], "a", strength=1)
+    strong = pair_task(project, prompt="strong")
+    vote(strong, raters[0], "b", strength=3)
+    vote(strong, raters[1], "a", strength=1)
+    imp = pair_task(project, prompt="imported")
+    imported(imp)
+    version = dataset_version_freeze(project=project, rule=FreezeRule(min_strength=2))
+    assert [(r["prompt"], r["chosen"]) for r in rows_of(version)] == [
+        ("strong", "Answer B"),
+        ("imported", "Answer A"),
+    ]
+    assert version.stats["tasks_dropped"] == {"below_min_strength": 1}
+
+
+def test_only_the_newest_judgment_of_a_correction_chain_counts(project, raters):
+    task = pair_task(project)
+    first = vote(task, raters[0], "a")
+    Judgment.objects.create(task=task, annotator=raters[0], choice="b", strength=2, supersedes=first)
+    version = dataset_version_freeze(project=project, rule=FreezeRule())
+    assert rows_of(version)[0]["chosen"] == "Answer B"
+    assert version.stats["votes"] == 1
+
+
+def test_drop_both_bad_false_lets_the_other_votes_decide(project, raters):
+    task = pair_task(project)
+    vote(task, raters[0], "both_bad")
+    vote(task, raters[1], "both_bad")
+    vote(task, raters[2], "a")
+    with pytest.raises(FreezeError):
+        dataset_version_freeze(project=project, rule=FreezeRule())
+    version = dataset_version_freeze(project=project, rule=FreezeRule(drop_both_bad=False))
+    assert rows_of(version)[0]["chosen"] == "Answer A"
+
+
+def test_freezing_with_no_qualifying_rows_is_a_clear_error(project):
+    pair_task(project)
+    with pytest.raises(FreezeError, match="No task qualifies under this rule"):
+        dataset_version_freeze(project=project, rule=FreezeRule())
+    assert not DatasetVersion.objects.exists()
+
+
+def test_split_keeps_item_split_and_is_seeded_per_item(project):
+    for i in range(20):
+        task = pair_task(project, prompt=f"p{i}")
+        imported(task)
+    Item.objects.filter(prompt="p3").update(split="test")
+    first = dataset_version_freeze(project=project, rule=FreezeRule(), seed=7, test_fraction=0.25)
+    again = dataset_version_freeze(project=project, rule=FreezeRule(), seed=7, test_fraction=0.25)
+    other = dataset_version_freeze(project=project, rule=FreezeRule(), seed=8, test_fraction=0.25)
+    test_prompts = [r["prompt"] for r in rows_of(first, "test")]
+    assert "p3" in test_prompts
+    assert len(test_prompts) == 1 + round(19 * 0.25)
+    assert first.content_hash == again.content_hash
+    assert test_prompts == [r["prompt"] for r in rows_of(again, "test")]
+    assert first.content_hash != other.content_hash
+    assert first.stats["test"] == len(test_prompts)
+
+
+def test_versions_and_examples_are_immutable(project):
+    imported(pair_task(project))
+    version = dataset_version_freeze(project=project, rule=FreezeRule())
+    version.stats = {}
+    with pytest.raises(ValueError, match="immutable"):
+        version.save()
+    example = DatasetExample.objects.get(version=version)
+    with pytest.raises(ValueError, match="immutable"):
+        example.save()
+
+
+def test_conversational_items_make_every_row_conversational(project):
+    task = pair_task(project, prompt="plain")
+    imported(task)
+    item = ItemFactory(project=project, prompt="hi", messages=[{"role": "user", "content": "hi"}])
+    chosen = CandidateFactory(
+        item=item, position=0, text="hello", messages=[{"role": "assistant", "content": "hello"}]
+    )
+    rejected = CandidateFactory(item=item, position=1, text="go away")
+    imported(Task.objects.create(project=project, item=item, candidate_ids=[chosen.pk, rejected.pk]))
+    version = dataset_version_freeze(project=project, rule=FreezeRule())
+    assert version.conversational is True
+    assert rows_of(version) == [
+        {
+            "prompt": [{"role": "user", "content": "plain"}],
+            "chosen": [{"role": "assistant", "content": "Answer A"}],
+            "rejected": [{"role": "assistant", "content": "Answer B"}],
+        },
+        {
+            "prompt": [{"role": "user", "content": "hi"}],
+            "chosen": [{"role": "assistant", "content": "hello"}],
+            "rejected": [{"role": "assistant", "content": "go away"}],
+        },
+    ]
+
+
+def test_ranking_tasks_give_every_better_worse_pair_with_rank_gap(project, raters):
+    project.task_type = TaskType.RANKING
+    project.save()
+    item = ItemFactory(project=project, prompt="rank")
+    c = [CandidateFactory(item=item, position=i, text=f"r{i}") for i in range(3)]
+    task = Task.objects.create(project=project, item=item, candidate_ids=[x.pk for x in c])
+    Judgment.objects.create(task=task, annotator=raters[0], ranking=[[c[2].pk], [c[0].pk, c[1].pk]])
+    version = dataset_version_freeze(project=project, rule=FreezeRule())
+    rows = rows_of(version)
+    assert [(r["chosen"], r["rejected"], r["rank_gap"]) for r in rows] == [("r2", "r0", 1), ("r2", "r1", 1)]
+    assert len({e.split for e in version.examples.all()}) == 1
+
+
+def test_factuality_pairs_responses_by_factual_share(project, raters):
+    project.task_type = TaskType.FACTUALITY
+    project.save()
+    item = ItemFactory(project=project, prompt="facts")
+    good = CandidateFactory(item=item, position=0, text="One. Two.", sentences=["One.", "Two."])
+    bad = CandidateFactory(item=item, position=1, text="Three. Four.", sentences=["Three.", "Four."])
+    for candidate, labels in ((good, [True, True]), (bad, ["factual", "not_factual"])):
+        task = Task.objects.create(project=project, item=item, candidate_ids=[candidate.pk])
+        Judgment.objects.create(task=task, source=JudgmentSource.IMPORTED, sentence_labels=labels)
+    version = dataset_version_freeze(project=project, rule=FreezeRule())
+    assert rows_of(version) == [
+        {
+            "prompt": "facts",
+            "chosen": "One. Two.",
+            "rejected": "Three. Four.",
+            "chosen_sentences": [
+                {"text": "One.", "start": 0, "end": 4, "label": "factual"},
+                {"text": "Two.", "start": 5, "end": 9, "label": "factual"},
+            ],
+            "rejected_sentences": [
+                {"text": "Three.", "start": 0, "end": 6, "label": "factual"},
+                {"text": "Four.", "start": 7, "end": 12, "label": "hallucinated"},
+            ],
+        }
+    ]
+
+
+def test_stepwise_rows_carry_initial_steps_and_answer(project):
+    project.task_type = TaskType.STEPWISE
+    project.save()
+    task = pair_task(project, prompt="2+2?", texts=("So 4.", "So 5."))
+    Item.objects.filter(pk=task.item_id).update(metadata={"initial_reason_steps": "Add.", "answer": "4"})
+    imported(task)
+    row = rows_of(dataset_version_freeze(project=project, rule=FreezeRule()))[0]
+    assert row == {
+        "prompt": "2+2?",
+        "chosen": "So 4.",
+        "rejected": "So 5.",
+        "initial_reason_steps": "Add.",
+        "answer": "4",
+    }
+
+
+def test_image_pairs_use_pick_a_pic_columns_and_keep_ties_only_when_asked(project, raters):
+    project.task_type = TaskType.IMAGE_PAIR
+    project.save()
+    red, blue = make_asset((255, 0, 0)), make_asset((0, 0, 255))
+    for prompt, choice in (("cat", "b"), ("dog", "tie")):
+        item = ItemFactory(project=project, prompt=prompt)
+        c = [Candidate.objects.create(item=item, position=i, asset=a) for i, a in enumerate((red, blue))]
+        imported(Task.objects.create(project=project, item=item, candidate_ids=[x.pk for x in c]), choice)
+    names = [f"images/{red.sha256}.png", f"images/{blue.sha256}.png"]
+    strict = rows_of(dataset_version_freeze(project=project, rule=FreezeRule()))
+    assert strict == [{"caption": "cat", "jpg_0": names[0], "jpg_1": names[1], "label_0": 0.0}]
+    loose = rows_of(dataset_version_freeze(project=project, rule=FreezeRule(drop_ties=False)))
+    assert [r["label_0"] for r in loose] == [0.0, 0.5]
+
+
+def test_multi_image_rows_name_their_images_in_order(project):
+    project.task_type = TaskType.MULTI_IMAGE
+    project.save()
+    task = pair_task(project, prompt="compare")
+    first, second = make_asset((1, 2, 3)), make_asset((4, 5, 6))
+    ItemImage.objects.create(item_id=task.item_id, asset=second, position=0)
+    ItemImage.objects.create(item_id=task.item_id, asset=first, position=1)
+    imported(task)
+    row = rows_of(dataset_version_freeze(project=project, rule=FreezeRule()))[0]
+    assert row["images"] == [f"images/{second.sha256}.png", f"images/{first.sha256}.png"]
+
+
+def test_stats_carry_agreement_and_flip_rate(project, raters):
+    for n in range(8):
+        task = pair_task(project)
+        for user, choice in zip(raters, ["a", "a", "b" if n < 2 else "a"], strict=True):
+            vote(task, user, choice)
+    stats = dataset_version_freeze(project=project, rule=FreezeRule()).stats
+    assert stats["label_flip_pairs"] == 24
+    # 4 disagreeing pairs of 24: eps solves 2 eps (1 - eps) = 1/6
+    assert stats["label_flip_rate"] == pytest.approx((1 - (1 - 2 / 6) ** 0.5) / 2)
+    assert stats["agreement_alpha"] is not None
+
+
+def test_freeze_reads_in_a_fixed_number_of_queries(project, raters, django_assert_max_num_queries):
+    for _ in range(30):
+        task = pair_task(project)
+        vote(task, raters[0], "a")
+        vote(task, raters[1], "a")
+    with django_assert_max_num_queries(20):
+        version = dataset_version_freeze(project=project, rule=FreezeRule())
+    assert version.stats["examples"] == 30
+
+
+def test_freeze_form_creates_a_version_and_redirects_to_its_page(manager_client, project):
+    for i in range(3):
+        imported(pair_task(project, prompt=f"<b>p{i}</b>"))
+    page = manager_client.get(reverse("version-list", args=[project.pk]))
+    assert page.status_code == 200 and b'id="freeze-button"' in page.content
+    form = {
+        "min_votes": 1,
+        "min_agreement": 0.5,
+        "drop_ties": "on",
+        "drop_both_bad": "on",
+        "seed": 3,
+        "test_fraction": 0.0,
+    }
+    response = manager_client.post(reverse("version-freeze", args=[project.pk]), form)
+    version = DatasetVersion.objects.get(project=project)
+    assert response.status_code == 302
+    assert response["Location"] == reverse("version-detail", args=[project.pk, version.pk])
+    assert version.seed == 3 and version.rule["min_votes"] == 1
+    detail = manager_client.get(response["Location"]).content.decode()
+    assert version.content_hash in detail
+    assert 'id="export-jsonl"' in detail and 'id="export-parquet"' in detail
+    assert "&lt;b&gt;p0&lt;/b&gt;" in detail and "<b>p0</b>" not in detail
+
+
+def test_freeze_form_shows_the_error_when_nothing_qualifies(manager_client, project):
+    pair_task(project)
+    form = {"min_votes": 1, "min_agreement": 0.5, "seed": 0, "test_fraction": 0.1}
+    response = manager_client.post(reverse("version-freeze", args=[project.pk]), form)
+    assert response.status_code == 400
+    assert b"No task qualifies under this rule" in response.content
+    bad = manager_client.post(reverse("version-freeze", args=[project.pk]), {**form, "min_votes": 0})
+    assert bad.status_code == 400 and not DatasetVersion.objects.exists()
+
+
+def test_version_pages_are_for_managers_only(annotator_client, project):
+    imported(pair_task(project))
+    version = dataset_version_freeze(project=project, rule=FreezeRule())
+    assert annotator_client.get(reverse("version-list", args=[project.pk])).status_code == 403
+    assert annotator_client.get(reverse("version-detail", args=[project.pk, version.pk])).status_code == 403
+    assert annotator_client.post(reverse("version-freeze", args=[project.pk]), {}).status_code == 403
+
+
+def test_freeze_dataset_command_prints_the_new_version_id(project, capsys):
+    imported(pair_task(project))
+    call_command("freeze_dataset", "--project", project.name, "--rule", "min_votes=1,drop_ties=true")
+    version = DatasetVersion.objects.get(project=project)
+    assert capsys.readouterr().out.strip() == str(version.pk)
+
+
+def test_freeze_dataset_command_reports_bad_rules_and_projects(project):
+    with pytest.raises(CommandError, match="Unknown rule key 'votes'"):
+        call_command("freeze_dataset", "--project", project.name, "--rule", "votes=2")
+    with pytest.raises(CommandError, match="No project named 'nope'"):
+        call_command("freeze_dataset", "--project", "nope")

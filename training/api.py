@@ -1,0 +1,145 @@
+"""JSON API for training jobs (mounted at /api/jobs): create, list, get, metrics after a step, cancel.
+
+Roles as on the pages: project members read, managers launch and cancel."""
+
+from datetime import datetime
+
+from django.shortcuts import get_object_or_404
+from ninja import Query, Router, Schema, Status
+from pydantic import Field
+
+from annotation.access import project_for
+from annotation.models import DatasetVersion
+
+from .models import ModelEntry, TrainingJob
+from .selectors import job_for_user, job_progress, jobs_for_project, metrics_after, models_available
+from .services.jobs import training_job_cancel, training_job_launch
+
+router = Router(tags=["Training jobs"])
+
+
+class JobIn(Schema):
+    dataset_version_id: int
+    base_model_id: int
+    queue: str = "cpu"
+    config: dict = Field(description="Engine config fields: method plus hyperparameters (see /api/docs).")
+
+
+class JobOut(Schema):
+    id: int
+    method: str
+    state: str
+    step: int
+    total_steps: int | None
+    percent: int
+    eta_seconds: float | None
+    queue: str
+    project_id: int
+    dataset_version_id: int
+    base_model_id: int
+    produced_model_id: int | None
+    attempts: int
+    error: str
+    cancel_requested: bool
+    config: dict
+    created_at: datetime
+    finished_at: datetime | None
+
+
+class ModelOut(Schema):
+    id: int
+    name: str
+    kind: str
+    location: str
+    path: str
+    is_adapter: bool
+    produced_by_id: int | None
+
+
+class MetricsOut(Schema):
+    points: dict[str, list[list[float | None]]]
+    cursor: int
+    more: bool
+    state: str
+    finished: bool
+
+
+class Detail(Schema):
+    detail: str | list
+
+
+def job_out(job: TrainingJob) -> dict:
+    progress = job_progress(job=job)
+    produced = getattr(job, "produced_model", None) if job.state == "succeeded" else None
+    return {
+        "id": job.pk,
+        "method": job.method,
+        "state": job.state,
+        "step": job.step,
+        "total_steps": job.total_steps,
+        "percent": progress["percent"],
+        "eta_seconds": progress["eta_seconds"],
+        "queue": job.queue,
+        "project_id": job.dataset_version.project_id,
+        "dataset_version_id": job.dataset_version_id,
+        "base_model_id": job.base_model_id,
+        "produced_model_id": produced.pk if produced else None,
+        "attempts": job.attempts,
+        "error": job.error,
+        "cancel_requested": job.cancel_requested,
+        "config": job.config,
+        "created_at": job.created_at,
+        "finished_at": job.finished_at,
+    }
+
+
+@router.get("/models", response=list[ModelOut])
+def models_list(request):
+    return list(models_available())
+
+
+@router.post("", response={201: JobOut, 403: Detail, 404: Detail, 422: Detail})
+def jobs_create(request, payload: JobIn):
+    """Validate and queue a job; a bad field is a 422 naming it (the worker never sees an invalid config)."""
+    version = get_object_or_404(DatasetVersion, pk=payload.dataset_version_id)
+    project_for(user=request.auth, project_id=version.project_id, manager=True)
+    base = get_object_or_404(ModelEntry, pk=payload.base_model_id)
+    job = training_job_launch(
+        params=payload.config,
+        base_model=base,
+        dataset_version=version,
+        queue=payload.queue,
+        created_by=request.auth,
+    )
+    return Status(201, job_out(TrainingJob.objects.select_related("dataset_version").get(pk=job.pk)))
+
+
+@router.get("", response={200: list[JobOut], 404: Detail})
+def jobs_list(request, project_id: int):
+    project, _ = project_for(user=request.auth, project_id=project_id)
+    return [job_out(job) for job in jobs_for_project(project=project)]
+
+
+@router.get("/{job_id}", response={200: JobOut, 404: Detail})
+def jobs_get(request, job_id: int):
+    return job_out(job_for_user(user=request.auth, job_id=job_id))
+
+
+class MetricsQuery(Schema):
+    after: int = Field(0, ge=0, description="The last step the caller holds; points after it are returned.")
+    names: str = Field("", description="Comma-separated metric names (all when empty).")
+    limit: int = Field(5000, ge=1, le=100_000)
+
+
+@router.get("/{job_id}/metrics", response={200: MetricsOut, 404: Detail})
+def jobs_metrics(request, job_id: int, query: Query[MetricsQuery]):
+    job = job_for_user(user=request.auth, job_id=job_id)
+    names = [n for n in query.names.split(",") if n] or None
+    points, cursor, more = metrics_after(job_id=job.pk, cursor=query.after, names=names, limit=query.limit)
+    return {"points": points, "cursor": cursor, "more": more, "state": job.state, "finished": job.finished}
+
+
+@router.post("/{job_id}/cancel", response={200: JobOut, 403: Detail, 404: Detail})
+def jobs_cancel(request, job_id: int):
+    job = training_job_cancel(job=job_for_user(user=request.auth, job_id=job_id, manager=True))
+    return job_out(job)

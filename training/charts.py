@@ -1,0 +1,61 @@
+"""Chart specs as pure functions of plain data: which panels a job page shows, smoothing, config diffs."""
+
+import math
+
+PANELS = [
+    ("loss", "Loss", ["loss"]),
+    ("rewards", "Rewards (chosen vs rejected)", ["rewards/chosen", "rewards/rejected"]),
+    ("margins", "Reward margins", ["rewards/margins"]),
+    ("accuracies", "Reward accuracies", ["rewards/accuracies"]),
+    ("logps", "Log-probs (chosen vs rejected)", ["logps/chosen", "logps/rejected"]),
+    ("grad_norm", "Gradient norm", ["grad_norm"]),
+    ("learning_rate", "Learning rate", ["learning_rate"]),
+    ("eval", "Held-out (eval/…)", ["eval/loss", "eval/rewards/accuracies", "eval/rewards/margins"]),
+]
+
+
+def chart_panels() -> list[dict]:
+    """The job page's panels: ``[{"id", "title", "metrics"}]`` (the page draws one plotly chart each)."""
+    return [{"id": pid, "title": title, "metrics": metrics} for pid, title, metrics in PANELS]
+
+
+def ema(values: list[float | None], weight: float) -> list[float | None]:
+    """TensorBoard-style exponential moving average (debiased); ``weight`` 0 = raw. None/NaN pass through."""
+    out, last, count = [], 0.0, 0
+    for value in values:
+        if value is None or not math.isfinite(value):
+            out.append(value)
+            continue
+        last = last * weight + (1 - weight) * value
+        count += 1
+        out.append(last / (1 - weight**count) if weight > 0 else value)
+    return out
+
+
+def flat(config: dict) -> dict:
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in config.items()}
+
+
+def config_differences(configs: dict[int, dict], *, ignore=("output_dir", "train_file")) -> dict[str, dict]:
+    """Fields whose values differ between runs: ``{field: {job_id: value}}`` (per-run paths left out)."""
+    flats = {job_id: flat(config) for job_id, config in configs.items()}
+    keys = sorted({k for config in flats.values() for k in config} - set(ignore))
+    return {
+        key: {job_id: config.get(key) for job_id, config in flats.items()}
+        for key in keys
+        if len({repr(config.get(key)) for config in flats.values()}) > 1
+    }
+
+
+def compare_series(points_by_job: dict[int, list], *, labels: dict[int, str]) -> list[dict]:
+    """Plotly traces for one metric across runs: ``points_by_job[job] = [[step, value, wall], ...]``."""
+    return [
+        {
+            "type": "scatter",
+            "mode": "lines",
+            "name": labels[job_id],
+            "x": [p[0] for p in points],
+            "y": [p[1] for p in points],
+        }
+        for job_id, points in points_by_job.items()
+    ]

@@ -1,0 +1,100 @@
+"""Checkpoints in Hugging Face folder layout (peft adapter folders for LoRA) plus the state for exact resume.
+
+``checkpoint-N/`` holds the model (``model.safetensors`` + ``config.json``, or ``adapter_model.safetensors``
++ ``adapter_config.json``), the tokenizer, and ``trainer_state.pt``: optimizer, scheduler, RNG states and
+the data position (optimizer step).  Loadable by ``from_pretrained`` / ``PeftModel.from_pretrained``.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+from torch import nn
+
+STATE_FILE = "trainer_state.pt"
+
+
+@dataclass(frozen=True)
+class ResumeState:
+    """What a checkpoint restores besides the weights."""
+
+    step: int
+    optimizer: dict
+    scheduler: dict
+    rng: dict
+    extra: dict
+
+
+def rng_state() -> dict[str, Any]:
+    return {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+
+
+def save_checkpoint(
+    folder: Path, *, model: nn.Module, tokenizer, optimizer, scheduler, step: int, extra: dict
+) -> Path:
+    """Write a complete checkpoint atomically (into a temporary folder, then renamed)."""
+    folder = Path(folder)
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    state = {
+        "step": step,
+        "optimizer": optimizer.state_dict() if optimizer else {},
+        "scheduler": scheduler.state_dict() if scheduler else {},
+        "rng": rng_state(),
+        "extra": extra,
+    }
+    torch.save(state, tmp / STATE_FILE)
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp.rename(folder)
+    return folder
+
+
+def latest_checkpoint(output_dir: Path) -> Path | None:
+    """The complete ``checkpoint-N`` with the highest N, or None."""
+    found = []
+    for child in Path(output_dir).glob("checkpoint-*"):
+        match = re.fullmatch(r"checkpoint-(\d+)", child.name)
+        if match and (child / STATE_FILE).is_file():
+            found.append((int(match.group(1)), child))
+    return max(found)[1] if found else None
+
+
+def load_weights(model: nn.Module, folder: Path) -> None:
+    """Load a checkpoint's weights into an already-built model (full or peft-wrapped) in place."""
+    folder = Path(folder)
+    adapter = folder / "adapter_model.safetensors"
+    if adapter.is_file():
+        from peft import set_peft_model_state_dict
+
+        set_peft_model_state_dict(model, load_file(adapter))
+        return
+    state = {}
+    for shard in sorted(folder.glob("*.safetensors")):
+        state.update(load_file(shard))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.endswith("lm_head.weight")]  # tied to the embeddings
+    if missing or unexpected:
+        raise RuntimeError(f"checkpoint {folder}: missing {missing[:3]}, unexpected {unexpected[:3]}")
+    if getattr(model.config, "tie_word_embeddings", False):
+        model.tie_weights()
+
+
+def load_state(folder: Path) -> ResumeState:
+    raw = torch.load(Path(folder) / STATE_FILE, weights_only=False)
+    return ResumeState(raw["step"], raw["optimizer"], raw["scheduler"], raw["rng"], raw.get("extra", {}))

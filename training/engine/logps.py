@@ -1,0 +1,80 @@
+"""Per-token log-probs of responses under a model, computed only where a log-prob is needed."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from training.engine.collate import PackedBatch
+from training.engine.data import TokenizedPair
+
+
+def decoder_and_head(model: nn.Module) -> tuple[nn.Module, nn.Module]:
+    """The transformer body and the LM head of a causal LM (a peft wrapper is looked through)."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return inner.get_decoder(), inner.get_output_embeddings()
+
+
+def _row_hidden(body: nn.Module, batch: PackedBatch) -> tuple[Tensor, Tensor]:
+    """Hidden states of every row's real tokens, rows run one by one (no padding, attention cost per row
+    length²), flattened to ``[tokens, H]``, and the flat offset of each row."""
+    lengths = (batch.position_ids >= 0).sum(dim=1).tolist()
+    states = []
+    for r, n in enumerate(lengths):
+        states.append(
+            body(
+                input_ids=batch.input_ids[r : r + 1, :n],
+                attention_mask=batch.attention_mask[r : r + 1, :, :n, :n],
+                position_ids=batch.position_ids[r : r + 1, :n],
+                use_cache=False,
+            ).last_hidden_state[0]
+        )
+    offsets = torch.tensor([0, *lengths[:-1]]).cumsum(0)
+    return torch.cat(states), offsets
+
+
+def token_logps(model: nn.Module, batch: PackedBatch) -> Tensor:
+    """``[N]`` log-probs of the batch's response tokens; the LM head runs only on the N source positions."""
+    body, head = decoder_and_head(model)
+    hidden, offsets = _row_hidden(body, batch)
+    logits = head(hidden[offsets[batch.src_row] + batch.src_pos])
+    return -F.cross_entropy(logits.float(), batch.targets, reduction="none")
+
+
+def segment_sums(values: Tensor, batch: PackedBatch) -> tuple[Tensor, Tensor]:
+    """Weighted sums of per-token values for chosen ``[B]`` and rejected ``[B]``."""
+    sums = torch.zeros(2 * batch.n_pairs, dtype=values.dtype, device=values.device)
+    sums = sums.index_add(0, batch.segment, values * batch.weights.to(values.dtype))
+    return sums[0::2], sums[1::2]
+
+
+def segment_lengths(batch: PackedBatch) -> tuple[Tensor, Tensor]:
+    """Weighted response lengths (number of counted tokens) for chosen ``[B]`` and rejected ``[B]``."""
+    lens = torch.zeros(2 * batch.n_pairs).index_add(0, batch.segment, batch.weights)
+    return lens[0::2], lens[1::2]
+
+
+def split_by_segment(values: Tensor, batch: PackedBatch) -> list[Tensor]:
+    """Per-token values cut into ``2B`` tensors: chosen of pair 0, rejected of pair 0, chosen of pair 1…"""
+    counts = torch.bincount(batch.segment, minlength=2 * batch.n_pairs).tolist()
+    return list(torch.split(values, counts))
+
+
+@torch.no_grad()
+def unpacked_logps(model: nn.Module, pairs: Sequence[TokenizedPair]) -> list[tuple[Tensor, Tensor]]:
+    """Per-token log-probs of chosen and rejected from plain full-logit forwards of prompt+response, one
+    sequence at a time (the reference implementation the packed path is checked against)."""
+    out = []
+    for pair in pairs:
+        sides = []
+        for response in (pair.chosen_ids, pair.rejected_ids):
+            ids = torch.tensor([list(pair.prompt_ids) + list(response)])
+            logits = model(input_ids=ids, use_cache=False).logits[0].float()
+            p = len(pair.prompt_ids)
+            logp = torch.log_softmax(logits[p - 1 : -1], dim=-1)
+            sides.append(logp.gather(-1, ids[0, p:, None]).squeeze(-1))
+        out.append((sides[0], sides[1]))
+    return out

@@ -1,0 +1,66 @@
+"""Metric reporting: the callback protocol, a JSONL writer, a tqdm progress bar."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+
+@runtime_checkable
+class MetricsCallback(Protocol):
+    """Receives metrics as the run goes (train metrics by TRL name, eval metrics under ``eval/``)."""
+
+    def log(self, metrics: dict[str, float], step: int) -> None: ...
+
+
+# Optional: a callback that also defines ``on_start(total_steps: int, start_step: int)`` is told the planned
+# number of optimizer steps (and where a resumed run starts) before the first step, e.g. for a progress bar.
+
+
+class JsonlMetrics:
+    """Appends ``{"step": N, **metrics}`` lines to a file; on resume, drops lines after the resumed step."""
+
+    def __init__(self, path: Path, *, resume_step: int | None = None) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if resume_step is None:
+            self.path.write_text("")
+        elif self.path.exists():
+            kept = [
+                line for line in self.path.read_text().splitlines() if json.loads(line)["step"] <= resume_step
+            ]
+            self.path.write_text("".join(line + "\n" for line in kept))
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        clean = {k: (v if math.isfinite(v) else str(v)) for k, v in metrics.items()}
+        with self.path.open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps({"step": step, **clean}) + "\n")
+
+
+def read_metrics(path: Path) -> list[dict]:
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+class ProgressBar:
+    """A tqdm bar over optimizer steps showing the loss and reward accuracy."""
+
+    def __init__(self, total: int, initial: int = 0) -> None:
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=total, initial=initial, desc="train", unit="step")
+        self.last = initial
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        if "loss" in metrics:
+            self.bar.update(step - self.last)
+            self.last = step
+            self.bar.set_postfix(
+                loss=f"{metrics['loss']:.4f}", acc=f"{metrics.get('rewards/accuracies', 0):.2f}"
+            )
+        elif "eval/rewards/accuracies" in metrics:
+            self.bar.write(f"step {step}: eval accuracy {metrics['eval/rewards/accuracies']:.3f}")
+
+    def close(self) -> None:
+        self.bar.close()

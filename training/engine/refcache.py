@@ -1,0 +1,85 @@
+"""Reference log-probs: computed once per (reference weights, tokenized pairs, precision), cached on disk.
+
+The key hashes the reference model's weights and every token id and weight of every pair, so a change of
+base model, dataset version, chat template, truncation or masks gives a new key: stale reuse cannot happen.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from training.engine.collate import PackingCollator
+from training.engine.data import TokenizedPair
+from training.engine.logps import segment_sums, token_logps
+from training.engine.models import REPO_ROOT
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("REF_CACHE", REPO_ROOT / "var" / "ref_cache"))
+
+
+def pairs_fingerprint(pairs: Sequence[TokenizedPair]) -> str:
+    digest = hashlib.sha256()
+    for p in pairs:
+        digest.update(
+            repr((p.prompt_ids, p.chosen_ids, p.rejected_ids, p.chosen_weights, p.rejected_weights)).encode()
+        )
+    return digest.hexdigest()
+
+
+def cache_key(model_fingerprint: str, pairs: Sequence[TokenizedPair], precision: str) -> str:
+    text = f"v1|{model_fingerprint}|{pairs_fingerprint(pairs)}|{precision}"
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@torch.no_grad()
+def compute_reference(
+    model: nn.Module,
+    pairs: Sequence[TokenizedPair],
+    collator: PackingCollator,
+    *,
+    batch_size: int,
+    autocast_dtype: torch.dtype | None = None,
+) -> dict[str, torch.Tensor]:
+    """Sequence log-probs of chosen and rejected for every pair, in the order of ``pairs``."""
+    was_training = model.training
+    model.eval()
+    chosen, rejected = [], []
+    for start in range(0, len(pairs), batch_size):
+        batch = collator(pairs[start : start + batch_size])
+        with torch.autocast("cpu", dtype=autocast_dtype, enabled=autocast_dtype is not None):
+            c, r = segment_sums(token_logps(model, batch), batch)
+        chosen.append(c.float())
+        rejected.append(r.float())
+    model.train(was_training)
+    return {"chosen": torch.cat(chosen), "rejected": torch.cat(rejected)}
+
+
+def cached_reference(
+    model: nn.Module,
+    model_fingerprint: str,
+    pairs: Sequence[TokenizedPair],
+    collator: PackingCollator,
+    *,
+    batch_size: int,
+    precision: str,
+    cache_dir: Path,
+) -> tuple[dict[str, torch.Tensor], bool]:
+    """The pairs' reference log-probs from the cache, or computed and stored; returns (values, was_cached)."""
+    path = Path(cache_dir) / f"{cache_key(model_fingerprint, pairs, precision)}.safetensors"
+    if path.is_file():
+        return load_file(path), True
+    dtype = torch.bfloat16 if precision == "bf16" else None
+    values = compute_reference(model, pairs, collator, batch_size=batch_size, autocast_dtype=dtype)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    save_file(values, tmp)
+    tmp.replace(path)
+    return values, False

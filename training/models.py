@@ -1,0 +1,151 @@
+"""Training jobs, their metrics and artifacts, and the model registry (DESIGN §4)."""
+
+from django.conf import settings
+from django.db import models
+
+
+class ModelKind(models.TextChoices):
+    CAUSAL_LM = "causal_lm", "Causal LM"
+    REWARD_MODEL = "reward_model", "Reward model"
+    DIFFUSION = "diffusion", "Diffusion UNet/pipeline"
+
+
+class Location(models.TextChoices):
+    BUNDLED = "bundled", "Bundled"
+    LOCAL = "local", "Local folder"
+    HUB = "hub", "Hub id"
+    JOB = "job", "Produced by a job"
+
+
+class ModelEntry(models.Model):
+    """A base or trained model the engine can load (its ``spec`` is the engine's model string)."""
+
+    kind = models.CharField(max_length=20, choices=ModelKind.choices, default=ModelKind.CAUSAL_LM)
+    name = models.CharField(max_length=200, unique=True)
+    location = models.CharField(max_length=10, choices=Location.choices)
+    path = models.CharField(max_length=500, help_text="Bundled name, folder path or hub id.")
+    is_adapter = models.BooleanField(default=False, help_text="A LoRA adapter rather than full weights.")
+    base = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT, related_name="derived")
+    produced_by = models.OneToOneField(
+        "TrainingJob", null=True, blank=True, on_delete=models.SET_NULL, related_name="produced_model"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name_plural = "model entries"
+
+    def __str__(self):
+        return self.name
+
+    @property
+    def spec(self) -> str:
+        """The engine's model spec string (``bundled:…``, ``local:…``, ``hub:…``)."""
+        if self.location == Location.BUNDLED:
+            return f"bundled:{self.path}"
+        if self.location == Location.HUB:
+            return f"hub:{self.path}"
+        return f"local:{self.path}"
+
+
+class JobState(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+FINISHED_STATES = (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
+
+
+class Queue(models.TextChoices):
+    CPU = "cpu", "cpu"
+    GPU = "gpu", "gpu"
+
+
+class TrainingJob(models.Model):
+    """One training run: the database row is the source of truth for its state."""
+
+    method = models.CharField(max_length=30)
+    config = models.JSONField(help_text="engine config_to_dict(); paths are filled in by the worker.")
+    base_model = models.ForeignKey(ModelEntry, on_delete=models.PROTECT, related_name="jobs")
+    dataset_version = models.ForeignKey(
+        "annotation.DatasetVersion", on_delete=models.PROTECT, related_name="training_jobs"
+    )
+    heldout_split = models.CharField(max_length=10, default="test")
+    queue = models.CharField(max_length=10, choices=Queue.choices, default=Queue.CPU)
+    state = models.CharField(max_length=10, choices=JobState.choices, default=JobState.QUEUED)
+    step = models.PositiveIntegerField(default=0)
+    total_steps = models.PositiveIntegerField(null=True, blank=True)
+    started_step = models.PositiveIntegerField(default=0, help_text="Step this attempt started from (ETA).")
+    running_since = models.DateTimeField(null=True, blank=True, help_text="When this attempt started.")
+    worker_host = models.CharField(max_length=200, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    error = models.TextField(blank=True)
+    traceback = models.TextField(blank=True)
+    cancel_requested = models.BooleanField(default=False)
+    resume_from = models.CharField(max_length=500, blank=True, help_text="Checkpoint this attempt resumes.")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["state", "heartbeat_at"], name="job_state_heartbeat")]
+
+    def __str__(self):
+        return f"job {self.pk} ({self.method})"
+
+    @property
+    def finished(self) -> bool:
+        return self.state in FINISHED_STATES
+
+
+class MetricPoint(models.Model):
+    """One value of one metric at one optimizer step; a step is never stored twice."""
+
+    job = models.ForeignKey(TrainingJob, on_delete=models.CASCADE, related_name="metric_points")
+    step = models.PositiveIntegerField()
+    name = models.CharField(max_length=80)
+    value = models.FloatField(null=True)
+    wall_time = models.FloatField(help_text="Seconds since the epoch when the value was reported.")
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["job", "name", "step"], name="metric_job_name_step")]
+        indexes = [models.Index(fields=["job", "step"], name="metric_job_step")]
+
+    def __str__(self):
+        return f"{self.name}@{self.step}={self.value}"
+
+
+class ArtifactKind(models.TextChoices):
+    CHECKPOINT = "checkpoint", "Checkpoint"
+    ADAPTER = "adapter", "Adapter"
+    MODEL = "model", "Final model"
+    EVAL_REPORT = "eval_report", "Eval report"
+    SAMPLES = "samples", "Sample generations"
+    METRICS = "metrics", "Metrics file"
+    CONFIG = "config", "Config"
+
+
+class Artifact(models.Model):
+    """A file or folder a job produced, relative to ARTIFACT_ROOT."""
+
+    job = models.ForeignKey(TrainingJob, on_delete=models.CASCADE, related_name="artifacts")
+    kind = models.CharField(max_length=20, choices=ArtifactKind.choices)
+    path = models.CharField(max_length=500, help_text="Relative to ARTIFACT_ROOT.")
+    size = models.PositiveBigIntegerField()
+    sha256 = models.CharField(max_length=64)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["job_id", "path"]
+        constraints = [models.UniqueConstraint(fields=["job", "path"], name="artifact_job_path")]
+
+    def __str__(self):
+        return self.path

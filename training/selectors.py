@@ -1,0 +1,109 @@
+"""Read-side queries for the training pages, the API and the charts."""
+
+from django.db.models import QuerySet
+from django.http import Http404
+from django.shortcuts import get_object_or_404
+from django.utils import timezone
+
+from annotation.access import project_for
+
+from .models import Artifact, MetricPoint, ModelEntry, TrainingJob
+
+POINTS_PAGE = 5000
+
+
+def jobs_for_project(*, project) -> QuerySet[TrainingJob]:
+    return (
+        TrainingJob.objects.filter(dataset_version__project=project)
+        .select_related("dataset_version", "base_model", "created_by")
+        .order_by("-created_at")
+    )
+
+
+def jobs_for_version(*, version) -> QuerySet[TrainingJob]:
+    return (
+        TrainingJob.objects.filter(dataset_version=version)
+        .select_related("base_model")
+        .order_by("-created_at")
+    )
+
+
+def job_for_user(*, user, job_id: int, manager: bool = False, project_id: int | None = None) -> TrainingJob:
+    """A job the user may see (a member of its project; ``manager`` for changes); 404 otherwise."""
+    job = get_object_or_404(
+        TrainingJob.objects.select_related("dataset_version__project", "base_model", "created_by"), pk=job_id
+    )
+    project, _ = project_for(user=user, project_id=job.dataset_version.project_id, manager=manager)
+    if project_id is not None and project.pk != project_id:
+        raise Http404("No such job in this project.")
+    return job
+
+
+def models_available() -> QuerySet[ModelEntry]:
+    return ModelEntry.objects.select_related("produced_by").order_by("location", "name")
+
+
+def metrics_after(
+    *, job_id: int, cursor: int = 0, names=None, limit: int = POINTS_PAGE
+) -> tuple[dict, int, bool]:
+    """Points after step ``cursor``, at most about ``limit``, ending on a whole step.
+
+    Returns ``({name: [[step, value, wall_time], ...]}, new_cursor, more)``; ``more`` is True when
+    points after ``new_cursor`` remain.  Served by the (job, step) index."""
+    rows = MetricPoint.objects.filter(job_id=job_id, step__gt=cursor)
+    if names:
+        rows = rows.filter(name__in=list(names))
+    page = list(rows.order_by("step").values_list("step", "name", "value", "wall_time")[: limit + 1])
+    more = len(page) > limit
+    if more:
+        last = page[-1][0]
+        trimmed = [row for row in page if row[0] < last]
+        page = trimmed or [row for row in page if row[0] == last]
+    points: dict[str, list] = {}
+    for step, name, value, wall in page:
+        points.setdefault(name, []).append([step, value, wall])
+    new_cursor = page[-1][0] if page else cursor
+    return points, new_cursor, more
+
+
+def metric_names(*, job_id: int) -> list[str]:
+    return sorted(MetricPoint.objects.filter(job_id=job_id).values_list("name", flat=True).distinct())
+
+
+def metrics_table(*, job_id: int):
+    """Every point of a job, step-major: ``(step, name, value, wall_time)`` streamed."""
+    rows = MetricPoint.objects.filter(job_id=job_id).order_by("step", "name")
+    return rows.values_list("step", "name", "value", "wall_time").iterator(chunk_size=5000)
+
+
+def last_values(*, job_id: int, names) -> dict[str, float | None]:
+    """The latest value of each metric in ``names``."""
+    found = {}
+    for name in names:
+        row = (
+            MetricPoint.objects.filter(job_id=job_id, name=name)
+            .order_by("-step")
+            .values_list("value")
+            .first()
+        )
+        if row is not None:
+            found[name] = row[0]
+    return found
+
+
+def job_progress(*, job: TrainingJob, now=None) -> dict:
+    """Percent done, throughput (steps/s over this attempt) and the ETA in seconds, where known."""
+    now = now or timezone.now()
+    total = job.total_steps or 0
+    percent = min(100, round(100 * job.step / total)) if total else 0
+    rate = eta = None
+    if job.running_since and job.step > job.started_step:
+        elapsed = (now - job.running_since).total_seconds()
+        rate = (job.step - job.started_step) / elapsed if elapsed > 0 else None
+        if rate and total and job.state == "running":
+            eta = max(0.0, (total - job.step) / rate)
+    return {"percent": percent, "steps_per_s": rate, "eta_seconds": eta, "step": job.step, "total": total}
+
+
+def artifacts_for(*, job) -> QuerySet[Artifact]:
+    return Artifact.objects.filter(job=job).order_by("kind", "path")

@@ -1,0 +1,1 @@
+"""Write-side logic of the training app: jobs, metrics, artifacts, the model registry."""

@@ -1,0 +1,74 @@
+"""Metric points: written in batches by a DB-backed engine callback, never twice for one step."""
+
+import math
+import threading
+import time
+from collections.abc import Iterable
+
+from ..models import MetricPoint
+
+BATCH_SIZE = 2000
+
+
+def metrics_write_batch(*, job_id: int, points: Iterable[tuple[int, str, float, float]]) -> int:
+    """Insert ``(step, name, value, wall_time)`` points; a (job, name, step) already stored is kept as is.
+    Non-finite values are stored as NULL (JSON has no NaN)."""
+    rows = [
+        MetricPoint(
+            job_id=job_id,
+            step=step,
+            name=name[:80],
+            value=value if math.isfinite(value) else None,
+            wall_time=wall,
+        )
+        for step, name, value, wall in points
+    ]
+    MetricPoint.objects.bulk_create(rows, batch_size=BATCH_SIZE, ignore_conflicts=True)
+    return len(rows)
+
+
+def metrics_delete_after(*, job_id: int, step: int) -> int:
+    """Forget points after ``step`` (a resumed attempt recomputes them from its checkpoint)."""
+    return MetricPoint.objects.filter(job_id=job_id, step__gt=step).delete()[0]
+
+
+class DbMetrics:
+    """The engine callback (``log(metrics, step)``): buffers points; the attempt's background thread
+    writes them in batches (``flush``) so the training thread only appends to a list.  At every
+    ``flush_every``-th step (the checkpoint steps) it flushes at once, so that a resumed job finds every
+    point up to its checkpoint already stored.
+
+    ``on_flush(step, points)`` runs after each flush (progress, heartbeat and the log tail)."""
+
+    def __init__(
+        self, job_id: int, *, on_flush=None, flush_every: int | None = None, max_buffer: int = 20_000
+    ):
+        self.job_id = job_id
+        self.flush_every = flush_every
+        self.max_buffer = max_buffer
+        self.on_flush = on_flush
+        self.buffer: list[tuple[int, str, float, float]] = []
+        self.lock = threading.Lock()
+        self.step = 0
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        wall = time.time()
+        points = [(step, name, float(value), wall) for name, value in metrics.items()]
+        with self.lock:
+            self.buffer.extend(points)
+            self.step = max(self.step, step)
+            full = len(self.buffer) >= self.max_buffer
+        if full or (self.flush_every and step % self.flush_every == 0):
+            self.flush()
+
+    def pending(self) -> bool:
+        return bool(self.buffer)
+
+    def flush(self) -> None:
+        with self.lock:
+            points, self.buffer = self.buffer, []
+            step = self.step
+        if points:
+            metrics_write_batch(job_id=self.job_id, points=points)
+        if self.on_flush is not None:
+            self.on_flush(step, points)

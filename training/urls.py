@@ -1,0 +1,28 @@
+from django.urls import path
+
+from .views import compare, jobs, launch
+
+urlpatterns = [
+    path("projects/<int:project_id>/jobs/", jobs.job_list, name="job-list"),
+    path("projects/<int:project_id>/jobs/new/", launch.job_new, name="job-new"),
+    path("projects/<int:project_id>/jobs/compare/", compare.job_compare, name="job-compare"),
+    path("projects/<int:project_id>/jobs/<int:job_id>/", jobs.job_detail, name="job-detail"),
+    path("projects/<int:project_id>/jobs/<int:job_id>/metrics/", jobs.job_metrics, name="job-metrics"),
+    path(
+        "projects/<int:project_id>/jobs/<int:job_id>/metrics.<str:fmt>",
+        jobs.job_metrics_download,
+        name="job-metrics-download",
+    ),
+    path("projects/<int:project_id>/jobs/<int:job_id>/cancel/", jobs.job_cancel, name="job-cancel"),
+    path("projects/<int:project_id>/jobs/<int:job_id>/clone/", launch.job_clone, name="job-clone"),
+    path(
+        "projects/<int:project_id>/jobs/<int:job_id>/artifacts/<int:artifact_id>/",
+        jobs.job_artifact,
+        name="job-artifact",
+    ),
+    path(
+        "projects/<int:project_id>/jobs/<int:job_id>/evaluation/",
+        compare.job_evaluation,
+        name="job-evaluation",
+    ),
+]

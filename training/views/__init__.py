@@ -1,0 +1,1 @@
+"""Training pages: job list, launch form, job dashboard, compare runs."""

@@ -1,0 +1,170 @@
+"""The job list and the job dashboard: progress, live metrics (JSON after a cursor), downloads, cancel."""
+
+import csv
+import io
+import json
+import zipfile
+
+from django.contrib import messages
+from django.http import FileResponse, Http404, JsonResponse, StreamingHttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_POST
+from django_htmx.http import HttpResponseStopPolling
+
+from annotation.access import project_member_required
+from annotation.models import Role
+
+from ..charts import chart_panels
+from ..models import Artifact
+from ..selectors import (
+    artifacts_for,
+    job_for_user,
+    job_progress,
+    jobs_for_project,
+    metrics_after,
+    metrics_table,
+)
+from ..services.artifacts import artifact_path
+from ..services.joblog import log_tail
+from ..services.jobs import training_job_cancel
+
+STOP_POLLING = HttpResponseStopPolling.status_code
+
+
+def _cursor(request) -> int:
+    try:
+        return max(0, int(request.GET.get("after", "0")))
+    except ValueError:
+        return 0
+
+
+@require_GET
+@project_member_required()
+def job_list(request, project_id):
+    jobs = jobs_for_project(project=request.project)
+    version = None
+    if request.GET.get("version", "").isdigit():
+        version = request.project.versions.filter(pk=int(request.GET["version"])).first()
+        jobs = jobs.filter(dataset_version=version)
+    return render(
+        request,
+        "training/job_list.html",
+        {
+            "project": request.project,
+            "jobs": jobs,
+            "version": version,
+            "is_manager": request.project_role == Role.MANAGER,
+        },
+    )
+
+
+def _detail_context(request, job) -> dict:
+    panels = chart_panels()
+    chart_config = {
+        "metricsUrl": reverse("job-metrics", args=[job.dataset_version.project_id, job.pk]),
+        "panels": panels,
+        "finished": job.finished,
+        "pollSeconds": 2,
+    }
+    return {
+        "project": request.project,
+        "job": job,
+        "progress": job_progress(job=job),
+        "artifacts": artifacts_for(job=job),
+        "log": log_tail(job),
+        "is_manager": request.project_role == Role.MANAGER,
+        "panels": panels,
+        "chart_config": chart_config,
+    }
+
+
+@require_GET
+@project_member_required()
+def job_detail(request, project_id, job_id):
+    job = job_for_user(user=request.user, job_id=job_id, project_id=project_id)
+    context = _detail_context(request, job)
+    if request.htmx:
+        response = render(request, "training/job_detail.html#job-progress", context)
+        if job.finished:
+            response.status_code = STOP_POLLING
+        return response
+    return render(request, "training/job_detail.html", context)
+
+
+@require_GET
+@project_member_required()
+def job_metrics(request, project_id, job_id):
+    """Points after ``?after=STEP`` as JSON; status 286 once the job has ended and nothing is left."""
+    job = job_for_user(user=request.user, job_id=job_id, project_id=project_id)
+    names = [n for n in request.GET.get("names", "").split(",") if n]
+    points, cursor, more = metrics_after(job_id=job.pk, cursor=_cursor(request), names=names or None)
+    body = {"points": points, "cursor": cursor, "more": more, "state": job.state, "finished": job.finished}
+    return JsonResponse(body, status=STOP_POLLING if job.finished and not more else 200)
+
+
+def _csv_rows(job_id):
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["step", "name", "value", "wall_time"])
+    for row in metrics_table(job_id=job_id):
+        writer.writerow(row)
+        if buffer.tell() > 64 * 1024:
+            yield buffer.getvalue()
+            buffer.seek(0)
+            buffer.truncate()
+    yield buffer.getvalue()
+
+
+def _json_rows(job_id):
+    yield "["
+    for i, (step, name, value, wall) in enumerate(metrics_table(job_id=job_id)):
+        yield ("," if i else "") + json.dumps({"step": step, "name": name, "value": value, "wall_time": wall})
+    yield "]"
+
+
+@require_GET
+@project_member_required()
+def job_metrics_download(request, project_id, job_id, fmt):
+    job = job_for_user(user=request.user, job_id=job_id, project_id=project_id)
+    if fmt not in ("csv", "json"):
+        raise Http404("Download metrics as csv or json.")
+    rows = _csv_rows(job.pk) if fmt == "csv" else _json_rows(job.pk)
+    response = StreamingHttpResponse(rows, content_type="text/csv" if fmt == "csv" else "application/json")
+    response["Content-Disposition"] = f'attachment; filename="job-{job.pk}-metrics.{fmt}"'
+    return response
+
+
+@require_POST
+@project_member_required(manager=True)
+def job_cancel(request, project_id, job_id):
+    job = training_job_cancel(job=job_for_user(user=request.user, job_id=job_id, project_id=project_id))
+    messages.info(request, f"Job {job.pk}: {'cancelled' if job.finished else 'cancel requested'}.")
+    return redirect("job-detail", project_id=project_id, job_id=job.pk)
+
+
+@require_GET
+@project_member_required()
+def job_artifact(request, project_id, job_id, artifact_id):
+    """Download a file artifact, or a folder artifact as a zip written on the fly."""
+    job = job_for_user(user=request.user, job_id=job_id, project_id=project_id)
+    artifact = Artifact.objects.filter(job=job, pk=artifact_id).first()
+    if artifact is None:
+        raise Http404("No such artifact.")
+    path = artifact_path(artifact)
+    if path.is_file():
+        return FileResponse(path.open("rb"), as_attachment=True, filename=path.name)
+    if not path.is_dir():
+        raise Http404("The artifact's files are gone.")
+    spooled = io.BytesIO() if artifact.size < 64 * 1024 * 1024 else _tempfile()
+    with zipfile.ZipFile(spooled, "w", zipfile.ZIP_STORED) as archive:
+        for child in sorted(p for p in path.rglob("*") if p.is_file()):
+            archive.write(child, f"{path.name}/{child.relative_to(path).as_posix()}")
+    spooled.seek(0)
+    return FileResponse(spooled, as_attachment=True, filename=f"job-{job.pk}-{path.name}.zip")
+
+
+def _tempfile():
+    import tempfile
+
+    return tempfile.TemporaryFile()

@@ -1,0 +1,101 @@
+"""The launch form (per method, generated from the engine's config dataclass), YAML preview and clone."""
+
+import yaml
+from django.core.exceptions import ValidationError
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_http_methods
+
+from annotation.access import project_member_required
+from training.engine import METHODS
+
+from ..charts import flat
+from ..forms import LaunchForm
+from ..models import TrainingJob
+from ..selectors import job_for_user
+from ..services.jobs import training_job_launch
+from ..services.registry import model_entry_ensure_bundled
+
+FLIP_RATE_KEY = "label_flip_rate"
+
+
+def config_yaml(config: dict) -> str:
+    """The YAML the worker runs (the file ``python -m training.engine train`` accepts)."""
+    return yaml.safe_dump(flat(config), sort_keys=False)
+
+
+def _initial(request, project, method: str, clone: TrainingJob | None) -> tuple[dict, dict]:
+    """``(form initial, hyperparameter initial)`` from a cloned job, or the chosen version's stats."""
+    if clone is not None:
+        initial = {
+            "base_model": clone.base_model_id,
+            "dataset_version": clone.dataset_version_id,
+            "queue": clone.queue,
+        }
+        return initial, clone.config
+    version = project.versions.filter(pk=request.GET.get("version") or 0).first() or project.versions.last()
+    initial = {
+        "dataset_version": version.pk if version else None,
+        "base_model": model_entry_ensure_bundled().pk,
+    }
+    hyper = {}
+    if method == "rdpo" and version is not None and version.stats.get(FLIP_RATE_KEY) is not None:
+        hyper["epsilon"] = round(min(0.49, max(0.0, float(version.stats[FLIP_RATE_KEY]))), 4)
+    return initial, hyper
+
+
+@require_http_methods(["GET", "POST"])
+@project_member_required(manager=True)
+def job_new(request, project_id):
+    project = request.project
+    clone = None
+    if request.GET.get("clone", "").isdigit():
+        clone = job_for_user(user=request.user, job_id=int(request.GET["clone"]), project_id=project_id)
+    method = request.POST.get("method") or request.GET.get("method") or (clone.method if clone else "dpo")
+    if method not in METHODS:
+        method = "dpo"
+    initial, hyper = _initial(request, project, method, clone)
+    if request.method == "GET":
+        form = LaunchForm(method=method, project=project, initial=initial, initial_config=hyper)
+        return _render(request, form, clone=clone)
+    form = LaunchForm(request.POST, method=method, project=project)
+    if not form.is_valid():
+        return _render(request, form, clone=clone, status=422)
+    if request.POST.get("action") == "preview":
+        return _render(request, form, clone=clone, preview=config_yaml(form.config))
+    data = form.cleaned_data
+    try:
+        job = training_job_launch(
+            params=form.params(),
+            base_model=data["base_model"],
+            dataset_version=data["dataset_version"],
+            queue=data["queue"],
+            created_by=request.user,
+            run_token=data["run_token"],
+        )
+    except ValidationError as exc:
+        for field, errors in exc.message_dict.items():
+            form.add_error(field if field in form.fields else None, errors)
+        return _render(request, form, clone=clone, status=422)
+    return redirect("job-detail", project_id=project_id, job_id=job.pk)
+
+
+def _render(request, form, *, clone=None, preview=None, status=200):
+    context = {
+        "project": request.project,
+        "form": form,
+        "method": form.method,
+        "methods": sorted(METHODS),
+        "clone": clone,
+        "preview": preview,
+        "method_doc": (METHODS[form.method].__doc__ or "").strip(),
+    }
+    template = "training/job_new.html#config-preview" if request.htmx and preview else "training/job_new.html"
+    return render(request, template, context, status=status)
+
+
+@require_GET
+@project_member_required(manager=True)
+def job_clone(request, project_id, job_id):
+    job = job_for_user(user=request.user, job_id=job_id, project_id=project_id)
+    return redirect(f"{reverse('job-new', args=[project_id])}?method={job.method}&clone={job.pk}")
