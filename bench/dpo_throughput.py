@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
-from engine_common import bench_rows, matmul_rate, minimal_flops, peak_rss_mb  # noqa: E402
+from _engine_common import bench_rows, matmul_rate, minimal_flops, peak_rss_mb  # noqa: E402
 
 MAX_LENGTH, BATCH, BETA, LR = 256, 8, 0.1, 1e-6
 DEFAULT_RUNS = "ours:fp32,trl:fp32,trl_precompute:fp32,ours:bf16,trl:bf16"

@@ -66,3 +66,6 @@ def test_launch_from_the_form_then_watch_the_chart_grow_until_done(
     page.screenshot(path=str(screenshot_dir / "job_dashboard.png"), full_page=True)
     assert _loss_points(page) == 60
     assert page.locator("#artifacts").count() == 1
+    page.click("#job-evaluation-link")
+    assert page.inner_text("#accuracy-after") and page.locator("#heatmap .heat span").count() > 0
+    page.screenshot(path=str(screenshot_dir / "job_evaluation.png"), full_page=True)

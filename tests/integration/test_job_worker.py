@@ -34,7 +34,7 @@ def _env(tmp_path, **extra):
     return native_env(
         ARTIFACT_ROOT=str(tmp_path / "artifacts"),
         TRAINING_HEARTBEAT_SECONDS="0.5",
-        TRAINING_HEARTBEAT_STALE_SECONDS="4",
+        TRAINING_HEARTBEAT_STALE_SECONDS="8",
         TRAINING_STALE_CHECK_SECONDS="1",
         TRAINING_METRICS_FLUSH_SECONDS="0.2",
         **extra,

@@ -6,10 +6,10 @@ Celery worker; a confirmed import reaches the worker through the filesystem brok
 
 import http.cookiejar
 import os
+import re
 import signal
 import subprocess
 import sys
-import time
 import urllib.parse
 import urllib.request
 
@@ -106,9 +106,11 @@ def test_make_run_serves_the_demo_with_a_worker_and_stops_on_ctrl_c(tmp_path):
     finally:
         os.killpg(studio.pid, signal.SIGINT)  # what Ctrl-C in the terminal sends to the whole group
         studio.wait(timeout=40)
-    time.sleep(0.5)
-    assert not _group_alive(studio.pid), "Ctrl-C stopped the server and the worker"
-    assert "Stopped the server and the worker" in log_path.read_text()
+    log = log_path.read_text()
+    assert "Stopped the server and the worker" in log
+    worker_pid, web_pid = map(int, re.search(r"worker pid (\d+), web server pid (\d+)", log).groups())
+    for pid in (studio.pid, worker_pid, web_pid):  # each led its own process group
+        assert not _group_alive(pid), "Ctrl-C stopped the server, the worker and everything they started"
 
 
 def _reachable(url: str) -> bool:

@@ -113,3 +113,28 @@ def test_openapi_schema_documents_the_jobs_routes(manager_client):
         "/api/jobs/{job_id}/metrics",
         "/api/jobs/{job_id}/cancel",
     } <= set(paths)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_launch_job_command_waits_for_the_outcome(tmp_path, celery_eager, capsys, settings):
+    from tests.factories import ProjectFactory
+
+    settings.TRAINING_HEARTBEAT_SECONDS = 0.2
+    version = dataset_version(ProjectFactory())
+    base = tiny_model_entry(tmp_path / "tiny-wait")
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(tiny_params(tmp_path, max_steps=2, eval_steps=None)))
+    call_command(
+        "launch_job",
+        str(path),
+        "--dataset-version",
+        str(version.pk),
+        "--base-model",
+        str(base.pk),
+        "--wait",
+        "--poll",
+        "0.1",
+    )
+    out = capsys.readouterr().out
+    assert "succeeded step 2/2" in out
+    assert TrainingJob.objects.get().state == JobState.SUCCEEDED

@@ -129,7 +129,9 @@ def load_tokenizer(spec: ModelSpec | str) -> PreTrainedTokenizerBase:
     if spec.kind == "bundled":
         return AutoTokenizer.from_pretrained(ensure_bundled(spec.ref))
     if spec.kind == "local":
-        return AutoTokenizer.from_pretrained(_existing_folder(spec.ref))
+        folder = Path(spec.ref).expanduser()
+        has_tokenizer = (folder / "tokenizer_config.json").is_file()
+        return AutoTokenizer.from_pretrained(folder if has_tokenizer else _existing_folder(spec.ref))
     return _hub_call(spec.ref, AutoTokenizer.from_pretrained)
 
 
@@ -141,11 +143,33 @@ def load_model(spec: ModelSpec | str, *, dtype: torch.dtype = torch.float32) -> 
         model = tiny_llama(len(tiny_tokenizer()), **opts).to(dtype)
     elif spec.kind == "bundled":
         model = _from_folder(ensure_bundled(spec.ref), dtype)
+    elif spec.kind == "local" and _is_adapter(spec.ref):
+        model = _merged_adapter(Path(spec.ref), dtype)
     elif spec.kind == "local":
         model = _from_folder(_existing_folder(spec.ref), dtype)
     else:
         model = _hub_call(spec.ref, lambda ref, **kw: _from_folder(ref, dtype, **kw))
     return model.eval()
+
+
+def _is_adapter(ref: str) -> bool:
+    path = Path(ref).expanduser()
+    return (path / "adapter_config.json").is_file() and not (path / "config.json").is_file()
+
+
+def _merged_adapter(path: Path, dtype: torch.dtype) -> PreTrainedModel:
+    """A peft LoRA folder (as LoRA checkpoints are written) merged into its base: a plain model."""
+    import json
+
+    from peft import PeftModel
+
+    base_ref = json.loads((path / "adapter_config.json").read_text()).get("base_model_name_or_path") or ""
+    if not (Path(base_ref) / "config.json").is_file():
+        raise ModelUnavailableError(
+            f"adapter {path}: its base model folder {base_ref!r} is not on this machine"
+        )
+    base = _from_folder(base_ref, dtype)
+    return PeftModel.from_pretrained(base, path).merge_and_unload()
 
 
 def _existing_folder(ref: str) -> Path:

@@ -1,5 +1,7 @@
 """Serve the app and a Celery worker together; Ctrl-C stops both."""
 
+import contextlib
+import os
 import signal
 import subprocess
 import sys
@@ -43,10 +45,17 @@ class Command(BaseCommand):
         self.stdout.write(
             self.style.SUCCESS(f"PrefStudio on http://{addr}/  (Ctrl-C stops the server and the worker)")
         )
+        # Each child leads its own process group, so stopping it also stops what it started
+        # (runserver's reloaded child, the worker's pool processes).
         children = [
-            subprocess.Popen(worker_command(queues=queues)),
-            subprocess.Popen([sys.executable, "manage.py", "runserver", addr], cwd=settings.BASE_DIR),
+            subprocess.Popen(worker_command(queues=queues), start_new_session=True),
+            subprocess.Popen(
+                [sys.executable, "manage.py", "runserver", addr],
+                cwd=settings.BASE_DIR,
+                start_new_session=True,
+            ),
         ]
+        self.stdout.write(f"worker pid {children[0].pid}, web server pid {children[1].pid}")
         try:
             while all(child.poll() is None for child in children):
                 time.sleep(0.5)
@@ -57,12 +66,25 @@ class Command(BaseCommand):
 
     def _stop(self, children):
         for child in children:
-            if child.poll() is None:
-                child.send_signal(signal.SIGTERM)
+            _signal_group(child.pid, signal.SIGTERM)
         deadline = time.monotonic() + 15
         for child in children:
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 child.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                child.kill()
+            _wait_group_gone(child.pid, deadline)
+            _signal_group(child.pid, signal.SIGKILL)
         self.stdout.write("Stopped the server and the worker.")
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, sig)
+
+
+def _wait_group_gone(pgid: int, deadline: float) -> None:
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)

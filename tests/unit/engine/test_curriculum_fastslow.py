@@ -96,3 +96,30 @@ def test_fast_slow_dpo_trains_two_adapters(tmp_path, make_rows):
     for name in ("m1", "m2"):
         assert (result.last_checkpoint / name / "adapter_model.safetensors").is_file()
     assert (result.last_checkpoint / "fast_adapter.txt").read_text().strip() in {"m1", "m2"}
+
+
+def test_non_iterative_curry_dpo_is_one_run_ordered_easy_to_hard(tmp_path, make_rows):
+    rows = _ranked(make_rows, 10)
+    for i, row in enumerate(rows):
+        row["ratings"] = [10, 10 - (i % 4) - 1, 1]
+        row["split"] = "train"
+    data = tmp_path / "ranked.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    config = CurryDPOConfig(
+        model="tiny",
+        train_file=str(data),
+        output_dir=str(tmp_path / "o"),
+        ref_cache_dir=str(tmp_path / "r"),
+        iterative=False,
+        max_steps=1,
+        save_final=False,
+    )
+    result = train(config)
+    assert result.status == "succeeded" and not (tmp_path / "o" / "stage-1").exists()
+    written = [
+        json.loads(line)
+        for line in (tmp_path / "o" / "curriculum" / "stage-0.jsonl").read_text().splitlines()
+    ]
+    assert len(written) == 20
+    # the 10 pairs against the bottom response (gap 9) come first, then gaps 8, 7, 6 in turn
+    assert all(p["rejected"] == r["responses"][2] for p, r in zip(written[:10], rows, strict=True))

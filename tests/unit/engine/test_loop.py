@@ -9,6 +9,7 @@ from training.engine.checkpoint import latest_checkpoint
 from training.engine.loop import NonFiniteError, setup_run, train
 from training.engine.methods import DPOConfig, RDPOConfig
 from training.engine.metrics import read_metrics
+from training.engine.models import load_tokenizer
 
 FAST = {"warmup_ratio": 0.0, "lr_scheduler": "constant", "max_grad_norm": None, "epochs": 100}
 
@@ -149,6 +150,7 @@ def test_lora_trains_only_the_adapter_and_reference_is_base(task, tmp_path):
             torch.testing.assert_close(param, base_before[name], rtol=0, atol=0)
     assert (result.last_checkpoint / "adapter_model.safetensors").is_file()
     assert result.metrics["rewards/margins"] != 0.0
+    assert load_tokenizer(f"local:{result.last_checkpoint}").chat_template
 
 
 def test_full_finetune_gradients_reach_only_policy(task, tmp_path):

@@ -99,3 +99,21 @@ def test_token_rewards_with_lora_use_the_adapter_free_base(tokenizer):
             param.data.fill_(0.1)
     chosen, _ = token_rewards(policy, None, pair, collator, beta=0.1)
     assert torch.any(chosen != 0)
+
+
+def test_lora_checkpoint_folder_loads_as_a_merged_model(tmp_path, tokenizer):
+    from peft import LoraConfig, get_peft_model
+
+    base = tiny_llama(len(tokenizer))
+    base.save_pretrained(tmp_path / "base")
+    base = load_model(f"local:{tmp_path / 'base'}")
+    policy = get_peft_model(base, LoraConfig(r=2, target_modules=["q_proj", "v_proj"]))
+    for name, param in policy.named_parameters():
+        if "lora_B" in name:
+            param.data.fill_(0.05)
+    policy.save_pretrained(tmp_path / "adapter")
+    ids = torch.tensor([[5, 6, 7, 8]])
+    with torch.no_grad():
+        expected = policy(input_ids=ids).logits
+        merged = load_model(f"local:{tmp_path / 'adapter'}")
+        torch.testing.assert_close(merged(input_ids=ids).logits, expected, atol=1e-5, rtol=0)
