@@ -35,15 +35,15 @@ def test_launch_from_the_form_then_watch_the_chart_grow_until_done(
         page.select_option("#id_dataset_version", str(version.pk))
         for name, value in {
             "batch_size": "4",
-            "epochs": "50",
-            "max_steps": "60",
+            "epochs": "1000",
+            "max_steps": "300",
             "learning_rate": "0.001",
             "max_length": "64",
             "ref_cache_dir": str(tmp_path / "refcache"),
         }.items():
             page.fill(f"#id_{name}", value)
         page.click("#preview-config")
-        assert "max_steps: 60" in page.inner_text("#config-yaml")
+        assert "max_steps: 300" in page.inner_text("#config-yaml")
         page.screenshot(path=str(screenshot_dir / "job_launch_form.png"), full_page=True)
         page.click("#launch-job")
         page.wait_for_url("**/jobs/*/")
@@ -58,13 +58,13 @@ def test_launch_from_the_form_then_watch_the_chart_grow_until_done(
         )
         assert page.locator("#chart-loss .scatterlayer .trace").count() == 2  # raw (faint) + smoothed
         page.wait_for_function(
-            "() => document.getElementById('job-state').textContent.trim() === 'Succeeded'", timeout=120_000
+            "() => document.getElementById('job-state').textContent.trim() === 'Succeeded'", timeout=300_000
         )
         page.wait_for_function(
             "() => document.getElementById('charts').dataset.done === 'true'", timeout=30_000
         )
     page.screenshot(path=str(screenshot_dir / "job_dashboard.png"), full_page=True)
-    assert _loss_points(page) == 60
+    assert _loss_points(page) == 300
     assert page.locator("#artifacts").count() == 1
     page.click("#job-evaluation-link")
     assert page.inner_text("#accuracy-after") and page.locator("#heatmap .heat span").count() > 0
