@@ -67,16 +67,17 @@ def test_gpu_worker_command_consumes_only_the_gpu_queue(tmp_path):
 
 
 EMBEDDED_ONLY = os.environ.get("PREFSTUDIO_EMBEDDED_ONLY") == "1"
+EMBEDDED_REASON = "PostgreSQL and Redis deliberately unused: PREFSTUDIO_EMBEDDED_ONLY=1"
 
 
-@pytest.mark.skipif(EMBEDDED_ONLY, reason="PREFSTUDIO_EMBEDDED_ONLY=1: SQLite + filesystem broker")
+@pytest.mark.skipif(EMBEDDED_ONLY, reason=EMBEDDED_REASON)
 def test_redis_is_the_broker_when_it_runs_here():
     if not service_reachable("127.0.0.1", 6379):
         pytest.skip("Redis is not running on 127.0.0.1:6379: the suite used the filesystem broker")
     assert settings.CELERY_BROKER_URL.startswith("redis://"), "make test points Celery at the local Redis"
 
 
-@pytest.mark.skipif(EMBEDDED_ONLY, reason="PREFSTUDIO_EMBEDDED_ONLY=1: SQLite + filesystem broker")
+@pytest.mark.skipif(EMBEDDED_ONLY, reason=EMBEDDED_REASON)
 def test_postgres_is_the_database_when_it_runs_here():
     if not service_reachable("127.0.0.1", 5432):
         pytest.skip("PostgreSQL is not running on 127.0.0.1:5432: the suite used SQLite")
