@@ -1,4 +1,5 @@
-"""A manager launches a training job from the form; the chart gains points live, then the job finishes."""
+"""A manager launches training jobs from the form: the chart grows live and cancel stops a long job; a short
+one ends with every point, its artifacts and its evaluation."""
 
 import pytest
 
@@ -23,30 +24,38 @@ def _loss_points(page) -> int:
     return int(page.get_attribute("#charts", "data-loss-points") or 0)
 
 
-def test_launch_from_the_form_then_watch_the_chart_grow_until_done(
-    page, live_server, login, setup, tmp_path, screenshot_dir
-):
-    user, project, version, base = setup
+def _launch(page, live_server, project, version, base, tmp_path, *, max_steps: int, screenshot=None):
+    page.goto(f"{live_server.url}/projects/{project.pk}/jobs/new/?method=dpo")
+    page.select_option("#id_base_model", str(base.pk))
+    page.select_option("#id_dataset_version", str(version.pk))
+    for name, value in {
+        "batch_size": "4",
+        "epochs": "100000",
+        "max_steps": str(max_steps),
+        "learning_rate": "0.001",
+        "max_length": "64",
+        "ref_cache_dir": str(tmp_path / "refcache"),
+    }.items():
+        page.fill(f"#id_{name}", value)
+    page.click("#preview-config")
+    assert f"max_steps: {max_steps}" in page.inner_text("#config-yaml")
+    if screenshot:
+        page.screenshot(path=str(screenshot), full_page=True)
+    page.click("#launch-job")
+    page.wait_for_url("**/jobs/*/")
+
+
+def _worker(tmp_path):
     env = native_env(ARTIFACT_ROOT=str(tmp_path / "artifacts"), TRAINING_METRICS_FLUSH_SECONDS="0.2")
-    with running(compose_command("worker"), env=env, log_path=tmp_path / "worker.log"):
+    return running(compose_command("worker"), env=env, log_path=tmp_path / "worker.log")
+
+
+def test_the_chart_grows_while_the_job_runs_and_cancel_stops_it(page, live_server, login, setup, tmp_path):
+    """A job far longer than the test (a tiny model does ~100 steps/s here) so the page must see it grow."""
+    user, project, version, base = setup
+    with _worker(tmp_path):
         login(page, user.username)
-        page.goto(f"{live_server.url}/projects/{project.pk}/jobs/new/?method=dpo")
-        page.select_option("#id_base_model", str(base.pk))
-        page.select_option("#id_dataset_version", str(version.pk))
-        for name, value in {
-            "batch_size": "4",
-            "epochs": "1000",
-            "max_steps": "300",
-            "learning_rate": "0.001",
-            "max_length": "64",
-            "ref_cache_dir": str(tmp_path / "refcache"),
-        }.items():
-            page.fill(f"#id_{name}", value)
-        page.click("#preview-config")
-        assert "max_steps: 300" in page.inner_text("#config-yaml")
-        page.screenshot(path=str(screenshot_dir / "job_launch_form.png"), full_page=True)
-        page.click("#launch-job")
-        page.wait_for_url("**/jobs/*/")
+        _launch(page, live_server, project, version, base, tmp_path, max_steps=1_000_000)
         page.wait_for_function(
             "() => Number(document.getElementById('charts').dataset.lossPoints || 0) > 0", timeout=90_000
         )
@@ -57,6 +66,32 @@ def test_launch_from_the_form_then_watch_the_chart_grow_until_done(
             timeout=90_000,
         )
         assert page.locator("#chart-loss .scatterlayer .trace").count() == 2  # raw (faint) + smoothed
+        page.click("#cancel-job")
+        page.wait_for_function(
+            "() => document.getElementById('job-state').textContent.trim() === 'Cancelled'", timeout=90_000
+        )
+        page.wait_for_function(
+            "() => document.getElementById('charts').dataset.done === 'true'", timeout=30_000
+        )
+    assert first < _loss_points(page) < 1_000_000
+
+
+def test_a_job_launched_from_the_form_ends_with_every_point_and_its_evaluation(
+    page, live_server, login, setup, tmp_path, screenshot_dir
+):
+    user, project, version, base = setup
+    with _worker(tmp_path):
+        login(page, user.username)
+        _launch(
+            page,
+            live_server,
+            project,
+            version,
+            base,
+            tmp_path,
+            max_steps=300,
+            screenshot=screenshot_dir / "job_launch_form.png",
+        )
         page.wait_for_function(
             "() => document.getElementById('job-state').textContent.trim() === 'Succeeded'", timeout=300_000
         )
@@ -65,6 +100,7 @@ def test_launch_from_the_form_then_watch_the_chart_grow_until_done(
         )
     page.screenshot(path=str(screenshot_dir / "job_dashboard.png"), full_page=True)
     assert _loss_points(page) == 300
+    assert page.locator("#chart-loss .scatterlayer .trace").count() == 2
     assert page.locator("#artifacts").count() == 1
     page.click("#job-evaluation-link")
     assert page.inner_text("#accuracy-after") and page.locator("#heatmap .heat span").count() > 0

@@ -247,12 +247,15 @@ def train(
             {"throughput/pairs_per_s": n_pairs / elapsed, "throughput/tokens_per_s": tokens / elapsed}
         )
         result.step, result.metrics = step, metrics
+        logged = {}
         if step % config.logging_steps == 0 or step == len(plan):
-            emit(metrics, step)
+            logged.update(metrics)
         if (config.eval_steps and step % config.eval_steps == 0) or step == len(plan):
             result.eval_metrics = _evaluate(run, terms)
-            if result.eval_metrics:
-                emit(result.eval_metrics, step)
+            logged.update(result.eval_metrics)
+        if logged:
+            # One emission per step: a live reader that has seen step N never misses a later point of N.
+            emit(logged, step)
         if (config.save_steps and step % config.save_steps == 0) or (step == len(plan) and config.save_final):
             result.last_checkpoint = checkpoint(step)
     if bar:

@@ -5,6 +5,8 @@ import threading
 import time
 from collections.abc import Iterable
 
+from django.db import transaction
+
 from ..models import MetricPoint
 
 BATCH_SIZE = 2000
@@ -23,7 +25,8 @@ def metrics_write_batch(*, job_id: int, points: Iterable[tuple[int, str, float, 
         )
         for step, name, value, wall in points
     ]
-    MetricPoint.objects.bulk_create(rows, batch_size=BATCH_SIZE, ignore_conflicts=True)
+    with transaction.atomic():
+        MetricPoint.objects.bulk_create(rows, batch_size=BATCH_SIZE, ignore_conflicts=True)
     return len(rows)
 
 
@@ -49,6 +52,7 @@ class DbMetrics:
         self.on_flush = on_flush
         self.buffer: list[tuple[int, str, float, float]] = []
         self.lock = threading.Lock()
+        self.write_lock = threading.Lock()
         self.step = 0
 
     def log(self, metrics: dict[str, float], step: int) -> None:
@@ -65,10 +69,13 @@ class DbMetrics:
         return bool(self.buffer)
 
     def flush(self) -> None:
-        with self.lock:
-            points, self.buffer = self.buffer, []
-            step = self.step
-        if points:
-            metrics_write_batch(job_id=self.job_id, points=points)
+        # Batches commit in step order (the training thread and the background thread both flush), so a
+        # reader that follows the step cursor never sees step N+1 before the rest of step N.
+        with self.write_lock:
+            with self.lock:
+                points, self.buffer = self.buffer, []
+                step = self.step
+            if points:
+                metrics_write_batch(job_id=self.job_id, points=points)
         if self.on_flush is not None:
             self.on_flush(step, points)

@@ -71,6 +71,10 @@ def test_fifty_steps_raise_heldout_implicit_accuracy_above_point_nine(task, tmp_
         "throughput/tokens_per_s",
     } <= train_names
     assert (tmp_path / "o" / "checkpoint-50" / "model.safetensors").is_file()
+    # The eval step's points arrive in the same call as its training points, so a live reader that has
+    # seen step 50 cannot miss eval/… of step 50.
+    assert [step for step, _ in rec.calls].count(50) == 1
+    assert {"loss", "eval/rewards/accuracies"} <= set(rec.calls[-1][1])
 
 
 def test_rdpo_beats_dpo_on_clean_heldout_pairs_with_thirty_percent_flips(task, tmp_path):
