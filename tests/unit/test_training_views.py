@@ -74,6 +74,23 @@ def test_rdpo_form_prefills_epsilon_with_the_versions_flip_rate(manager_client, 
     assert form.fields["epsilon"].initial == pytest.approx(0.12)
 
 
+def test_rdpo_form_prefers_the_flip_rate_measured_on_gold(manager_client, project):
+    stats = {
+        "examples": 32,
+        "label_flip_rate": 0.12,
+        "label_flip_rate_gold": 0.2,
+        "label_flip_gold_votes": 40,
+    }
+    gold = dataset_version(project, stats=stats)
+    no_votes = dataset_version(project, stats={**stats, "label_flip_gold_votes": 0})
+    url = f"/projects/{project.pk}/jobs/new/?method=rdpo&version="
+    assert manager_client.get(url + str(gold.pk)).context["form"].fields["epsilon"].initial == pytest.approx(
+        0.2
+    )
+    form = manager_client.get(url + str(no_votes.pk)).context["form"]
+    assert form.fields["epsilon"].initial == pytest.approx(0.12)
+
+
 def test_launch_form_shows_invalid_values_inline_and_creates_nothing(
     manager_client, project, version, base_model
 ):

@@ -16,7 +16,13 @@ from ..selectors import job_for_user
 from ..services.jobs import training_job_launch
 from ..services.registry import model_entry_ensure_bundled
 
-FLIP_RATE_KEY = "label_flip_rate"
+
+def flip_rate_estimate(stats: dict) -> float | None:
+    """The version's best estimate of the label flip rate: gold-measured when gold votes exist."""
+    if stats.get("label_flip_gold_votes") and stats.get("label_flip_rate_gold") is not None:
+        return float(stats["label_flip_rate_gold"])
+    value = stats.get("label_flip_rate")
+    return None if value is None else float(value)
 
 
 def config_yaml(config: dict) -> str:
@@ -39,8 +45,9 @@ def _initial(request, project, method: str, clone: TrainingJob | None) -> tuple[
         "base_model": model_entry_ensure_bundled().pk,
     }
     hyper = {}
-    if method == "rdpo" and version is not None and version.stats.get(FLIP_RATE_KEY) is not None:
-        hyper["epsilon"] = round(min(0.49, max(0.0, float(version.stats[FLIP_RATE_KEY]))), 4)
+    epsilon = flip_rate_estimate(version.stats) if method == "rdpo" and version is not None else None
+    if epsilon is not None:
+        hyper["epsilon"] = round(min(0.49, max(0.0, epsilon)), 4)
     return initial, hyper
 
 
