@@ -127,6 +127,9 @@ def run_trl(rows, epochs: int, precision: str, work: Path, precompute: bool) -> 
 def child(side: str, precision: str, n_pairs: int, epochs: int) -> dict:
     import torch
 
+    from training.engine.memory import retain_freed_memory
+
+    retain_freed_memory()  # both sides: the allocator setting is not what this compares
     torch.manual_seed(0)
     rows = bench_rows(n_pairs)
     flops, pairs = _minimal(rows, epochs)
@@ -233,7 +236,8 @@ def main() -> None:
         f"DPO throughput: bundled SmolLM2-135M-Instruct, {args.pairs} pairs, batch {BATCH}, β {BETA}, "
         f"lr {LR} constant, AdamW, {args.epochs} epochs, full fine-tuning, max_length {MAX_LENGTH} "
         "(keep_start) on both, gradient checkpointing off on both, sequential batch order, "
-        "fp32 unless marked bf16 (autocast)"
+        "fp32 unless marked bf16 (autocast), fused AdamW on both (TRL's default with this torch), "
+        "glibc told to keep freed memory on both"
     )
     results = []
     for spec in args.runs.split(","):

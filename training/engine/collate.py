@@ -9,7 +9,7 @@ token gets the same context and position as in an unpacked forward.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 
 import torch
 from torch import Tensor
@@ -26,7 +26,8 @@ class PackedBatch:
     input_ids, position_ids: ``[R, T]``; attention_mask: ``[R, 1, T, T]`` bool (True = may attend);
     src_row, src_pos: ``[N]`` where the hidden state predicting each response token sits;
     targets, weights, segment: ``[N]`` — the token id, its weight, and ``2·pair + (0 chosen | 1 rejected)``;
-    pair_index: ``[B]`` the dataset index of each pair (for cached reference log-probs).
+    pair_index: ``[B]`` the dataset index of each pair (for cached reference log-probs);
+    spans: per row, ``(start, prompt, chosen, rejected)`` token counts of each pair, in row order.
     """
 
     input_ids: Tensor
@@ -38,6 +39,15 @@ class PackedBatch:
     weights: Tensor
     segment: Tensor
     pair_index: Tensor
+    spans: tuple[tuple[tuple[int, int, int, int], ...], ...] = ()
+
+    def to(self, device: torch.device) -> PackedBatch:
+        moved = {
+            f.name: getattr(self, f.name).to(device)
+            for f in fields(self)
+            if isinstance(getattr(self, f.name), Tensor)
+        }
+        return replace(self, **moved)
 
     @property
     def n_pairs(self) -> int:
@@ -96,6 +106,15 @@ def _row_layout(pairs: Sequence[TokenizedPair], members: list[int], segments: li
     return ids, pos, owner, part
 
 
+def _row_spans(pairs: Sequence[TokenizedPair], members: list[int]) -> tuple[tuple[int, int, int, int], ...]:
+    spans, start = [], 0
+    for i in members:
+        pair = pairs[i]
+        spans.append((start, len(pair.prompt_ids), len(pair.chosen_ids), len(pair.rejected_ids)))
+        start += pair_length(pair)
+    return tuple(spans)
+
+
 def _row_mask(owner: Tensor, part: Tensor) -> Tensor:
     n = owner.numel()
     causal = torch.ones(n, n, dtype=torch.bool).tril()
@@ -107,10 +126,12 @@ def _row_mask(owner: Tensor, part: Tensor) -> Tensor:
 
 @dataclass(frozen=True)
 class PackingCollator:
-    """``list[TokenizedPair]`` (B pairs) → ``PackedBatch``; ``token_budget`` caps a row's length."""
+    """``list[TokenizedPair]`` (B pairs) → ``PackedBatch`` on ``device``; ``token_budget`` caps a row's
+    length."""
 
     pad_token_id: int
     token_budget: int | None = None
+    device: torch.device = torch.device("cpu")
 
     def __call__(self, pairs: Sequence[TokenizedPair]) -> PackedBatch:
         rows = plan_rows(pairs, self.token_budget)
@@ -120,7 +141,9 @@ class PackingCollator:
         position_ids = torch.full((n_rows, width), -1, dtype=torch.long)
         mask = torch.zeros(n_rows, 1, width, width, dtype=torch.bool)
         src_row, src_pos, targets, weights, segment = [], [], [], [], []
+        spans = []
         for r, members in enumerate(rows):
+            spans.append(_row_spans(pairs, members))
             records: list = []
             ids, pos, owner, part = _row_layout(pairs, members, records)
             n = len(ids)
@@ -152,4 +175,5 @@ class PackingCollator:
             weights=pick(weights, torch.float32),
             segment=pick(segment, torch.long),
             pair_index=torch.tensor([p.index for p in pairs], dtype=torch.long),
-        )
+            spans=tuple(spans),
+        ).to(self.device)

@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 
 import yaml
 
+from training.engine.device import DEVICE_PATTERN
 from training.engine.models import ModelSpec
 from training.engine.objectives import LossTerm
 
@@ -98,6 +99,8 @@ class TrainConfig:
     """Clip the global gradient norm to this (None = no clipping; the norm is still logged)."""
     precision: str = "fp32"
     """fp32, or bf16 (autocast of the forward; weights and optimizer stay fp32)."""
+    device: str = "auto"
+    """auto (CUDA when the machine has it, else CPU), cpu, cuda or cuda:N."""
     seed: int = 42
     """Seeds weights init (tiny), data order, dropout."""
     shuffle: bool = True
@@ -151,6 +154,11 @@ class TrainConfig:
             "constant, linear or cosine",
         )
         require(self.precision in {"fp32", "bf16"}, "precision", f"fp32 or bf16, got {self.precision!r}")
+        require(
+            isinstance(self.device, str) and DEVICE_PATTERN.fullmatch(self.device) is not None,
+            "device",
+            f"auto, cpu, cuda or cuda:N, got {self.device!r}",
+        )
         require(
             Path(self.train_file).suffix in {".jsonl", ".json", ".parquet"}, "train_file", "JSONL or Parquet"
         )

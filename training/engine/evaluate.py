@@ -9,6 +9,7 @@ from torch import Tensor, nn
 
 from training.engine.collate import PackingCollator
 from training.engine.data import TokenizedPair
+from training.engine.device import autocast
 from training.engine.logps import segment_lengths, segment_sums, split_by_segment, token_logps
 from training.engine.objectives import LossTerm, PairLogps, combine
 
@@ -17,7 +18,7 @@ def pair_logps(model: nn.Module, batch, ref_chosen: Tensor, ref_rejected: Tensor
     """Policy sums of a packed batch next to the given reference sums."""
     pc, pr = segment_sums(token_logps(model, batch), batch)
     cl, rl = segment_lengths(batch)
-    return PairLogps(pc, pr, ref_chosen, ref_rejected, cl, rl)
+    return PairLogps(pc, pr, ref_chosen.to(pc.device), ref_rejected.to(pc.device), cl, rl)
 
 
 @torch.no_grad()
@@ -39,7 +40,7 @@ def evaluate_pairs(
     for start in range(0, len(pairs), batch_size):
         idx = slice(start, start + batch_size)
         batch = collator(pairs[idx])
-        with torch.autocast("cpu", dtype=autocast_dtype, enabled=autocast_dtype is not None):
+        with autocast(batch.input_ids.device, autocast_dtype):
             lp = pair_logps(model, batch, ref["chosen"][idx], ref["rejected"][idx])
         loss, out = combine(terms, lp)
         sums["loss"] += float(loss) * batch.n_pairs

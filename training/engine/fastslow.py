@@ -5,24 +5,35 @@ DPO loss against the base, i.e. adapters disabled).  When the slow adapter's los
 one's for ``swap_patience`` consecutive steps, the two swap learning rates (roles).  The final model is the
 adapter that is fast at the end (named in ``fast_adapter.txt``); both adapter folders
 (``m1/``, ``m2/``) are saved.
+
+Checkpoints (every ``save_steps``, on cancel and at the end) hold both adapters, the optimizer, the roles
+(which adapter is fast, the swap streak, the swap count) and the RNG, so ``resume`` continues exactly where
+the run stopped.  Evaluation every ``eval_steps`` scores the fast adapter.
 """
 
 from __future__ import annotations
 
+import math
+import shutil
 import time
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import ClassVar
 
 import torch
 from torch import Tensor
 
+from training.engine.checkpoint import rng_state, set_rng_state
 from training.engine.config import ConfigError, TrainConfig, register_method
+from training.engine.device import autocast
 from training.engine.evaluate import pair_logps
-from training.engine.loop import Run, TrainResult, attach_lora, setup_run
-from training.engine.metrics import JsonlMetrics
+from training.engine.loop import NonFiniteError, Run, TrainResult, attach_lora, evaluate_run, setup_run
+from training.engine.metrics import open_sinks
 from training.engine.objectives import combine, pair_metrics
 from training.engine.optim import lr_factor, step_plan
+
+ADAPTERS = ("m1", "m2")
+STATE_FILE = "fast_slow_state.pt"
 
 
 @register_method
@@ -67,14 +78,75 @@ def _use(model, name: str) -> None:
 
 def _adapter_loss(run: Run, name: str, batch, ref, terms):
     _use(run.model, name)
-    with torch.autocast("cpu", dtype=run.autocast, enabled=run.autocast is not None):
+    with autocast(run.collator.device, run.autocast):
         lp = pair_logps(run.model, batch, *ref)
     loss, out = combine(terms, lp)
     return loss, pair_metrics(out, lp, loss)
 
 
+@dataclass
+class Roles:
+    """Which adapter is fast, how many steps in a row the slow one has been ahead, swaps so far."""
+
+    fast: str = "m1"
+    streak: int = 0
+    swaps: int = 0
+
+    @property
+    def slow(self) -> str:
+        return "m2" if self.fast == "m1" else "m1"
+
+    def after_step(self, loss_fast: float, loss_slow: float, *, patience: int) -> None:
+        self.streak = self.streak + 1 if loss_slow < loss_fast else 0
+        if should_swap(self.streak, patience=patience):
+            self.fast, self.streak, self.swaps = self.slow, 0, self.swaps + 1
+
+
+def _save(folder: Path, run: Run, optimizer, roles: Roles, step: int) -> Path:
+    """Both adapter folders, the tokenizer, ``fast_adapter.txt`` and the resume state, written atomically."""
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    run.model.save_pretrained(tmp)  # one peft adapter folder per module: m1/ and m2/
+    run.tokenizer.save_pretrained(tmp)
+    (tmp / "fast_adapter.txt").write_text(roles.fast + "\n")
+    state = {"step": step, "optimizer": optimizer.state_dict(), "rng": rng_state(), "roles": asdict(roles)}
+    torch.save(state, tmp / STATE_FILE)
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp.rename(folder)
+    return folder
+
+
+def _restore(folder: Path, run: Run, optimizer) -> tuple[int, Roles]:
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    for name in ADAPTERS:
+        set_peft_model_state_dict(
+            run.model, load_file(folder / name / "adapter_model.safetensors"), adapter_name=name
+        )
+    state = torch.load(folder / STATE_FILE, weights_only=False)
+    optimizer.load_state_dict(state["optimizer"])
+    set_rng_state(state["rng"])
+    return state["step"], Roles(**state["roles"])
+
+
+def _latest(output_dir: Path) -> Path | None:
+    """The complete fast-slow ``checkpoint-N`` with the highest N, or None."""
+    found = [
+        (int(child.name.removeprefix("checkpoint-")), child)
+        for child in Path(output_dir).glob("checkpoint-*")
+        if child.name.removeprefix("checkpoint-").isdigit() and (child / STATE_FILE).is_file()
+    ]
+    return max(found)[1] if found else None
+
+
 def train_fast_slow(
-    config: FastSlowDPOConfig, *, callbacks=(), should_cancel=None, **_ignored
+    config: FastSlowDPOConfig,
+    *,
+    callbacks=(),
+    should_cancel=None,
+    resume: bool = False,
+    progress: bool = False,
 ) -> TrainResult:
     """Train both adapters; metrics: the fast adapter's TRL metrics, fast/loss, slow/loss, fast_slow/swaps."""
     run = setup_run(replace(config, lora=False))
@@ -82,8 +154,7 @@ def train_fast_slow(
     run.model.add_adapter("m2", run.model.peft_config["m1"])
     _use(run.model, "m1")
     params = {
-        n: [p for k, p in run.model.named_parameters() if "lora_" in k and f".{n}." in k]
-        for n in ("m1", "m2")
+        n: [p for k, p in run.model.named_parameters() if "lora_" in k and f".{n}." in k] for n in ADAPTERS
     }
     opt = torch.optim.AdamW(
         [{"params": params["m1"]}, {"params": params["m2"]}],
@@ -92,55 +163,78 @@ def train_fast_slow(
         eps=config.adam_epsilon,
         weight_decay=config.weight_decay,
     )
+    out_dir = Path(config.output_dir)
     plan, terms = step_plan(len(run.train_pairs), config), config.objective_terms()
     warmup = round(config.warmup_ratio * len(plan))
-    fast, streak, swaps = "m1", 0, 0
-    sinks = [JsonlMetrics(Path(config.output_dir) / "metrics.jsonl"), *callbacks]
-    result = TrainResult("succeeded", 0, Path(config.output_dir), None, dropped=run.dropped)
-    for step_idx, group in enumerate(plan):
+    start, roles = 0, Roles()
+    ckpt = _latest(out_dir) if resume else None
+    if ckpt is not None:
+        start, roles = _restore(ckpt, run, opt)
+    sinks, bar = open_sinks(
+        out_dir, callbacks, total=len(plan), start=start, resumed=ckpt is not None, progress=progress
+    )
+    result = TrainResult("succeeded", start, out_dir, ckpt, dropped=run.dropped)
+    for step_idx in range(start, len(plan)):
+        step = step_idx + 1
         if should_cancel is not None and should_cancel():
-            result.status = "cancelled"
+            result.status, result.last_checkpoint = (
+                "cancelled",
+                _save(out_dir / f"checkpoint-{step_idx}", run, opt, roles, step_idx),
+            )
             break
         tick = time.perf_counter()
         factor = lr_factor(step_idx, total=len(plan), warmup=warmup, kind=config.lr_scheduler)
-        for i, name in enumerate(("m1", "m2")):
-            ratio = config.fast_lr_ratio if name == fast else 1.0
+        for i, name in enumerate(ADAPTERS):
+            ratio = config.fast_lr_ratio if name == roles.fast else 1.0
             opt.param_groups[i]["lr"] = config.learning_rate * ratio * factor
-        positions = [i for mb in group for i in mb]
+        positions = [i for mb in plan[step_idx] for i in mb]
         batch = run.collator([run.train_pairs[i] for i in positions])
         ref = (run.train_ref["chosen"][positions], run.train_ref["rejected"][positions])
-        slow = "m2" if fast == "m1" else "m1"
-        loss_f, metrics = _adapter_loss(run, fast, batch, ref, terms)
-        loss_s, _ = _adapter_loss(run, slow, batch, ref, terms)
+        loss_f, metrics = _adapter_loss(run, roles.fast, batch, ref, terms)
+        loss_s, _ = _adapter_loss(run, roles.slow, batch, ref, terms)
         total = fast_slow_loss(loss_f, loss_s, chase_weight=config.chase_weight)
         if not torch.isfinite(total):
-            raise ValueError(f"step {step_idx + 1}: loss is {float(total)}")
+            raise NonFiniteError(
+                f"step {step}: loss is {float(total)}; training stopped (lower the learning rate?)"
+            )
         total.backward()
         grad_norm = float(
             torch.nn.utils.clip_grad_norm_(params["m1"] + params["m2"], config.max_grad_norm or float("inf"))
         )
+        if not math.isfinite(grad_norm):
+            raise NonFiniteError(
+                f"step {step}: grad_norm is {grad_norm}; training stopped (lower the learning rate?)"
+            )
         opt.step()
         opt.zero_grad(set_to_none=True)
-        streak = streak + 1 if float(loss_s.detach()) < float(loss_f.detach()) else 0
-        if should_swap(streak, patience=config.swap_patience):
-            fast, streak, swaps = slow, 0, swaps + 1
+        lr_fast = opt.param_groups[ADAPTERS.index(roles.fast)]["lr"]
+        roles.after_step(float(loss_f.detach()), float(loss_s.detach()), patience=config.swap_patience)
         metrics.update(
             {
                 "loss": float(total.detach()),
                 "fast/loss": float(loss_f.detach()),
                 "slow/loss": float(loss_s.detach()),
-                "fast_slow/swaps": float(swaps),
+                "fast_slow/swaps": float(roles.swaps),
                 "grad_norm": grad_norm,
-                "learning_rate": opt.param_groups[0 if fast == "m1" else 1]["lr"],
+                "learning_rate": lr_fast,
                 "throughput/pairs_per_s": len(positions) / (time.perf_counter() - tick),
             }
         )
+        if (config.eval_steps and step % config.eval_steps == 0) or step == len(plan):
+            result.eval_metrics = _evaluate_fast(run, roles.fast, terms)
+            metrics.update(result.eval_metrics)
         for sink in sinks:
-            sink.log(metrics, step_idx + 1)
-        result.step, result.metrics = step_idx + 1, metrics
-    final = Path(config.output_dir) / f"checkpoint-{result.step}"
-    run.model.save_pretrained(final)  # one peft adapter folder per module: m1/ and m2/
-    run.tokenizer.save_pretrained(final)
-    (final / "fast_adapter.txt").write_text(fast + "\n")
-    result.last_checkpoint = final
+            sink.log(metrics, step)
+        result.step, result.metrics = step, metrics
+        if config.save_steps and step % config.save_steps == 0 and step < len(plan):
+            result.last_checkpoint = _save(out_dir / f"checkpoint-{step}", run, opt, roles, step)
+    if bar:
+        bar.close()
+    if result.status == "succeeded":
+        result.last_checkpoint = _save(out_dir / f"checkpoint-{result.step}", run, opt, roles, result.step)
     return result
+
+
+def _evaluate_fast(run: Run, fast: str, terms) -> dict[str, float]:
+    _use(run.model, fast)
+    return evaluate_run(run, terms)

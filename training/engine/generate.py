@@ -63,7 +63,7 @@ def generate(
         kwargs.update(do_sample=False)
     outputs = []
     for prompt in prompts:
-        ids = _prompt_ids(tokenizer, prompt)
+        ids = _prompt_ids(tokenizer, prompt).to(model.device)
         out = model.generate(
             input_ids=ids, attention_mask=torch.ones_like(ids), eos_token_id=tokenizer.eos_token_id, **kwargs
         )

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from training.engine.collate import PackedBatch
 from training.engine.data import TokenizedPair
+from training.engine.pair_attention import pair_attention, uses_pair_attention
 
 
 def decoder_and_head(model: nn.Module) -> tuple[nn.Module, nn.Module]:
@@ -19,19 +20,22 @@ def decoder_and_head(model: nn.Module) -> tuple[nn.Module, nn.Module]:
 
 
 def _row_hidden(body: nn.Module, batch: PackedBatch) -> tuple[Tensor, Tensor]:
-    """Hidden states of every row's real tokens, rows run one by one (no padding, attention cost per row
-    length²), flattened to ``[tokens, H]``, and the flat offset of each row."""
+    """Hidden states of every row's real tokens, rows run one by one (no padding), flattened to
+    ``[tokens, H]``, and the flat offset of each row.  Attention runs pair by pair where the model allows
+    it (``pair_attention``); otherwise through the row's 4-D mask."""
     lengths = (batch.position_ids >= 0).sum(dim=1).tolist()
     states = []
     for r, n in enumerate(lengths):
-        states.append(
-            body(
-                input_ids=batch.input_ids[r : r + 1, :n],
-                attention_mask=batch.attention_mask[r : r + 1, :, :n, :n],
-                position_ids=batch.position_ids[r : r + 1, :n],
-                use_cache=False,
-            ).last_hidden_state[0]
-        )
+        inputs = {
+            "input_ids": batch.input_ids[r : r + 1, :n],
+            "position_ids": batch.position_ids[r : r + 1, :n],
+        }
+        if batch.spans and uses_pair_attention(body, n):
+            with pair_attention(body):
+                out = body(**inputs, pair_spans=batch.spans[r], use_cache=False)
+        else:
+            out = body(**inputs, attention_mask=batch.attention_mask[r : r + 1, :, :n, :n], use_cache=False)
+        states.append(out.last_hidden_state[0])
     offsets = torch.tensor([0, *lengths[:-1]]).cumsum(0)
     return torch.cat(states), offsets
 
@@ -53,7 +57,9 @@ def segment_sums(values: Tensor, batch: PackedBatch) -> tuple[Tensor, Tensor]:
 
 def segment_lengths(batch: PackedBatch) -> tuple[Tensor, Tensor]:
     """Weighted response lengths (number of counted tokens) for chosen ``[B]`` and rejected ``[B]``."""
-    lens = torch.zeros(2 * batch.n_pairs).index_add(0, batch.segment, batch.weights)
+    lens = torch.zeros(2 * batch.n_pairs, device=batch.weights.device).index_add(
+        0, batch.segment, batch.weights
+    )
     return lens[0::2], lens[1::2]
 
 

@@ -27,8 +27,10 @@ from training.engine.checkpoint import (
 from training.engine.collate import PackingCollator
 from training.engine.config import TrainConfig, config_to_dict
 from training.engine.data import TokenizedPair, read_rows, tokenize_rows
+from training.engine.device import autocast, resolve_device
 from training.engine.evaluate import evaluate_pairs, pair_logps
-from training.engine.metrics import JsonlMetrics, MetricsCallback, ProgressBar
+from training.engine.memory import retain_freed_memory
+from training.engine.metrics import MetricsCallback, open_sinks
 from training.engine.models import load_model, load_tokenizer, weights_fingerprint
 from training.engine.objectives import combine, pair_metrics
 from training.engine.optim import build_optimizer, build_scheduler, step_plan
@@ -106,10 +108,12 @@ def attach_lora(model: nn.Module, config: TrainConfig, adapter_name: str = "defa
 
 def setup_run(config: TrainConfig, model: nn.Module | None = None) -> Run:
     """Load model, tokenizer and data; get the reference log-probs (cache) from the starting weights."""
+    retain_freed_memory()
     torch.manual_seed(config.seed)
     tokenizer = load_tokenizer(config.model)
-    model = model if model is not None else load_model(config.model)
-    collator = PackingCollator(tokenizer.pad_token_id or 0, config.token_budget)
+    device = resolve_device(config.device)
+    model = (model if model is not None else load_model(config.model)).to(device)
+    collator = PackingCollator(tokenizer.pad_token_id or 0, config.token_budget, device)
     train_pairs, eval_pairs, dropped = _load_pairs(config, tokenizer)
     autocast = torch.bfloat16 if config.precision == "bf16" else None
     fingerprint = weights_fingerprint(model)
@@ -137,7 +141,7 @@ def setup_run(config: TrainConfig, model: nn.Module | None = None) -> Run:
 def _micro_step(run: Run, positions: list[int], terms, scale: float, step: int) -> tuple[dict, int]:
     batch = run.collator([run.train_pairs[i] for i in positions])
     idx = torch.tensor(positions)
-    with torch.autocast("cpu", dtype=run.autocast, enabled=run.autocast is not None):
+    with autocast(run.collator.device, run.autocast):
         lp = pair_logps(run.model, batch, run.train_ref["chosen"][idx], run.train_ref["rejected"][idx])
     loss, out = combine(terms, lp)
     _check_finite("loss", float(loss.detach()), step)
@@ -145,7 +149,8 @@ def _micro_step(run: Run, positions: list[int], terms, scale: float, step: int) 
     return pair_metrics(out, lp, loss), batch.n_tokens
 
 
-def _evaluate(run: Run, terms) -> dict[str, float]:
+def evaluate_run(run: Run, terms) -> dict[str, float]:
+    """``eval/…`` metrics of the run's model on its held-out pairs ({} when there are none)."""
     if not run.eval_pairs:
         return {}
     bs = run.config.batch_size
@@ -189,13 +194,9 @@ def train(
         start = state.step
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "config.yaml").write_text(_yaml(config_to_dict(config)))
-    sinks: list = [JsonlMetrics(out_dir / "metrics.jsonl", resume_step=start if ckpt else None), *callbacks]
-    bar = ProgressBar(len(plan), start) if progress else None
-    sinks += [bar] if bar else []
-
-    for sink in sinks:
-        if hasattr(sink, "on_start"):
-            sink.on_start(total_steps=len(plan), start_step=start)
+    sinks, bar = open_sinks(
+        out_dir, callbacks, total=len(plan), start=start, resumed=ckpt is not None, progress=progress
+    )
 
     def emit(metrics: dict[str, float], step: int) -> None:
         for sink in sinks:
@@ -251,7 +252,7 @@ def train(
         if step % config.logging_steps == 0 or step == len(plan):
             logged.update(metrics)
         if (config.eval_steps and step % config.eval_steps == 0) or step == len(plan):
-            result.eval_metrics = _evaluate(run, terms)
+            result.eval_metrics = evaluate_run(run, terms)
             logged.update(result.eval_metrics)
         if logged:
             # One emission per step: a live reader that has seen step N never misses a later point of N.

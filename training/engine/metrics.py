@@ -64,3 +64,18 @@ class ProgressBar:
 
     def close(self) -> None:
         self.bar.close()
+
+
+def open_sinks(
+    out_dir: Path, callbacks, *, total: int, start: int, resumed: bool, progress: bool
+) -> tuple[list, ProgressBar | None]:
+    """The run's metric sinks (``metrics.jsonl``, the callbacks, a progress bar when asked), told where the
+    run starts; a resumed run keeps its ``metrics.jsonl`` up to ``start``."""
+    sinks: list = [JsonlMetrics(Path(out_dir) / "metrics.jsonl", resume_step=start if resumed else None)]
+    sinks += list(callbacks)
+    bar = ProgressBar(total, start) if progress else None
+    sinks += [bar] if bar else []
+    for sink in sinks:
+        if hasattr(sink, "on_start"):
+            sink.on_start(total_steps=total, start_step=start)
+    return sinks, bar

@@ -17,6 +17,7 @@ from torch import nn
 
 from training.engine.collate import PackingCollator
 from training.engine.data import TokenizedPair
+from training.engine.device import autocast
 from training.engine.logps import segment_sums, token_logps
 from training.engine.models import REPO_ROOT
 
@@ -54,10 +55,10 @@ def compute_reference(
     chosen, rejected = [], []
     for start in range(0, len(pairs), batch_size):
         batch = collator(pairs[start : start + batch_size])
-        with torch.autocast("cpu", dtype=autocast_dtype, enabled=autocast_dtype is not None):
+        with autocast(batch.input_ids.device, autocast_dtype):
             c, r = segment_sums(token_logps(model, batch), batch)
-        chosen.append(c.float())
-        rejected.append(r.float())
+        chosen.append(c.float().cpu())
+        rejected.append(r.float().cpu())
     model.train(was_training)
     return {"chosen": torch.cat(chosen), "rejected": torch.cat(rejected)}
 

@@ -72,22 +72,35 @@ def test_iterative_curry_dpo_moves_the_reference_stage_by_stage(tmp_path, make_r
     assert "eval/rewards/accuracies" in result.eval_metrics
 
 
-def test_fast_slow_dpo_trains_two_adapters(tmp_path, make_rows):
+def _fast_slow_config(tmp_path, make_rows, output: str, **overrides) -> FastSlowDPOConfig:
     data = tmp_path / "d.jsonl"
-    data.write_text("".join(json.dumps(r) + "\n" for r in make_rows(16, seed=4)))
-    config = FastSlowDPOConfig(
-        model="tiny",
-        train_file=str(data),
-        output_dir=str(tmp_path / "o"),
-        ref_cache_dir=str(tmp_path / "r"),
-        learning_rate=1e-2,
-        lora_r=4,
-        batch_size=8,
-        max_steps=4,
-        epochs=2,
-        warmup_ratio=0.0,
-        chase_weight=0.5,
-    )
+    if not data.exists():
+        data.write_text("".join(json.dumps(r) + "\n" for r in make_rows(24, seed=4)))
+        (tmp_path / "e.jsonl").write_text("".join(json.dumps(r) + "\n" for r in make_rows(12, seed=9)))
+    settings = {
+        "model": "tiny",
+        "train_file": str(data),
+        "eval_file": str(tmp_path / "e.jsonl"),
+        "output_dir": str(tmp_path / output),
+        "ref_cache_dir": str(tmp_path / "r"),
+        "learning_rate": 1e-2,
+        "lora_r": 4,
+        "lora_dropout": 0.1,
+        "batch_size": 4,
+        "max_steps": 10,
+        "epochs": 2,
+        "warmup_ratio": 0.2,
+        "lr_scheduler": "cosine",
+        "chase_weight": 0.5,
+        "fast_lr_ratio": 8.0,
+        "eval_steps": 3,
+        "save_steps": 4,
+    }
+    return FastSlowDPOConfig(**{**settings, **overrides})
+
+
+def test_fast_slow_dpo_trains_two_adapters(tmp_path, make_rows):
+    config = _fast_slow_config(tmp_path, make_rows, "o", max_steps=4, lora_dropout=0.0, swap_patience=1)
     result = train(config)
     assert result.step == 4
     metrics = read_metrics(tmp_path / "o" / "metrics.jsonl")
@@ -96,6 +109,34 @@ def test_fast_slow_dpo_trains_two_adapters(tmp_path, make_rows):
     for name in ("m1", "m2"):
         assert (result.last_checkpoint / name / "adapter_model.safetensors").is_file()
     assert (result.last_checkpoint / "fast_adapter.txt").read_text().strip() in {"m1", "m2"}
+
+
+def test_fast_slow_dpo_resumes_exactly_with_roles_optimizer_and_rng(tmp_path, make_rows):
+    full = train(_fast_slow_config(tmp_path, make_rows, "full"))
+    calls = {"n": 0}
+
+    def cancel_after_six():
+        calls["n"] += 1
+        return calls["n"] > 6
+
+    cut = train(_fast_slow_config(tmp_path, make_rows, "cut"), should_cancel=cancel_after_six)
+    assert cut.status == "cancelled" and cut.step == 6
+    assert (tmp_path / "cut" / "checkpoint-4" / "m2" / "adapter_model.safetensors").is_file()
+    assert cut.last_checkpoint.name == "checkpoint-6"
+    resumed = train(_fast_slow_config(tmp_path, make_rows, "cut"), resume=True)
+    assert resumed.status == "succeeded" and resumed.step == 10
+
+    def comparable(path):
+        return [{k: v for k, v in r.items() if not k.startswith("throughput/")} for r in read_metrics(path)]
+
+    a, b = comparable(tmp_path / "full" / "metrics.jsonl"), comparable(tmp_path / "cut" / "metrics.jsonl")
+    assert [r["step"] for r in b] == list(range(1, 11))
+    assert a == b
+    assert a[-1]["fast_slow/swaps"] >= 1  # the roles changed hands, and resume carried them over
+    assert {"eval/rewards/accuracies", "loss"} <= set(a[2]) and "eval/loss" not in a[3]
+    assert full.eval_metrics == resumed.eval_metrics
+    fast = (tmp_path / "full" / "checkpoint-10" / "fast_adapter.txt").read_text().strip()
+    assert (tmp_path / "cut" / "checkpoint-10" / "fast_adapter.txt").read_text().strip() == fast
 
 
 def test_non_iterative_curry_dpo_is_one_run_ordered_easy_to_hard(tmp_path, make_rows):

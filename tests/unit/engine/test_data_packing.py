@@ -2,10 +2,13 @@
 
 import pytest
 import torch
+from transformers import AttentionInterface
 
+from training.engine import logps, pair_attention
 from training.engine.collate import PackingCollator, plan_rows
 from training.engine.data import TokenizedPair, read_rows, tokenize_pair, tokenize_rows, truncate
 from training.engine.logps import segment_sums, split_by_segment, token_logps, unpacked_logps
+from training.engine.tiny import tiny_llama
 
 
 def test_standard_and_conversational_rows_tokenize_the_same(tokenizer):
@@ -81,14 +84,19 @@ def test_plan_rows_respects_budget():
     assert plan_rows([pair] * 3, None) == [[0, 1, 2]]
 
 
+@pytest.mark.parametrize("attention", ["pairs", "row_mask"])
 @pytest.mark.parametrize("budget", [None, 60])
-def test_packed_logps_equal_unpacked_forward(tokenizer, tiny_model, make_rows, budget):
+def test_packed_logps_equal_unpacked_forward(
+    tokenizer, tiny_model, make_rows, budget, attention, monkeypatch
+):
     pairs, _ = tokenize_rows(make_rows(5, seed=3), tokenizer, max_length=None)
     batch = PackingCollator(tokenizer.pad_token_id, token_budget=budget)(pairs)
     if budget:
         assert batch.input_ids.shape[0] > 1
+    calls = _count_pair_attention(monkeypatch, enabled=attention == "pairs")
     with torch.no_grad():
         packed = split_by_segment(token_logps(tiny_model, batch), batch)
+    assert (calls["n"] > 0) == (attention == "pairs")
     reference = unpacked_logps(tiny_model, pairs)
     for i, (chosen, rejected) in enumerate(reference):
         torch.testing.assert_close(packed[2 * i], chosen, atol=1e-4, rtol=0)
@@ -127,3 +135,41 @@ def test_mask_dpo_loss_ignores_tokens_outside_the_mask(tokenizer, tiny_model):
         losses.append(float(dpo_loss(PairLogps(pc, pr, rc, rr, *segment_lengths(batch)), beta=0.5).losses[0]))
     assert losses[0] == pytest.approx(losses[1], abs=1e-6)
     assert losses[0] != pytest.approx(losses[2], abs=1e-6)
+
+
+def _count_pair_attention(monkeypatch, *, enabled: bool) -> dict:
+    calls = {"n": 0}
+    original = pair_attention.pair_attention_forward
+
+    def counting(*args, **kwargs):
+        calls["n"] += 1
+        return original(*args, **kwargs)
+
+    monkeypatch.setitem(AttentionInterface._global_mapping, pair_attention.NAME, counting)
+    if not enabled:
+        monkeypatch.setattr(logps, "uses_pair_attention", lambda body, n: False)
+    return calls
+
+
+def test_pair_attention_gives_the_row_mask_gradients(tokenizer, make_rows, monkeypatch):
+    pairs, _ = tokenize_rows(make_rows(6, seed=4), tokenizer, max_length=None)
+    batch = PackingCollator(tokenizer.pad_token_id, token_budget=70)(pairs)
+    grads = {}
+    for attention in ("pairs", "row_mask"):
+        with monkeypatch.context() as patch:
+            calls = _count_pair_attention(patch, enabled=attention == "pairs")
+            model = tiny_llama(len(tokenizer), seed=0)
+            token_logps(model, batch).sum().backward()
+            assert (calls["n"] > 0) == (attention == "pairs")
+            grads[attention] = {n: p.grad.clone() for n, p in model.named_parameters()}
+    for name, grad in grads["pairs"].items():
+        torch.testing.assert_close(grad, grads["row_mask"][name], atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_sliding_window_shorter_than_the_row_keeps_the_row_mask(tokenizer):
+    model = tiny_llama(len(tokenizer), seed=0)
+    body = model.get_decoder()
+    assert pair_attention.uses_pair_attention(body, 100)
+    body.config.sliding_window = 50
+    assert not pair_attention.uses_pair_attention(body, 100)
+    assert pair_attention.uses_pair_attention(body, 50)
