@@ -212,3 +212,14 @@ def test_plotly_is_served_from_the_plotly_package(client, manager):
 def test_member_roles_are_checked_for_cancel(annotator_client, project, job):
     assert annotator_client.post(f"/projects/{project.pk}/jobs/{job.pk}/cancel/").status_code == 403
     assert TrainingJob.objects.get(pk=job.pk).cancel_requested is False
+
+
+def test_a_metric_batch_keeps_stored_points_stores_nan_as_null_and_spans_statements(job):
+    from training.models import MetricPoint
+
+    assert metrics_write_batch(job_id=job.pk, points=[(1, "loss", 0.5, 1.0)]) == 1
+    many = [(step, "loss", 0.1, 2.0) for step in range(1, 1201)] + [(2, "grad_norm", float("nan"), 2.0)]
+    metrics_write_batch(job_id=job.pk, points=many)
+    stored = dict(MetricPoint.objects.filter(job=job, name="loss").values_list("step", "value"))
+    assert len(stored) == 1200 and stored[1] == 0.5 and stored[2] == 0.1
+    assert MetricPoint.objects.get(job=job, name="grad_norm").value is None

@@ -5,28 +5,41 @@ import threading
 import time
 from collections.abc import Iterable
 
-from django.db import transaction
+from django.db import connection, transaction
 
 from ..models import MetricPoint
 
-BATCH_SIZE = 2000
+COLUMNS = ("job_id", "step", "name", "value", "wall_time")
+PG_TYPES = ("bigint[]", "integer[]", "text[]", "double precision[]", "double precision[]")
 
 
 def metrics_write_batch(*, job_id: int, points: Iterable[tuple[int, str, float, float]]) -> int:
-    """Insert ``(step, name, value, wall_time)`` points; a (job, name, step) already stored is kept as is.
-    Non-finite values are stored as NULL (JSON has no NaN)."""
+    """Insert ``(step, name, value, wall_time)`` points in one transaction; a (job, name, step) already stored
+    is kept as is.  Non-finite values are stored as NULL (JSON has no NaN).
+
+    Plain SQL rather than ``bulk_create``: the flusher writes thousands of points a second for a fast model,
+    and a model instance (and on PostgreSQL five bound parameters) per point cost more than the insert.
+    PostgreSQL gets one statement over five arrays; SQLite one prepared statement run per row (in C)."""
     rows = [
-        MetricPoint(
-            job_id=job_id,
-            step=step,
-            name=name[:80],
-            value=value if math.isfinite(value) else None,
-            wall_time=wall,
-        )
+        (job_id, step, name[:80], value if math.isfinite(value) else None, wall)
         for step, name, value, wall in points
     ]
-    with transaction.atomic():
-        MetricPoint.objects.bulk_create(rows, batch_size=BATCH_SIZE, ignore_conflicts=True)
+    if not rows:
+        return 0
+    table = connection.ops.quote_name(MetricPoint._meta.db_table)
+    columns = ", ".join(connection.ops.quote_name(c) for c in COLUMNS)
+    with transaction.atomic(), connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            arrays = ", ".join(f"%s::{kind}" for kind in PG_TYPES)
+            cursor.execute(
+                f"INSERT INTO {table} ({columns}) SELECT * FROM unnest({arrays}) ON CONFLICT DO NOTHING",  # noqa: S608 - quoted names
+                [list(column) for column in zip(*rows, strict=True)],
+            )
+            return len(rows)
+        cursor.executemany(
+            f"INSERT INTO {table} ({columns}) VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",  # noqa: S608 - quoted names
+            rows,
+        )
     return len(rows)
 
 
