@@ -63,4 +63,6 @@ def step_plan(n_pairs: int, config: TrainConfig) -> list[list[list[int]]]:
         micro = [order[i : i + config.batch_size] for i in range(0, n_pairs, config.batch_size)]
         accum = config.gradient_accumulation_steps
         plan += [micro[i : i + accum] for i in range(0, len(micro), accum)]
+        if config.max_steps and len(plan) >= config.max_steps:
+            break  # later epochs would be cut anyway; a huge ``epochs`` costs nothing
     return plan[: config.max_steps] if config.max_steps else plan

@@ -197,3 +197,20 @@ def test_parquet_export_with_split_column_trains(tmp_path, make_rows):
     result = train(config)
     assert result.step == 1 and result.last_checkpoint is None
     assert "eval/rewards/accuracies" in result.eval_metrics
+
+
+def test_the_step_plan_stops_at_max_steps_however_many_epochs_are_asked(tmp_path):
+    from training.engine.optim import step_plan
+
+    def config(epochs):
+        return DPOConfig(
+            model="tiny",
+            train_file="t.jsonl",
+            output_dir=str(tmp_path),
+            epochs=epochs,
+            max_steps=7,
+            batch_size=4,
+        )
+
+    assert step_plan(10, config(10**9)) == step_plan(10, config(4))
+    assert len(step_plan(10, config(4))) == 7 and step_plan(10, config(4))[3] != step_plan(10, config(4))[0]
