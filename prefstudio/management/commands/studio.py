@@ -1,6 +1,8 @@
 """Serve the app and a Celery worker together; Ctrl-C stops both."""
 
 import contextlib
+import ctypes
+import ctypes.util
 import os
 import signal
 import subprocess
@@ -9,6 +11,9 @@ import time
 
 from django.conf import settings
 from django.core.management.base import BaseCommand
+
+PR_SET_CHILD_SUBREAPER = 36
+STOP_SECONDS = 15.0
 
 
 def worker_command(*, queues: str = "cpu,gpu", concurrency: int = 1) -> list[str]:
@@ -47,33 +52,52 @@ class Command(BaseCommand):
         )
         # Each child leads its own process group, so stopping it also stops what it started
         # (runserver's reloaded child, the worker's pool processes).
-        children = [
-            subprocess.Popen(worker_command(queues=queues), start_new_session=True),
-            subprocess.Popen(
-                [sys.executable, "manage.py", "runserver", addr],
-                cwd=settings.BASE_DIR,
-                start_new_session=True,
-            ),
-        ]
-        self.stdout.write(f"worker pid {children[0].pid}, web server pid {children[1].pid}")
+        _become_subreaper()
+        worker = subprocess.Popen(worker_command(queues=queues), start_new_session=True)
+        web = subprocess.Popen(
+            [sys.executable, "manage.py", "runserver", addr], cwd=settings.BASE_DIR, start_new_session=True
+        )
+        children = [("worker", worker), ("web server", web)]
+        self.stdout.write(f"worker pid {worker.pid}, web server pid {web.pid}")
         try:
-            while all(child.poll() is None for child in children):
+            while all(child.poll() is None for _, child in children):
                 time.sleep(0.5)
         except KeyboardInterrupt:
             pass
         finally:
-            self._stop(children)
+            self.stdout.write(stop_groups(children))
 
-    def _stop(self, children):
-        for child in children:
-            _signal_group(child.pid, signal.SIGTERM)
-        deadline = time.monotonic() + 15
-        for child in children:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                child.wait(timeout=max(0.1, deadline - time.monotonic()))
-            _wait_group_gone(child.pid, deadline)
+
+def stop_groups(children: list[tuple[str, subprocess.Popen]]) -> str:
+    """SIGTERM each child's process group; a group still there after ``STOP_SECONDS`` gets SIGKILL.
+    Returns what happened, for the terminal."""
+    for _, child in children:
+        _signal_group(child.pid, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_SECONDS
+    lines = []
+    for name, child in children:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            child.wait(timeout=max(0.1, deadline - time.monotonic()))
+        if not _wait_group_gone(child.pid, deadline):
+            lines.append(f"The {name} did not stop within {STOP_SECONDS:g} s; killed it and what it started.")
             _signal_group(child.pid, signal.SIGKILL)
-        self.stdout.write("Stopped the server and the worker.")
+            child.wait()
+            _wait_group_gone(child.pid, time.monotonic() + 10)
+    return "\n".join([*lines, "Stopped the server and the worker."])
+
+
+def _become_subreaper() -> None:
+    """Linux: orphans of our children (a killed worker's pool processes) are re-parented to this process,
+    which reaps them, instead of to PID 1, which in a container may never do so."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+
+def _reap_orphans() -> None:
+    with contextlib.suppress(ChildProcessError):
+        while os.waitpid(-1, os.WNOHANG)[0]:
+            pass
 
 
 def _signal_group(pgid: int, sig: int) -> None:
@@ -81,10 +105,14 @@ def _signal_group(pgid: int, sig: int) -> None:
         os.killpg(pgid, sig)
 
 
-def _wait_group_gone(pgid: int, deadline: float) -> None:
-    while time.monotonic() < deadline:
+def _wait_group_gone(pgid: int, deadline: float) -> bool:
+    """Whether every process of the group has exited (and been reaped) before ``deadline``."""
+    while True:
+        _reap_orphans()
         try:
             os.killpg(pgid, 0)
         except ProcessLookupError:
-            return
+            return True
+        if time.monotonic() >= deadline:
+            return False
         time.sleep(0.1)
