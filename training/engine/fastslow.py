@@ -13,8 +13,6 @@ the run stopped.  Evaluation every ``eval_steps`` scores the fast adapter.
 
 from __future__ import annotations
 
-import math
-import shutil
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -23,17 +21,16 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from training.engine.checkpoint import rng_state, set_rng_state
+from training.engine.checkpoint import latest_checkpoint, load_state, save_checkpoint, set_rng_state
 from training.engine.config import ConfigError, TrainConfig, register_method
 from training.engine.device import autocast
 from training.engine.evaluate import pair_logps
-from training.engine.loop import NonFiniteError, Run, TrainResult, attach_lora, evaluate_run, setup_run
+from training.engine.loop import Run, TrainResult, attach_lora, check_finite, evaluate_run, setup_run
 from training.engine.metrics import open_sinks
 from training.engine.objectives import combine, pair_metrics
 from training.engine.optim import lr_factor, step_plan
 
 ADAPTERS = ("m1", "m2")
-STATE_FILE = "fast_slow_state.pt"
 
 
 @register_method
@@ -103,16 +100,18 @@ class Roles:
 
 
 def _save(folder: Path, run: Run, optimizer, roles: Roles, step: int) -> Path:
-    """Both adapter folders, the tokenizer, ``fast_adapter.txt`` and the resume state, written atomically."""
-    tmp = folder.with_name(folder.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    run.model.save_pretrained(tmp)  # one peft adapter folder per module: m1/ and m2/
-    run.tokenizer.save_pretrained(tmp)
-    (tmp / "fast_adapter.txt").write_text(roles.fast + "\n")
-    state = {"step": step, "optimizer": optimizer.state_dict(), "rng": rng_state(), "roles": asdict(roles)}
-    torch.save(state, tmp / STATE_FILE)
-    shutil.rmtree(folder, ignore_errors=True)
-    tmp.rename(folder)
+    """A checkpoint in the main loop's layout (both adapter folders ``m1/``, ``m2/``), the roles in its
+    resume state, and ``fast_adapter.txt`` naming the final model."""
+    folder = save_checkpoint(
+        folder,
+        model=run.model,
+        tokenizer=run.tokenizer,
+        optimizer=optimizer,
+        scheduler=None,
+        step=step,
+        extra={"roles": asdict(roles)},
+    )
+    (folder / "fast_adapter.txt").write_text(roles.fast + "\n")
     return folder
 
 
@@ -124,20 +123,10 @@ def _restore(folder: Path, run: Run, optimizer) -> tuple[int, Roles]:
         set_peft_model_state_dict(
             run.model, load_file(folder / name / "adapter_model.safetensors"), adapter_name=name
         )
-    state = torch.load(folder / STATE_FILE, weights_only=False)
-    optimizer.load_state_dict(state["optimizer"])
-    set_rng_state(state["rng"])
-    return state["step"], Roles(**state["roles"])
-
-
-def _latest(output_dir: Path) -> Path | None:
-    """The complete fast-slow ``checkpoint-N`` with the highest N, or None."""
-    found = [
-        (int(child.name.removeprefix("checkpoint-")), child)
-        for child in Path(output_dir).glob("checkpoint-*")
-        if child.name.removeprefix("checkpoint-").isdigit() and (child / STATE_FILE).is_file()
-    ]
-    return max(found)[1] if found else None
+    state = load_state(folder)
+    optimizer.load_state_dict(state.optimizer)
+    set_rng_state(state.rng)
+    return state.step, Roles(**state.extra["roles"])
 
 
 def train_fast_slow(
@@ -167,7 +156,7 @@ def train_fast_slow(
     plan, terms = step_plan(len(run.train_pairs), config), config.objective_terms()
     warmup = round(config.warmup_ratio * len(plan))
     start, roles = 0, Roles()
-    ckpt = _latest(out_dir) if resume else None
+    ckpt = latest_checkpoint(out_dir) if resume else None
     if ckpt is not None:
         start, roles = _restore(ckpt, run, opt)
     sinks, bar = open_sinks(
@@ -193,18 +182,12 @@ def train_fast_slow(
         loss_f, metrics = _adapter_loss(run, roles.fast, batch, ref, terms)
         loss_s, _ = _adapter_loss(run, roles.slow, batch, ref, terms)
         total = fast_slow_loss(loss_f, loss_s, chase_weight=config.chase_weight)
-        if not torch.isfinite(total):
-            raise NonFiniteError(
-                f"step {step}: loss is {float(total)}; training stopped (lower the learning rate?)"
-            )
+        check_finite("loss", float(total.detach()), step)
         total.backward()
         grad_norm = float(
             torch.nn.utils.clip_grad_norm_(params["m1"] + params["m2"], config.max_grad_norm or float("inf"))
         )
-        if not math.isfinite(grad_norm):
-            raise NonFiniteError(
-                f"step {step}: grad_norm is {grad_norm}; training stopped (lower the learning rate?)"
-            )
+        check_finite("grad_norm", grad_norm, step)
         opt.step()
         opt.zero_grad(set_to_none=True)
         lr_fast = opt.param_groups[ADAPTERS.index(roles.fast)]["lr"]

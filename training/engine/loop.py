@@ -74,7 +74,7 @@ class Run:
     autocast: torch.dtype | None
 
 
-def _check_finite(name: str, value: float, step: int) -> None:
+def check_finite(name: str, value: float, step: int) -> None:
     if not math.isfinite(value):
         raise NonFiniteError(f"step {step}: {name} is {value}; training stopped (lower the learning rate?)")
 
@@ -144,7 +144,7 @@ def _micro_step(run: Run, positions: list[int], terms, scale: float, step: int) 
     with autocast(run.collator.device, run.autocast):
         lp = pair_logps(run.model, batch, run.train_ref["chosen"][idx], run.train_ref["rejected"][idx])
     loss, out = combine(terms, lp)
-    _check_finite("loss", float(loss.detach()), step)
+    check_finite("loss", float(loss.detach()), step)
     (loss * scale).backward()
     return pair_metrics(out, lp, loss), batch.n_tokens
 
@@ -235,7 +235,7 @@ def train(
             tokens += n_tok
         max_norm = config.max_grad_norm if config.max_grad_norm is not None else float("inf")
         grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
-        _check_finite("grad_norm", grad_norm, step)
+        check_finite("grad_norm", grad_norm, step)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
