@@ -14,7 +14,7 @@ import traceback as tb
 from pathlib import Path
 
 from django.conf import settings
-from django.db import close_old_connections, connection
+from django.db import close_old_connections, connection, transaction
 
 from annotation.services.exports import export_write
 from training.engine import NonFiniteError, config_from_dict, train
@@ -211,14 +211,18 @@ def _succeed(job: TrainingJob, attempt: int, result, log: JobLog) -> str:
     if folder is not None:
         _evaluate(job, folder, result, log)
     artifacts_record(job=job)
-    if not training_job_finish(job_id=job.pk, attempt=attempt, state=JobState.SUCCEEDED, step=result.step):
-        return JobState.SUCCEEDED
-    if folder is None:
+    # One transaction: whoever sees the job succeeded also sees its registered model.
+    with transaction.atomic():
+        if not training_job_finish(
+            job_id=job.pk, attempt=attempt, state=JobState.SUCCEEDED, step=result.step
+        ):
+            return JobState.SUCCEEDED
+        entry = model_entry_register_from_job(job=job, folder=folder) if folder is not None else None
+    if entry is None:
         log.write(
             f"succeeded after {result.step} steps; no final checkpoint (save_final off), no model registered"
         )
     else:
-        entry = model_entry_register_from_job(job=job, folder=folder)
         log.write(f"succeeded after {result.step} steps; registered model {entry.name}")
     return JobState.SUCCEEDED
 
