@@ -29,7 +29,7 @@ from training.engine.config import TrainConfig, config_to_dict
 from training.engine.data import TokenizedPair, read_rows, tokenize_rows
 from training.engine.device import autocast, resolve_device
 from training.engine.evaluate import evaluate_pairs, pair_logps
-from training.engine.memory import retain_freed_memory
+from training.engine.memory import own_trainable_weights, retain_freed_memory
 from training.engine.metrics import MetricsCallback, open_sinks
 from training.engine.models import load_model, load_tokenizer, weights_fingerprint
 from training.engine.objectives import combine, pair_metrics
@@ -113,6 +113,8 @@ def setup_run(config: TrainConfig, model: nn.Module | None = None) -> Run:
     tokenizer = load_tokenizer(config.model)
     device = resolve_device(config.device)
     model = (model if model is not None else load_model(config.model)).to(device)
+    if not config.lora:
+        own_trainable_weights(model)
     collator = PackingCollator(tokenizer.pad_token_id or 0, config.token_budget, device)
     train_pairs, eval_pairs, dropped = _load_pairs(config, tokenizer)
     autocast = torch.bfloat16 if config.precision == "bf16" else None

@@ -14,6 +14,8 @@ import ctypes.util
 import sys
 from functools import cache
 
+import torch
+
 M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
 
 
@@ -29,3 +31,16 @@ def retain_freed_memory() -> bool:
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     return bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, 2**31 - 1))
+
+
+def own_trainable_weights(model: torch.nn.Module) -> None:
+    """Copy every trainable CPU parameter into the process's own memory.
+
+    Weights loaded from safetensors are views of a private map of the file, so the first optimizer step
+    copies them a 4 KiB page at a time (a copy-on-write fault each, about 2 s for 135M fp32 weights here);
+    one copy up front costs a fraction of that.  Tied parameters stay tied (each is copied once).
+    """
+    with torch.no_grad():
+        for param in model.parameters():
+            if param.requires_grad and param.device.type == "cpu":
+                param.data = param.data.clone()

@@ -32,10 +32,6 @@ def _lower_right_causal(queries: int, keys: int, device: torch.device) -> Tensor
     return torch.ones(queries, keys, dtype=torch.bool, device=device).tril(keys - queries)
 
 
-def _repeat_heads(x: Tensor, groups: int) -> Tensor:
-    return x if groups == 1 else x.repeat_interleave(groups, dim=1)
-
-
 def pair_attention_forward(
     module: nn.Module,
     query: Tensor,
@@ -50,8 +46,7 @@ def pair_attention_forward(
     """``query [1, H, T, D]``, ``key``/``value [1, KV, T, D]`` → ``[1, T, H, D]``."""
     if pair_spans is None:
         raise RuntimeError("pair attention needs pair_spans (run the model through token_logps)")
-    groups = getattr(module, "num_key_value_groups", 1)
-    key, value = _repeat_heads(key, groups), _repeat_heads(value, groups)
+    grouped = key.shape[1] != query.shape[1]  # SDPA shares each key/value head itself: no repeated copies
     # torch.split, not slicing: a slice's backward writes a zero tensor the size of the whole row.
     sizes = [n for _, p, c, r in pair_spans for n in (p + c, r)]
     qs, ks, vs = (torch.split(x, sizes, dim=2) for x in (query, key, value))
@@ -62,7 +57,7 @@ def pair_attention_forward(
         head_v, tail_v = vs[2 * i], vs[2 * i + 1]
         pieces.append(
             F.scaled_dot_product_attention(
-                head_q, head_k, head_v, is_causal=True, scale=scaling, dropout_p=dropout
+                head_q, head_k, head_v, is_causal=True, scale=scaling, dropout_p=dropout, enable_gqa=grouped
             )
         )
         if r:
@@ -71,7 +66,13 @@ def pair_attention_forward(
             mask = _lower_right_causal(r, p + r, query.device)
             pieces.append(
                 F.scaled_dot_product_attention(
-                    tail_q, keys, values, attn_mask=mask, scale=scaling, dropout_p=dropout
+                    tail_q,
+                    keys,
+                    values,
+                    attn_mask=mask,
+                    scale=scaling,
+                    dropout_p=dropout,
+                    enable_gqa=grouped,
                 )
             )
     return torch.cat(pieces, dim=2).transpose(1, 2).contiguous(), None
