@@ -1,0 +1,209 @@
+"""How close to the FLOP roofline can bench/dpo_throughput.py's fp32 run get here? Measured part by part.
+
+The roofline share is the run's necessary matmul FLOPs ÷ the rate of one transformer-shaped matmul
+(1024×576 @ 576×1536).  This script measures, in one process, what bounds that share from above, with
+the same model config, pairs and batches as the bench:
+
+1. GEMM ceiling: every matmul shape of a training step (forward, input and weight gradients, the LM head),
+   timed on its own; their FLOP-weighted rate against the benchmark shape's.
+2. Attention: the engine's pair attention (fwd + bwd, all layers) against its FLOPs at the matmul rate.
+3. First touch: seconds per GiB to fault fresh memory in, against refilling memory already touched, and the
+   run's working set (weights' gradients, AdamW moments, saved activations of the largest batch).
+
+It then prints the best share the run could reach if everything else (norms, activations, softmax,
+optimizer, setup) cost nothing.  It is an optimistic bound: a matmul timed on its own finds its operands in
+cache, and the first touch is timed sequentially on one buffer, while inside a step the weights come from
+memory and both threads fault pages in between kernels.  ``python bench/roofline_ceiling.py``.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
+
+from _engine_common import bench_rows, forward_flops_per_pair, matmul_rate  # noqa: E402
+
+from training.engine.memory import retain_freed_memory  # noqa: E402
+
+BATCH, EPOCHS, MAX_LENGTH = 8, 2, 256
+
+
+def _timed(fn, seconds: float = 0.6) -> float:
+    """Median seconds per call of ``fn`` (after warm-up calls)."""
+    for _ in range(2):
+        fn()
+    times, start = [], time.perf_counter()
+    while time.perf_counter() - start < seconds or len(times) < 3:
+        tick = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - tick)
+    return sorted(times)[len(times) // 2]
+
+
+def step_gemms(config, tokens: int, targets: int) -> list[tuple[int, int, int, int]]:
+    """(M, K, N, count) of every matmul in one forward + backward over ``tokens`` packed tokens."""
+    h, inter, layers = config.hidden_size, config.intermediate_size, config.num_hidden_layers
+    hd = getattr(config, "head_dim", None) or h // config.num_attention_heads
+    q, kv = config.num_attention_heads * hd, config.num_key_value_heads * hd
+    linears = [(h, q), (h, kv), (h, kv), (q, h), (h, inter), (h, inter), (inter, h)]
+    shapes: dict[tuple[int, int, int], int] = {}
+
+    def add(m, k, n, count):
+        shapes[(m, k, n)] = shapes.get((m, k, n), 0) + count
+
+    for fan_in, fan_out in linears:
+        add(tokens, fan_in, fan_out, layers)  # forward
+        add(tokens, fan_out, fan_in, layers)  # input gradient
+        add(fan_out, tokens, fan_in, layers)  # weight gradient
+    v = config.vocab_size
+    add(targets, h, v, 1)
+    add(targets, v, h, 1)
+    add(v, targets, h, 1)
+    return [(m, k, n, c) for (m, k, n), c in shapes.items()]
+
+
+def gemm_seconds(gemms) -> tuple[float, float]:
+    """Measured seconds of all the GEMMs, and their FLOPs."""
+    total, flops = 0.0, 0.0
+    for m, k, n, count in gemms:
+        a, b = torch.randn(m, k), torch.randn(k, n)
+        total += _timed(lambda a=a, b=b: a @ b) * count
+        flops += 2.0 * m * k * n * count
+    return total, flops
+
+
+def attention_seconds(config, batch) -> float:
+    """Pair attention forward + backward over one packed row, all layers."""
+    from training.engine.pair_attention import pair_attention_forward
+
+    heads, kv = config.num_attention_heads, config.num_key_value_heads
+    hd = getattr(config, "head_dim", None) or config.hidden_size // heads
+    t = batch.n_tokens
+    q = torch.randn(1, heads, t, hd, requires_grad=True)
+    k = torch.randn(1, kv, t, hd, requires_grad=True)
+    v = torch.randn(1, kv, t, hd, requires_grad=True)
+    grad = torch.randn(1, t, heads, hd)
+
+    def once():
+        out, _ = pair_attention_forward(None, q, k, v, None, scaling=hd**-0.5, pair_spans=batch.spans[0])
+        out.backward(grad)
+
+    return _timed(once) * config.num_hidden_layers
+
+
+def first_touch_seconds_per_gib() -> tuple[float, float]:
+    """Seconds per GiB to fill fresh memory from the OS, and to fill it again once it is touched."""
+    n = 2**28  # 1 GiB of float32
+    tick = time.perf_counter()
+    block = torch.empty(n)
+    block.fill_(1.0)
+    fresh = time.perf_counter() - tick
+    tick = time.perf_counter()
+    block.fill_(2.0)
+    return fresh, time.perf_counter() - tick
+
+
+def saved_activation_bytes(model, batch) -> int:
+    """Bytes autograd keeps for the backward of one training forward over ``batch``."""
+    from training.engine.logps import token_logps
+
+    seen: dict[int, int] = {}
+
+    def pack(t):
+        storage = t.untyped_storage()
+        seen[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    model.train()
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        token_logps(model, batch).sum()
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    return sum(n for ptr, n in seen.items() if ptr not in params)
+
+
+def main() -> None:
+    from training.engine.collate import PackingCollator
+    from training.engine.data import tokenize_rows
+    from training.engine.models import ensure_bundled, load_model, load_tokenizer
+
+    retain_freed_memory()
+    ensure_bundled("smollm2-135m-instruct")
+    tokenizer, model = load_tokenizer("bundled"), load_model("bundled")
+    config = model.config
+    pairs, _ = tokenize_rows(bench_rows(64), tokenizer, max_length=MAX_LENGTH)
+    collate = PackingCollator(tokenizer.pad_token_id or 0)
+    batches = [collate(pairs[i : i + BATCH]) for i in range(0, len(pairs), BATCH)]
+    rate = matmul_rate(torch.float32)
+
+    forward = sum(
+        forward_flops_per_pair(config, len(p.prompt_ids), len(p.chosen_ids), len(p.rejected_ids))
+        for p in pairs
+    )
+    ideal = forward * (1 + 3 * EPOCHS) / rate
+
+    gemm_time, attention_time, gemm_flops = 0.0, 0.0, 0.0
+    for batch in batches:
+        seconds, flops = gemm_seconds(step_gemms(config, batch.n_tokens, int(batch.targets.numel())))
+        gemm_time, gemm_flops = gemm_time + seconds, gemm_flops + flops
+        attention_time += attention_seconds(config, batch)
+    gemm_rate = gemm_flops / gemm_time
+    # the reference pass is a third of a training step's matmuls and attention (forward only)
+    per_epoch = gemm_time + attention_time
+    floor = per_epoch * EPOCHS + per_epoch / 3
+
+    fresh, refill = first_touch_seconds_per_gib()
+    params = sum(p.numel() for p in model.parameters()) * 4
+    largest = max(batches, key=lambda b: b.n_tokens)
+    activations = saved_activation_bytes(model, largest)
+    working_set = 3 * params + activations  # gradients + two AdamW moments + saved activations
+    warmup = working_set / 2**30 * (fresh - refill)
+
+    print(
+        "Roofline ceiling of bench/dpo_throughput.py's fp32 run: bundled SmolLM2-135M, 64 pairs, batch 8, "
+        "2 epochs, fp32, one process, matmuls timed one shape at a time"
+    )
+    print(f"benchmark-shape matmul rate        {rate / 1e9:8.1f} GFLOP/s")
+    print(
+        f"the run's GEMMs, FLOP-weighted     {gemm_rate / 1e9:8.1f} GFLOP/s  ({gemm_rate / rate:.1%} of it)"
+    )
+    print(f"ideal run at the benchmark rate    {ideal:8.1f} s")
+    print(f"GEMMs alone, whole run             {gemm_time * (EPOCHS + 1 / 3):8.1f} s")
+    print(
+        f"pair attention, whole run          {attention_time * (EPOCHS + 1 / 3):8.1f} s  "
+        f"(its FLOPs at the matmul rate: {_attention_flops(config, pairs) * (1 + 3 * EPOCHS) / rate:.1f} s)"
+    )
+    print(f"first touch of fresh memory        {fresh:8.2f} s/GiB  (refilling touched memory: {refill:.2f})")
+    print(
+        f"working set                        {working_set / 2**30:8.2f} GiB  "
+        f"(gradients + AdamW {3 * params / 2**30:.2f}, saved activations {activations / 2**30:.2f})"
+    )
+    print(f"its first touch                    {warmup:8.1f} s")
+    best = ideal / (floor + warmup)
+    print(
+        f"best share with nothing else costing anything: {best:.1%} "
+        f"(ideal {ideal:.1f} s / GEMMs + attention {floor:.1f} s + first touch {warmup:.1f} s)"
+    )
+
+
+def _attention_flops(config, pairs) -> float:
+    """The attention part of one forward over every pair (QKᵀ and AV over the visible keys)."""
+    heads = config.num_attention_heads
+    hd = getattr(config, "head_dim", None) or config.hidden_size // heads
+    total = 0
+    for p in pairs:
+        n, c, r = len(p.prompt_ids), len(p.chosen_ids), len(p.rejected_ids)
+        visible = (
+            sum(range(1, n + 1)) + sum(n + j for j in range(1, c + 1)) + sum(n + j for j in range(1, r + 1))
+        )
+        total += 4 * heads * hd * config.num_hidden_layers * visible
+    return float(total)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,35 @@
+"""bench/roofline_ceiling.py times the same matmuls the roofline counts as the run's necessary work."""
+
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+sys.path.insert(0, str(BENCH))
+
+from _engine_common import forward_flops_per_pair  # noqa: E402
+from roofline_ceiling import _attention_flops, step_gemms  # noqa: E402
+
+CONFIG = SimpleNamespace(
+    hidden_size=64,
+    intermediate_size=160,
+    num_hidden_layers=3,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    head_dim=16,
+    vocab_size=500,
+)
+
+
+def test_step_gemms_are_three_forwards_of_the_counted_matmuls():
+    pairs = [(7, 5, 9), (3, 11, 2)]  # prompt, chosen, rejected tokens
+    tokens = sum(sum(p) for p in pairs)
+    targets = sum(c + r for _, c, r in pairs)
+    counted = sum(forward_flops_per_pair(CONFIG, *p) for p in pairs)
+    shaped = [
+        SimpleNamespace(prompt_ids=[0] * p, chosen_ids=[0] * c, rejected_ids=[0] * r) for p, c, r in pairs
+    ]
+    attention = _attention_flops(CONFIG, shaped)
+    gemms = sum(2 * m * k * n * count for m, k, n, count in step_gemms(CONFIG, tokens, targets))
+    assert attention > 0
+    assert gemms == 3 * (counted - attention)
