@@ -1,6 +1,17 @@
 from django.contrib import admin
 
-from .models import Asset, DatasetVersion, GenerationJob, ImportJob, Item, Judgment, Membership, Project, Task
+from .models import (
+    Asset,
+    DatasetVersion,
+    FreezeJob,
+    GenerationJob,
+    ImportJob,
+    Item,
+    Judgment,
+    Membership,
+    Project,
+    Task,
+)
 
 
 @admin.register(Project)
@@ -8,7 +19,7 @@ class ProjectAdmin(admin.ModelAdmin):
     list_display = ["name", "task_type", "overlap", "created_at"]
 
 
-admin.site.register([Membership, Item, Task, Asset, ImportJob])
+admin.site.register([Membership, Item, Task, Asset, ImportJob, FreezeJob])
 
 
 @admin.register(Judgment)

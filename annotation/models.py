@@ -309,6 +309,37 @@ class DatasetExample(models.Model):
         super().save(*args, **kwargs)
 
 
+class FreezeStatus(models.TextChoices):
+    PENDING = "pending", "Waiting for a worker"
+    RUNNING = "running", "Freezing"
+    SUCCEEDED = "succeeded", "Frozen"
+    FAILED = "failed", "Failed"
+
+
+class FreezeJob(models.Model):
+    """A request to freeze a dataset version, run by a worker so a big project never blocks a page."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="freezes")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    rule = models.JSONField()
+    seed = models.IntegerField()
+    test_fraction = models.FloatField()
+    status = models.CharField(max_length=10, choices=FreezeStatus.choices, default=FreezeStatus.PENDING)
+    stage = models.CharField(max_length=20, blank=True)
+    stage_count = models.PositiveIntegerField(default=0)
+    version = models.OneToOneField(
+        DatasetVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="freeze_job"
+    )
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self):
+        return f"freeze {self.pk} of {self.project_id}: {self.status}"
+
+
 class GenerationKind(models.TextChoices):
     CANDIDATES = "candidates", "Candidate generation"
     STEP_PIPELINE = "step_pipeline", "Automatic step checking"

@@ -27,3 +27,11 @@ def generation_requeue_stale(stale_after_s: float = 1800.0) -> list[int]:
     from .services.generation import generation_jobs_requeue_stale
 
     return generation_jobs_requeue_stale(stale_after=timedelta(seconds=stale_after_s))
+
+
+@shared_task(name="annotation.tasks.freeze_run", acks_late=False)
+def freeze_run(job_id: int) -> None:
+    """Freeze the dataset version a web freeze job asks for (claims it first: a duplicate does nothing)."""
+    from .services.freeze_jobs import freeze_job_run
+
+    freeze_job_run(job_id=job_id)

@@ -3,6 +3,7 @@
 import hashlib
 import json
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 
 from django.db import connection, transaction
@@ -222,12 +223,23 @@ def content_hash_of(rows: list[tuple[str, dict]], rule: FreezeRule, seed: int) -
 
 
 def dataset_version_freeze(
-    *, project: Project, rule: FreezeRule, seed: int = 0, test_fraction: float = 0.1, created_by=None
+    *,
+    project: Project,
+    rule: FreezeRule,
+    seed: int = 0,
+    test_fraction: float = 0.1,
+    created_by=None,
+    on_stage: Callable[[str, int], None] | None = None,
 ) -> DatasetVersion:
-    """Aggregate current votes by ``rule`` into a new immutable, numbered version with a seeded split."""
+    """Aggregate current votes by ``rule`` into a new immutable, numbered version with a seeded split.
+
+    ``on_stage(stage, count)`` hears ``loading``, ``aggregating`` (tasks) and ``writing`` (examples)."""
     if not 0 <= test_fraction < 1:
         raise FreezeError(f"test_fraction must be at least 0 and below 1, not {test_fraction!r}.")
+    report = on_stage or (lambda stage, count: None)
+    report("loading", 0)
     data = project_data_load(project=project)
+    report("aggregating", len(data.tasks))
     built, dropped, counted = rows_build(task_type=project.task_type, data=data, rule=rule)
     if not built:
         reasons = (
@@ -241,6 +253,7 @@ def dataset_version_freeze(
     splits = vr.assign_splits({i for i, _ in built}, fixed, seed=seed, test_fraction=test_fraction)
     rows = [(splits[item_id], row) for item_id, row in built]
     stats = {**_stats(rows, data, dropped, counted), **gold_stats(project=project)}
+    report("writing", len(rows))
     return _version_store(
         project=project,
         rule=rule,

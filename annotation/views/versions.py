@@ -6,13 +6,17 @@ import tempfile
 from django import forms
 from django.http import FileResponse, Http404, HttpResponseBadRequest, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
+from django_htmx.http import HttpResponseClientRedirect
 
 from ..access import project_member_required
-from ..models import DatasetVersion
+from ..models import DatasetVersion, FreezeJob, FreezeStatus
 from ..services.agreement import project_agreement
 from ..services.exports import SPLITS, export_filename, export_write, jsonl_lines, ordered
-from ..services.versions import FreezeError, FreezeRule, dataset_version_freeze, version_rows
+from ..services.freeze_jobs import freeze_job_create
+from ..services.versions import FreezeRule, version_rows
+from .imports import STOP_POLLING
 
 SAMPLE_ROWS = 20
 
@@ -80,17 +84,38 @@ def version_freeze(request, project_id):
     if not form.is_valid():
         return _version_list(request, form, status=400)
     try:
-        version = dataset_version_freeze(
-            project=request.project,
-            rule=form.rule(),
-            seed=form.cleaned_data["seed"],
-            test_fraction=form.cleaned_data["test_fraction"],
-            created_by=request.user,
-        )
-    except (FreezeError, ValueError) as exc:
+        rule = form.rule()
+    except ValueError as exc:
         form.add_error(None, str(exc))
         return _version_list(request, form, status=400)
-    return redirect("version-detail", project_id=request.project.pk, version_id=version.pk)
+    job = freeze_job_create(
+        project=request.project,
+        user=request.user,
+        rule=rule,
+        seed=form.cleaned_data["seed"],
+        test_fraction=form.cleaned_data["test_fraction"],
+    )
+    return redirect("freeze-job", project_id=request.project.pk, job_id=job.pk)
+
+
+@require_GET
+@project_member_required(manager=True)
+def freeze_job_detail(request, project_id, job_id):
+    """The queued freeze's progress, polled by the page; once frozen, the version's page."""
+    job = get_object_or_404(FreezeJob.objects.select_related("version"), pk=job_id, project=request.project)
+    if job.status == FreezeStatus.SUCCEEDED:
+        target = reverse("version-detail", args=[request.project.pk, job.version_id])
+        if request.htmx:
+            return HttpResponseClientRedirect(target)
+        return redirect(target)
+    finished = job.status == FreezeStatus.FAILED
+    context = {"project": request.project, "job": job, "finished": finished}
+    if request.htmx:
+        response = render(request, "annotation/freeze_job.html#freeze-progress", context)
+        if finished:
+            response.status_code = STOP_POLLING
+        return response
+    return render(request, "annotation/freeze_job.html", context)
 
 
 def _split_of(request) -> str:

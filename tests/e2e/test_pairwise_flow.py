@@ -1,4 +1,5 @@
-"""An annotator logs in, judges three pairs with the keyboard only, freezes a version and downloads it."""
+"""An annotator logs in, judges three pairs with the keyboard only, freezes a version (a worker's job the
+page follows) and downloads it."""
 
 import json
 from pathlib import Path
@@ -6,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from annotation.models import Assignment, Candidate, Judgment
+from annotation.services.freeze_jobs import freeze_job_run
 from tests.e2e.conftest import wait_for_new_panel
 from tests.factories import MembershipFactory, ProjectFactory, UserFactory, pair_task
 
@@ -49,8 +51,12 @@ def judge_with_keys(page, keys: list[str]) -> str:
     return before
 
 
-def test_keyboard_only_annotation_then_freeze_and_export(page, live_server, login, setup, screenshot_dir):
+def test_keyboard_only_annotation_then_freeze_and_export(
+    page, live_server, login, setup, screenshot_dir, monkeypatch
+):
     user, project = setup
+    queued = []  # the freeze task is run below, by the test, while the page polls
+    monkeypatch.setattr("annotation.tasks.freeze_run.delay", queued.append)
     login(page, "alice")
     page.goto(f"{live_server.url}/projects/{project.pk}/annotate/")
     page.wait_for_selector("#task-panel[data-state=task][data-ready]")
@@ -78,7 +84,11 @@ def test_keyboard_only_annotation_then_freeze_and_export(page, live_server, logi
 
     page.goto(f"{live_server.url}/projects/{project.pk}/versions/")
     page.click("#freeze-button")
-    page.wait_for_selector("#export-jsonl")
+    page.wait_for_selector("#freeze-progress[hx-trigger]")
+    assert "waiting for a worker" in page.inner_text("#freeze-progress")
+    assert len(queued) == 1
+    freeze_job_run(job_id=queued[0])
+    page.wait_for_selector("#export-jsonl")  # the next poll follows the job to its version's page
     with page.expect_download() as download_info:
         page.click("#export-jsonl")
     lines = Path(download_info.value.path()).read_text(encoding="utf-8").splitlines()

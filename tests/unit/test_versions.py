@@ -13,6 +13,8 @@ from annotation.models import (
     Candidate,
     DatasetExample,
     DatasetVersion,
+    FreezeJob,
+    FreezeStatus,
     Item,
     ItemImage,
     Judgment,
@@ -20,8 +22,9 @@ from annotation.models import (
     Task,
     TaskType,
 )
+from annotation.services.freeze_jobs import freeze_job_run
 from annotation.services.versions import FreezeError, FreezeRule, dataset_version_freeze
-from tests.factories import CandidateFactory, ItemFactory, pair_task
+from tests.factories import CandidateFactory, ItemFactory, MembershipFactory, ProjectFactory, pair_task
 
 
 def fast_user(username):
@@ -334,38 +337,102 @@ def test_freeze_reads_in_a_fixed_number_of_queries(project, raters, django_asser
     assert version.stats["examples"] == 30
 
 
-def test_freeze_form_creates_a_version_and_redirects_to_its_page(manager_client, project):
+FREEZE_FORM = {
+    "min_votes": 1,
+    "min_agreement": 0.5,
+    "drop_ties": "on",
+    "drop_both_bad": "on",
+    "seed": 3,
+    "test_fraction": 0.0,
+}
+
+
+def post_freeze(client, project, capture, form=FREEZE_FORM):
+    """Submit the freeze form; the queued task runs inline once the job row is committed."""
+    with capture(execute=True):
+        return client.post(reverse("version-freeze", args=[project.pk]), form)
+
+
+def test_freeze_form_queues_a_job_whose_page_leads_to_the_new_version(
+    manager_client, project, celery_eager, django_capture_on_commit_callbacks
+):
     for i in range(3):
         imported(pair_task(project, prompt=f"<b>p{i}</b>"))
     page = manager_client.get(reverse("version-list", args=[project.pk]))
     assert page.status_code == 200 and b'id="freeze-button"' in page.content
-    form = {
-        "min_votes": 1,
-        "min_agreement": 0.5,
-        "drop_ties": "on",
-        "drop_both_bad": "on",
-        "seed": 3,
-        "test_fraction": 0.0,
-    }
-    response = manager_client.post(reverse("version-freeze", args=[project.pk]), form)
-    version = DatasetVersion.objects.get(project=project)
+    response = post_freeze(manager_client, project, django_capture_on_commit_callbacks)
+    job = FreezeJob.objects.get(project=project)
     assert response.status_code == 302
-    assert response["Location"] == reverse("version-detail", args=[project.pk, version.pk])
+    assert response["Location"] == reverse("freeze-job", args=[project.pk, job.pk])
+    assert job.status == FreezeStatus.SUCCEEDED and job.stage == "done" and job.finished_at
+    version = DatasetVersion.objects.get(project=project)
+    assert job.version == version
     assert version.seed == 3 and version.rule["min_votes"] == 1
-    detail = manager_client.get(response["Location"]).content.decode()
+
+    detail_url = reverse("version-detail", args=[project.pk, version.pk])
+    assert manager_client.get(response["Location"])["Location"] == detail_url
+    polled = manager_client.get(response["Location"], headers={"HX-Request": "true"})
+    assert polled["HX-Redirect"] == detail_url  # a polling page follows to the version
+    detail = manager_client.get(detail_url).content.decode()
     assert version.content_hash in detail
     assert 'id="export-jsonl"' in detail and 'id="export-parquet"' in detail
     assert "&lt;b&gt;p0&lt;/b&gt;" in detail and "<b>p0</b>" not in detail
 
 
-def test_freeze_form_shows_the_error_when_nothing_qualifies(manager_client, project):
+def test_freeze_job_page_shows_why_nothing_was_frozen_and_stops_polling(
+    manager_client, project, celery_eager, django_capture_on_commit_callbacks
+):
     pair_task(project)
     form = {"min_votes": 1, "min_agreement": 0.5, "seed": 0, "test_fraction": 0.1}
-    response = manager_client.post(reverse("version-freeze", args=[project.pk]), form)
-    assert response.status_code == 400
-    assert b"No task qualifies under this rule" in response.content
+    response = post_freeze(manager_client, project, django_capture_on_commit_callbacks, form)
+    job = FreezeJob.objects.get()
+    assert job.status == FreezeStatus.FAILED and "No task qualifies under this rule" in job.error
+    page = manager_client.get(response["Location"]).content.decode()
+    assert 'id="freeze-error"' in page and "No task qualifies under this rule" in page
+    polled = manager_client.get(response["Location"], headers={"HX-Request": "true"})
+    assert polled.status_code == 286 and "hx-trigger" not in polled.content.decode()  # htmx stops polling
+    assert not DatasetVersion.objects.exists()
+
     bad = manager_client.post(reverse("version-freeze", args=[project.pk]), {**form, "min_votes": 0})
-    assert bad.status_code == 400 and not DatasetVersion.objects.exists()
+    assert bad.status_code == 400 and FreezeJob.objects.count() == 1
+
+
+def test_freeze_job_page_polls_and_names_the_stage_until_done(
+    manager_client, project, django_capture_on_commit_callbacks
+):
+    imported(pair_task(project))
+    with django_capture_on_commit_callbacks(execute=False) as sent:
+        response = manager_client.post(reverse("version-freeze", args=[project.pk]), FREEZE_FORM)
+    assert len(sent) == 1  # the task is sent only once the job row is committed
+    job = FreezeJob.objects.get()
+    page = manager_client.get(response["Location"]).content.decode()
+    assert "waiting for a worker" in page and 'hx-trigger="every 1s"' in page
+    assert "min_votes=1" in page
+    FreezeJob.objects.filter(pk=job.pk).update(
+        status=FreezeStatus.RUNNING, stage="aggregating", stage_count=12
+    )
+    polled = manager_client.get(response["Location"], headers={"HX-Request": "true"})
+    assert polled.status_code == 200 and "aggregating the votes of 12 tasks" in polled.content.decode()
+
+
+def test_a_freeze_job_delivered_twice_freezes_once(project, manager):
+    imported(pair_task(project))
+    job = FreezeJob.objects.create(
+        project=project, created_by=manager, rule={"min_votes": 1}, seed=0, test_fraction=0.0
+    )
+    freeze_job_run(job_id=job.pk)
+    freeze_job_run(job_id=job.pk)
+    job.refresh_from_db()
+    assert job.status == FreezeStatus.SUCCEEDED and DatasetVersion.objects.count() == 1
+    assert job.version.created_by == manager
+
+
+def test_freeze_reports_its_stages_in_order(project):
+    for i in range(2):
+        imported(pair_task(project, prompt=f"p{i}"))
+    stages = []
+    dataset_version_freeze(project=project, rule=FreezeRule(), on_stage=lambda s, n: stages.append((s, n)))
+    assert stages == [("loading", 0), ("aggregating", 2), ("writing", 2)]
 
 
 def test_version_pages_are_for_managers_only(annotator_client, project):
@@ -374,6 +441,15 @@ def test_version_pages_are_for_managers_only(annotator_client, project):
     assert annotator_client.get(reverse("version-list", args=[project.pk])).status_code == 403
     assert annotator_client.get(reverse("version-detail", args=[project.pk, version.pk])).status_code == 403
     assert annotator_client.post(reverse("version-freeze", args=[project.pk]), {}).status_code == 403
+    job = FreezeJob.objects.create(project=project, rule={}, seed=0, test_fraction=0.0)
+    assert annotator_client.get(reverse("freeze-job", args=[project.pk, job.pk])).status_code == 403
+
+
+def test_a_freeze_job_is_found_only_under_its_own_project(manager_client, manager, project):
+    other = ProjectFactory()
+    MembershipFactory(project=other, user=manager, role="manager")
+    job = FreezeJob.objects.create(project=project, rule={}, seed=0, test_fraction=0.0)
+    assert manager_client.get(reverse("freeze-job", args=[other.pk, job.pk])).status_code == 404
 
 
 def test_freeze_dataset_command_prints_the_new_version_id(project, capsys):
