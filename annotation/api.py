@@ -38,7 +38,8 @@ from .models import Assignment, DatasetVersion
 from .selectors import project_role, projects_for_user
 from .services.assignments import assignment_take_next
 from .services.exports import export_filename, export_write, jsonl_lines
-from .services.imports import FileFormatError, preferences_import
+from .services.import_jobs import import_job_run_inline
+from .services.imports import FileFormatError
 from .services.judgments import judgment_submit
 from .services.projects import project_create
 from .services.versions import FreezeError, FreezeRule, dataset_version_freeze, version_rows
@@ -93,7 +94,7 @@ def projects_get(request, project_id: int):
     response={201: ImportOut, 400: Detail, 403: Detail, 404: Detail, 422: ImportErrorOut},
 )
 def imports_create(request, project_id: int, file: File[UploadedFile]):
-    """Validate and import a file synchronously (same rules and report as the import page)."""
+    """Validate and import a file within the request (same rules, report and import record as the page)."""
     project, _ = project_for(user=request.auth, project_id=project_id, manager=True)
     suffix = Path(file.name or "").suffix.lower()
     if suffix not in IMPORT_SUFFIXES:
@@ -104,15 +105,10 @@ def imports_create(request, project_id: int, file: File[UploadedFile]):
         raise Unprocessable(
             [{"loc": ["file"], "msg": f"The file is over {settings.IMPORT_MAX_UPLOAD_BYTES} bytes."}]
         )
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / f"upload{suffix}"
-        with path.open("wb") as out:
-            for chunk in file.chunks():
-                out.write(chunk)
-        try:
-            outcome = preferences_import(project=project, path=path, source_name=Path(file.name).name[:300])
-        except FileFormatError as exc:
-            raise Unprocessable([{"loc": ["file"], "msg": str(exc)}]) from exc
+    try:
+        job, outcome = import_job_run_inline(project=project, user=request.auth, upload=file)
+    except FileFormatError as exc:
+        raise Unprocessable([{"loc": ["file"], "msg": str(exc)}]) from exc
     report = outcome.report()
     if not outcome.ok:
         errors = [{"line": e["line"], "field": e["field"], "message": e["reason"]} for e in report["errors"]]
@@ -124,11 +120,11 @@ def imports_create(request, project_id: int, file: File[UploadedFile]):
                 "errors": errors,
                 "format": report["format"],
                 "truncated": report["truncated"],
+                "import_id": job.pk,
             },
         )
-    return Status(
-        201, {"format": report["format"], "rows_total": report["rows_total"], "counts": report["counts"]}
-    )
+    out = {"format": report["format"], "rows_total": report["rows_total"], "counts": report["counts"]}
+    return Status(201, {**out, "import_id": job.pk})
 
 
 @router.get("/projects/{project_id}/tasks/next", response={200: TaskOut, 204: None, 404: Detail})

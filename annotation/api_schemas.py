@@ -42,6 +42,8 @@ class ImportOut(Schema):
     format: str
     rows_total: int
     counts: dict
+    import_id: int
+    """The import's record: its report page is /projects/{project}/import/{import_id}/."""
 
 
 class RowErrorOut(Schema):
@@ -55,6 +57,7 @@ class ImportErrorOut(Schema):
     errors: list[RowErrorOut]
     format: str
     truncated: bool
+    import_id: int
 
 
 class CandidateOut(Schema):

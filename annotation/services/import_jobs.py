@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from ..importers import FileFormatError
 from ..models import ImportJob, ImportStatus, Project
-from .imports import preferences_import, preferences_preview
+from .imports import ImportOutcome, preferences_import, preferences_preview
 
 logger = logging.getLogger(__name__)
 PROGRESS_EVERY = 1000
@@ -43,6 +43,38 @@ def import_job_create(*, project: Project, user, upload) -> ImportJob:
     job.report = {**preview, "stage": "preview"}
     job.save()
     return job
+
+
+def import_job_run_inline(*, project: Project, user, upload) -> tuple[ImportJob, ImportOutcome]:
+    """Import an upload within the caller's request (the API's import) and keep what a web import keeps:
+    the stored file, the detected format and the report, listed with the project's imports.  An unreadable
+    file raises FileFormatError and keeps nothing, as the web preview does."""
+    extension = Path(upload.name).suffix.lower()
+    job = ImportJob(
+        project=project,
+        created_by=user,
+        original_name=Path(upload.name).name[:300],
+        status=ImportStatus.RUNNING,
+        report={"stage": "validating"},
+    )
+    job.file.save(f"{uuid.uuid4().hex}{extension}", upload, save=False)
+    job.save()
+    try:
+        outcome = preferences_import(project=project, path=Path(job.file.path), source_name=job.original_name)
+    except Exception:
+        job.file.delete(save=False)
+        job.delete()
+        raise
+    report = {**outcome.report(), "stage": "done"}
+    status = ImportStatus.SUCCEEDED if outcome.ok else ImportStatus.FAILED
+    ImportJob.objects.filter(pk=job.pk).update(
+        detected_format=(report["format"] or "")[:40],
+        rows_total=report["rows_total"],
+        rows_done=report["rows_total"],
+    )
+    _finish(job.pk, status, report=report, error="")
+    job.refresh_from_db()
+    return job, outcome
 
 
 def import_job_confirm(*, job: ImportJob) -> bool:

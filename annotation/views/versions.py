@@ -2,6 +2,7 @@
 
 import json
 import tempfile
+from dataclasses import asdict
 
 from django import forms
 from django.http import FileResponse, Http404, HttpResponseBadRequest, StreamingHttpResponse
@@ -109,13 +110,22 @@ def freeze_job_detail(request, project_id, job_id):
             return HttpResponseClientRedirect(target)
         return redirect(target)
     finished = job.status == FreezeStatus.FAILED
-    context = {"project": request.project, "job": job, "finished": finished}
+    context = {"project": request.project, "job": job, "finished": finished, "rule": _rule_text(job.rule)}
     if request.htmx:
         response = render(request, "annotation/freeze_job.html#freeze-progress", context)
         if finished:
             response.status_code = STOP_POLLING
         return response
     return render(request, "annotation/freeze_job.html", context)
+
+
+def _rule_text(rule: dict) -> str:
+    """The rule as the CLI takes it, in field order: ``min_votes=1, min_strength=none, drop_ties=true, …``."""
+
+    def text(value) -> str:
+        return "none" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+
+    return ", ".join(f"{key}={text(value)}" for key, value in asdict(FreezeRule(**rule)).items())
 
 
 def _split_of(request) -> str:

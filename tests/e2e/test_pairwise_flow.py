@@ -85,7 +85,8 @@ def test_keyboard_only_annotation_then_freeze_and_export(
     page.goto(f"{live_server.url}/projects/{project.pk}/versions/")
     page.click("#freeze-button")
     page.wait_for_selector("#freeze-progress[hx-trigger]")
-    assert "waiting for a worker" in page.inner_text("#freeze-progress")
+    assert "Waiting for a worker" in page.inner_text("#freeze-progress")
+    page.screenshot(path=str(screenshot_dir / "freeze_job.png"), full_page=False)
     assert len(queued) == 1
     freeze_job_run(job_id=queued[0])
     page.wait_for_selector("#export-jsonl")  # the next poll follows the job to its version's page

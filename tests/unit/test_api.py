@@ -1,11 +1,22 @@
 import io
 import json
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 from django.test import Client
+from django.urls import reverse
 
-from annotation.models import Candidate, DatasetVersion, Item, Judgment, Membership, Project
+from annotation.models import (
+    Candidate,
+    DatasetVersion,
+    ImportJob,
+    ImportStatus,
+    Item,
+    Judgment,
+    Membership,
+    Project,
+)
 from prefstudio.models import ApiToken
 from prefstudio.services import api_token_create
 from tests.factories import pair_task
@@ -113,11 +124,19 @@ def test_project_detail_is_404_for_outsiders(manager_api, outsider_api, project)
     assert outsider_api.get(f"/projects/{project.pk}").status_code == 404
 
 
-def test_import_upload_imports_synchronously_and_reports_counts(manager_api, project):
+def test_import_upload_imports_synchronously_and_reports_counts(manager_api, manager, project, client):
     response = manager_api.post(f"/projects/{project.pk}/imports", files=file_payload("prefs.jsonl", TRL))
     assert response.status_code == 201, response.content
     assert response.json()["rows_total"] == 5
     assert Item.objects.filter(project=project).count() == 5
+    job = ImportJob.objects.get(pk=response.json()["import_id"])  # kept like a web import, with its file
+    assert (job.project, job.created_by, job.original_name) == (project, manager, "prefs.jsonl")
+    assert job.status == ImportStatus.SUCCEEDED and job.report["counts"] == response.json()["counts"]
+    assert Path(job.file.path).read_text() == TRL
+    client.force_login(manager)
+    assert "prefs.jsonl" in client.get(reverse("project-detail", args=[project.pk])).content.decode()
+    page = client.get(reverse("import-detail", args=[project.pk, job.pk])).content.decode()
+    assert "Imported 5 items" in page
 
 
 def test_import_upload_rejects_the_whole_file_with_row_errors(manager_api, project):
@@ -126,6 +145,8 @@ def test_import_upload_rejects_the_whole_file_with_row_errors(manager_api, proje
     assert response.status_code == 422
     assert {"line": 6, "field": "rejected", "message": "is missing"} in response.json()["errors"]
     assert not Item.objects.filter(project=project).exists()
+    job = ImportJob.objects.get(pk=response.json()["import_id"])
+    assert job.status == ImportStatus.FAILED and job.report["errors"][0]["line"] == 6
     wrong_kind = manager_api.post(f"/projects/{project.pk}/imports", files=file_payload("prefs.exe", "x"))
     assert wrong_kind.status_code == 422 and wrong_kind.json()["detail"][0]["loc"] == ["file"]
 
@@ -270,3 +291,4 @@ def test_bad_inputs_get_json_errors_never_a_500(manager_api, project):
         response = manager_api.post(f"/projects/{project.pk}/imports", files=file_payload(name, data))
         assert response.status_code == 422, (name, response.content[:300])
         assert response.json()["detail"]
+    assert not ImportJob.objects.exists()  # an unreadable file keeps nothing, as on the page

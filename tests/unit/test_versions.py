@@ -406,8 +406,8 @@ def test_freeze_job_page_polls_and_names_the_stage_until_done(
     assert len(sent) == 1  # the task is sent only once the job row is committed
     job = FreezeJob.objects.get()
     page = manager_client.get(response["Location"]).content.decode()
-    assert "waiting for a worker" in page and 'hx-trigger="every 1s"' in page
-    assert "min_votes=1" in page
+    assert "Waiting for a worker" in page and 'hx-trigger="every 1s"' in page
+    assert "min_votes=1, min_strength=none, drop_ties=true, drop_both_bad=true, min_agreement=0.5" in page
     FreezeJob.objects.filter(pk=job.pk).update(
         status=FreezeStatus.RUNNING, stage="aggregating", stage_count=12
     )
