@@ -38,19 +38,25 @@ def bench_rows(n_pairs: int, seed: int = 0) -> list[dict]:
     ]
 
 
+def head_dim(config) -> int:
+    return getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+
+
+def attention_flops_per_pair(config, prompt: int, chosen: int, rejected: int) -> float:
+    """QKᵀ and AV of one forward: 2·2·heads·head_dim FLOPs per visible key per query, per layer."""
+    visible = sum(range(1, prompt + 1)) + sum(prompt + j for j in range(1, chosen + 1))
+    visible += sum(prompt + j for j in range(1, rejected + 1))
+    return 4 * config.num_attention_heads * head_dim(config) * config.num_hidden_layers * visible
+
+
 def forward_flops_per_pair(config, prompt: int, chosen: int, rejected: int) -> float:
     """Matmul FLOPs of one forward over prompt (once) + chosen + rejected, logits only on response tokens."""
     h, layers, inter = config.hidden_size, config.num_hidden_layers, config.intermediate_size
-    heads, kv = config.num_attention_heads, config.num_key_value_heads
-    hd = getattr(config, "head_dim", None) or h // heads
+    heads, kv, hd = config.num_attention_heads, config.num_key_value_heads, head_dim(config)
     linear = 2 * layers * (h * heads * hd * 2 + h * kv * hd * 2 + 3 * h * inter)
     tokens = prompt + chosen + rejected
-    # attention: QKᵀ and AV, 2·2·heads·hd FLOPs per visible key per query, per layer
-    visible = sum(range(1, prompt + 1)) + sum(prompt + j for j in range(1, chosen + 1))
-    visible += sum(prompt + j for j in range(1, rejected + 1))
-    attention = 4 * heads * hd * layers * visible
     head = 2 * h * config.vocab_size * (chosen + rejected)
-    return linear * tokens + attention + head
+    return linear * tokens + attention_flops_per_pair(config, prompt, chosen, rejected) + head
 
 
 def minimal_flops(config, pairs, epochs: int) -> float:

@@ -27,7 +27,13 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
-from _engine_common import bench_rows, forward_flops_per_pair, matmul_rate  # noqa: E402
+from _engine_common import (  # noqa: E402
+    attention_flops_per_pair,
+    bench_rows,
+    forward_flops_per_pair,
+    head_dim,
+    matmul_rate,
+)
 
 from training.engine.memory import retain_freed_memory  # noqa: E402
 
@@ -46,10 +52,14 @@ def _timed(fn, seconds: float = 0.6) -> float:
     return sorted(times)[len(times) // 2]
 
 
+def _lengths(pair) -> tuple[int, int, int]:
+    return len(pair.prompt_ids), len(pair.chosen_ids), len(pair.rejected_ids)
+
+
 def step_gemms(config, tokens: int, targets: int) -> list[tuple[int, int, int, int]]:
     """(M, K, N, count) of every matmul in one forward + backward over ``tokens`` packed tokens."""
     h, inter, layers = config.hidden_size, config.intermediate_size, config.num_hidden_layers
-    hd = getattr(config, "head_dim", None) or h // config.num_attention_heads
+    hd = head_dim(config)
     q, kv = config.num_attention_heads * hd, config.num_key_value_heads * hd
     linears = [(h, q), (h, kv), (h, kv), (q, h), (h, inter), (h, inter), (inter, h)]
     shapes: dict[tuple[int, int, int], int] = {}
@@ -83,7 +93,7 @@ def attention_seconds(config, batch) -> float:
     from training.engine.pair_attention import pair_attention_forward
 
     heads, kv = config.num_attention_heads, config.num_key_value_heads
-    hd = getattr(config, "head_dim", None) or config.hidden_size // heads
+    hd = head_dim(config)
     t = batch.n_tokens
     q = torch.randn(1, heads, t, hd, requires_grad=True)
     k = torch.randn(1, kv, t, hd, requires_grad=True)
@@ -141,11 +151,10 @@ def main() -> None:
     batches = [collate(pairs[i : i + BATCH]) for i in range(0, len(pairs), BATCH)]
     rate = matmul_rate(torch.float32)
 
-    forward = sum(
-        forward_flops_per_pair(config, len(p.prompt_ids), len(p.chosen_ids), len(p.rejected_ids))
-        for p in pairs
-    )
+    forward = sum(forward_flops_per_pair(config, *_lengths(p)) for p in pairs)
     ideal = forward * (1 + 3 * EPOCHS) / rate
+    attention = sum(attention_flops_per_pair(config, *_lengths(p)) for p in pairs)
+    attention_ideal = attention * (1 + 3 * EPOCHS) / rate
 
     gemm_time, attention_time, gemm_flops = 0.0, 0.0, 0.0
     for batch in batches:
@@ -176,7 +185,7 @@ def main() -> None:
     print(f"GEMMs alone, whole run             {gemm_time * (EPOCHS + 1 / 3):8.1f} s")
     print(
         f"pair attention, whole run          {attention_time * (EPOCHS + 1 / 3):8.1f} s  "
-        f"(its FLOPs at the matmul rate: {_attention_flops(config, pairs) * (1 + 3 * EPOCHS) / rate:.1f} s)"
+        f"(its FLOPs at the matmul rate: {attention_ideal:.1f} s)"
     )
     print(f"first touch of fresh memory        {fresh:8.2f} s/GiB  (refilling touched memory: {refill:.2f})")
     print(
@@ -189,20 +198,6 @@ def main() -> None:
         f"best share with nothing else costing anything: {best:.1%} "
         f"(ideal {ideal:.1f} s / GEMMs + attention {floor:.1f} s + first touch {warmup:.1f} s)"
     )
-
-
-def _attention_flops(config, pairs) -> float:
-    """The attention part of one forward over every pair (QKᵀ and AV over the visible keys)."""
-    heads = config.num_attention_heads
-    hd = getattr(config, "head_dim", None) or config.hidden_size // heads
-    total = 0
-    for p in pairs:
-        n, c, r = len(p.prompt_ids), len(p.chosen_ids), len(p.rejected_ids)
-        visible = (
-            sum(range(1, n + 1)) + sum(n + j for j in range(1, c + 1)) + sum(n + j for j in range(1, r + 1))
-        )
-        total += 4 * heads * hd * config.num_hidden_layers * visible
-    return float(total)
 
 
 if __name__ == "__main__":

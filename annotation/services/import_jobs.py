@@ -65,15 +65,12 @@ def import_job_run_inline(*, project: Project, user, upload) -> tuple[ImportJob,
         job.file.delete(save=False)
         job.delete()
         raise
-    report = {**outcome.report(), "stage": "done"}
-    status = ImportStatus.SUCCEEDED if outcome.ok else ImportStatus.FAILED
-    ImportJob.objects.filter(pk=job.pk).update(
-        detected_format=(report["format"] or "")[:40],
-        rows_total=report["rows_total"],
-        rows_done=report["rows_total"],
-    )
-    _finish(job.pk, status, report=report, error="")
-    job.refresh_from_db()
+    job.report = {**outcome.report(), "stage": "done"}
+    job.status = ImportStatus.SUCCEEDED if outcome.ok else ImportStatus.FAILED
+    job.detected_format = (job.report["format"] or "")[:40]
+    job.rows_total = job.rows_done = job.report["rows_total"]
+    job.finished_at = timezone.now()
+    job.save(update_fields=["report", "status", "detected_format", "rows_total", "rows_done", "finished_at"])
     return job, outcome
 
 

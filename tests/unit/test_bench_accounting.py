@@ -7,8 +7,8 @@ from types import SimpleNamespace
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 sys.path.insert(0, str(BENCH))
 
-from _engine_common import forward_flops_per_pair  # noqa: E402
-from roofline_ceiling import _attention_flops, step_gemms  # noqa: E402
+from _engine_common import attention_flops_per_pair, forward_flops_per_pair  # noqa: E402
+from roofline_ceiling import step_gemms  # noqa: E402
 
 CONFIG = SimpleNamespace(
     hidden_size=64,
@@ -26,10 +26,7 @@ def test_step_gemms_are_three_forwards_of_the_counted_matmuls():
     tokens = sum(sum(p) for p in pairs)
     targets = sum(c + r for _, c, r in pairs)
     counted = sum(forward_flops_per_pair(CONFIG, *p) for p in pairs)
-    shaped = [
-        SimpleNamespace(prompt_ids=[0] * p, chosen_ids=[0] * c, rejected_ids=[0] * r) for p, c, r in pairs
-    ]
-    attention = _attention_flops(CONFIG, shaped)
+    attention = sum(attention_flops_per_pair(CONFIG, *p) for p in pairs)
     gemms = sum(2 * m * k * n * count for m, k, n, count in step_gemms(CONFIG, tokens, targets))
     assert attention > 0
     assert gemms == 3 * (counted - attention)
