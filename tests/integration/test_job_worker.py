@@ -87,7 +87,13 @@ def test_worker_runs_a_job_sent_through_the_embedded_broker(setup, tmp_path, mon
     var = tmp_path / "var"
     folder = var / "broker" / "queue"
     folder.mkdir(parents=True)
-    options = {"data_folder_in": str(folder), "data_folder_out": str(folder), "store_processed": False}
+    control = var / "broker" / "control"
+    options = {
+        "data_folder_in": str(folder),
+        "data_folder_out": str(folder),
+        "store_processed": False,
+        "control_folder": str(control),
+    }
 
     def send(job):
         with Connection("filesystem://", transport_options=options) as conn:
@@ -102,6 +108,8 @@ def test_worker_runs_a_job_sent_through_the_embedded_broker(setup, tmp_path, mon
     job.refresh_from_db()
     assert job.state == JobState.SUCCEEDED, job.traceback
     assert _loss_steps(job) == [1, 2, 3, 4, 5, 6]
+    # the worker keeps its exchange tables (its pidbox among them) under PREFSTUDIO_VAR, not in ./control
+    assert {p.name for p in control.glob("*.exchange")} >= {"cpu.exchange", "celery.pidbox.exchange"}
 
 
 @pytest.mark.slow
