@@ -252,6 +252,10 @@ class ImportJob(models.Model):
     rows_done = models.PositiveIntegerField(default=0)
     report = models.JSONField(default=dict, blank=True)
     error = models.TextField(blank=True)
+    attempts = models.PositiveIntegerField(
+        default=0, help_text="Workers that claimed it (a lost one is requeued)."
+    )
+    heartbeat_at = models.DateTimeField(null=True, blank=True, help_text="Last progress from the worker.")
     created_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
@@ -333,6 +337,10 @@ class FreezeJob(models.Model):
         DatasetVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="freeze_job"
     )
     error = models.TextField(blank=True)
+    attempts = models.PositiveIntegerField(
+        default=0, help_text="Workers that claimed it (a lost one is requeued)."
+    )
+    heartbeat_at = models.DateTimeField(null=True, blank=True, help_text="Last stage report from the worker.")
     created_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 

@@ -19,14 +19,12 @@ def generation_run(job_id: int) -> None:
     generation_job_run(job_id=job_id)
 
 
-@shared_task(name="annotation.tasks.generation_requeue_stale", acks_late=False)
-def generation_requeue_stale(stale_after_s: float = 1800.0) -> list[int]:
-    """Periodic: requeue generation jobs whose worker stopped reporting (they resume per item)."""
-    from datetime import timedelta
+@shared_task(name="annotation.tasks.requeue_stale", acks_late=False)
+def requeue_stale() -> dict[str, list[int]]:
+    """Periodic: requeue generation, freeze and import jobs whose worker stopped reporting."""
+    from .services.job_recovery import annotation_jobs_requeue_stale
 
-    from .services.generation import generation_jobs_requeue_stale
-
-    return generation_jobs_requeue_stale(stale_after=timedelta(seconds=stale_after_s))
+    return annotation_jobs_requeue_stale()
 
 
 @shared_task(name="annotation.tasks.freeze_run", acks_late=False)

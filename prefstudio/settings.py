@@ -198,9 +198,12 @@ CELERY_BEAT_SCHEDULE = {
         "task": "training.tasks.training_requeue_stale",
         "schedule": TRAINING_STALE_CHECK_SECONDS,
     },
-    # generation jobs (annotation/services/generation.py) resume per item after a lost worker
-    "generation-requeue-stale": {"task": "annotation.tasks.generation_requeue_stale", "schedule": 60.0},
+    # generation, freeze and import jobs whose worker went quiet (prefstudio/stale_jobs.py)
+    "annotation-requeue-stale": {"task": "annotation.tasks.requeue_stale", "schedule": 60.0},
 }
+# A generation, freeze or import job that has not reported for this long lost its worker: it is requeued
+# (every worker also checks, with training's stale check).  Longer than its longest silent stage.
+ANNOTATION_JOB_STALE_SECONDS = float(os.environ.get("ANNOTATION_JOB_STALE_SECONDS", "1800"))
 STATICFILES_FINDERS = [
     "django.contrib.staticfiles.finders.FileSystemFinder",
     "django.contrib.staticfiles.finders.AppDirectoriesFinder",

@@ -11,7 +11,8 @@ that while the first still runs.  Instead ``training_run`` is acknowledged when 
   duplicate delivery, or a second worker, finds it not queued and does nothing;
 * while it runs, a thread refreshes ``heartbeat_at`` every TRAINING_HEARTBEAT_SECONDS;
 * ``training_requeue_stale`` (Celery beat every TRAINING_STALE_CHECK_SECONDS, and also a thread in every
-  worker, so no beat process is required) finds running jobs whose heartbeat is older than
+  worker, so no beat process is required; the thread checks the annotation app's jobs too, see
+  ``prefstudio/stale_jobs.py``) finds running jobs whose heartbeat is older than
   TRAINING_HEARTBEAT_STALE_SECONDS — the worker was killed or lost — and queues them again; the next
   attempt resumes from the job's last checkpoint and drops metric points after it.  After
   TRAINING_MAX_ATTEMPTS attempts the job fails with the reason;
@@ -33,6 +34,8 @@ from celery import shared_task
 from celery.signals import worker_ready, worker_shutdown
 from django.conf import settings
 from django.db import close_old_connections
+
+from prefstudio.stale_jobs import requeue_stale_jobs
 
 from .services.jobs import training_job_requeue_stale
 from .services.runner import training_job_run
@@ -57,11 +60,11 @@ def _stale_check_loop() -> None:
     while not _stop_checks.wait(settings.TRAINING_STALE_CHECK_SECONDS):
         try:
             close_old_connections()
-            requeued = training_job_requeue_stale()
+            requeued = {kind: ids for kind, ids in requeue_stale_jobs().items() if ids}
             if requeued:
-                logger.warning("requeued stale training jobs %s", requeued)
+                logger.warning("requeued stale jobs %s", requeued)
         except Exception:  # noqa: BLE001 - the checker must outlive a database hiccup
-            logger.exception("stale training job check failed")
+            logger.exception("stale job check failed")
 
 
 @worker_ready.connect

@@ -24,6 +24,7 @@ from annotation.builders.arithmetic import split_steps
 from annotation.text.sentences import split_sentences
 
 from ..models import Candidate, GenerationJob, GenerationKind, GenerationStatus, Item, Project, Task, TaskType
+from .leases import LeaseLost, lease_renew, stale_requeue
 
 GENERATION_TYPES = (TaskType.PAIRWISE, TaskType.RANKING, TaskType.STEPWISE, TaskType.FACTUALITY)
 STEP_INSTRUCTION = "Solve it step by step, one step per line, and end with: The answer is N."
@@ -139,17 +140,10 @@ def generation_job_claim(*, job_id: int) -> bool:
     return claimed == 1
 
 
-class LeaseLost(Exception):
-    """Another attempt took this job over (it was requeued as stale): this attempt stops quietly."""
-
-
 def generation_job_progress_set(*, job: GenerationJob, done: int, total: int) -> None:
     """Record progress; it doubles as the worker's heartbeat. Raises LeaseLost after a takeover."""
-    updated = GenerationJob.objects.filter(
-        pk=job.pk, status=GenerationStatus.RUNNING, attempts=job.attempts
-    ).update(progress_done=done, progress_total=total, heartbeat_at=timezone.now())
-    if not updated:
-        raise LeaseLost(f"generation job {job.pk}: attempt {job.attempts} was taken over")
+    mine = GenerationJob.objects.filter(pk=job.pk, status=GenerationStatus.RUNNING, attempts=job.attempts)
+    lease_renew(mine, progress_done=done, progress_total=total)
 
 
 def generation_jobs_requeue_stale(*, stale_after: timedelta, max_attempts: int = 3) -> list[int]:
@@ -159,23 +153,18 @@ def generation_jobs_requeue_stale(*, stale_after: timedelta, max_attempts: int =
 
     A job that already had ``max_attempts`` tries fails instead. Returns the requeued job ids.
     """
-    cutoff = timezone.now() - stale_after
-    stale = GenerationJob.objects.filter(status=GenerationStatus.RUNNING, heartbeat_at__lt=cutoff)
-    requeued = []
-    for job in stale.only("pk", "attempts"):
-        if job.attempts >= max_attempts:
-            GenerationJob.objects.filter(pk=job.pk, status=GenerationStatus.RUNNING).update(
-                status=GenerationStatus.FAILED,
-                error=f"The worker stopped reporting {max_attempts} times; giving up.",
-                finished_at=timezone.now(),
-            )
-            continue
-        if GenerationJob.objects.filter(
-            pk=job.pk, status=GenerationStatus.RUNNING, heartbeat_at__lt=cutoff
-        ).update(status=GenerationStatus.QUEUED):
-            requeued.append(job.pk)
-            transaction.on_commit(lambda pk=job.pk: _enqueue(pk))
-    return requeued
+    return stale_requeue(
+        GenerationJob,
+        running=GenerationStatus.RUNNING,
+        stale_after=stale_after,
+        max_attempts=max_attempts,
+        requeue={"status": GenerationStatus.QUEUED},
+        fail={
+            "status": GenerationStatus.FAILED,
+            "error": f"The worker stopped reporting {max_attempts} times; giving up.",
+        },
+        enqueue=_enqueue,
+    )
 
 
 def generation_job_finish(*, job: GenerationJob, error: str = "", result: dict | None = None) -> None:

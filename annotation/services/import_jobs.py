@@ -7,14 +7,17 @@ Stages (in ``ImportJob.report["stage"]``, status stays PENDING until a worker cl
 
 import logging
 import uuid
+from datetime import timedelta
 from pathlib import Path
 
 from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 
 from ..importers import FileFormatError
 from ..models import ImportJob, ImportStatus, Project
 from .imports import ImportOutcome, preferences_import, preferences_preview
+from .leases import LeaseLost, lease_renew, stale_requeue
 
 logger = logging.getLogger(__name__)
 PROGRESS_EVERY = 1000
@@ -88,61 +91,88 @@ def import_job_confirm(*, job: ImportJob) -> bool:
     return True
 
 
-def _set(import_id: int, **fields) -> None:
-    ImportJob.objects.filter(pk=import_id).update(**fields)
-
-
 def import_job_run(*, import_id: int) -> None:
-    """Claim a queued job (a duplicate delivery does nothing), import it and store the report."""
+    """Claim a queued job (a duplicate delivery does nothing), import it and store the report.  Progress
+    reports renew this attempt's lease; the rows commit only while it still owns the job, so an attempt
+    that was taken over (requeued after its worker went quiet) writes nothing."""
     claimed = ImportJob.objects.filter(
         pk=import_id, status=ImportStatus.PENDING, report__stage="queued"
-    ).update(status=ImportStatus.RUNNING, rows_done=0)
+    ).update(
+        status=ImportStatus.RUNNING, rows_done=0, attempts=F("attempts") + 1, heartbeat_at=timezone.now()
+    )
     if not claimed:
         return
     job = ImportJob.objects.select_related("project").get(pk=import_id)
+    mine = ImportJob.objects.filter(pk=import_id, status=ImportStatus.RUNNING, attempts=job.attempts)
     base = {key: job.report.get(key) for key in ("format", "format_label", "rows_total", "preview")}
-    _set(import_id, report={**base, "stage": "validating"})
     try:
+        lease_renew(mine, report={**base, "stage": "validating"})
         outcome = preferences_import(
             project=job.project,
             path=Path(job.file.path),
             forced_format=job.report.get("format"),
             source_name=job.original_name,
-            progress=_validation_progress(import_id),
-            write_progress=_write_stage(import_id, base),
+            progress=_validation_progress(mine),
+            write_progress=_write_stage(mine, base),
+            before_commit=lambda: lease_renew(mine),
         )
+    except LeaseLost:
+        logger.warning("import %s: attempt %s was taken over; it wrote nothing", import_id, job.attempts)
+        return
     except FileFormatError as exc:
-        _finish(
-            import_id, ImportStatus.FAILED, report={**base, "stage": "done", "errors": []}, error=str(exc)
-        )
+        _finish(mine, ImportStatus.FAILED, report={**base, "stage": "done", "errors": []}, error=str(exc))
         return
     except Exception as exc:
         logger.exception("import %s crashed", import_id)
         error = f"The import stopped on an internal error ({type(exc).__name__}); nothing was imported."
-        _finish(import_id, ImportStatus.FAILED, report={**base, "stage": "done", "errors": []}, error=error)
+        _finish(mine, ImportStatus.FAILED, report={**base, "stage": "done", "errors": []}, error=error)
         return
     status = ImportStatus.SUCCEEDED if outcome.ok else ImportStatus.FAILED
-    _finish(import_id, status, report={**outcome.report(), "stage": "done"}, error="")
+    _finish(mine, status, report={**outcome.report(), "stage": "done"}, error="")
 
 
-def _validation_progress(import_id: int):
+def import_jobs_requeue_stale(*, stale_after: timedelta, max_attempts: int = 3) -> list[int]:
+    """Queue again the imports whose worker stopped reporting (their rows never committed), or fail
+    those that had ``max_attempts`` attempts."""
+    from ..tasks import import_run
+
+    return stale_requeue(
+        ImportJob,
+        running=ImportStatus.RUNNING,
+        stale_after=stale_after,
+        max_attempts=max_attempts,
+        requeue=_requeued_fields,
+        fail={
+            "status": ImportStatus.FAILED,
+            "error": f"The worker stopped reporting {max_attempts} times; nothing was imported: start again.",
+        },
+        enqueue=import_run.delay,
+    )
+
+
+def _requeued_fields(import_id: int) -> dict:
+    report = ImportJob.objects.values_list("report", flat=True).get(pk=import_id)
+    return {"status": ImportStatus.PENDING, "report": {**report, "stage": "queued"}, "rows_done": 0}
+
+
+def _validation_progress(mine):
     last = {"done": -PROGRESS_EVERY}
 
     def progress(done: int, total: int) -> None:
         if done - last["done"] >= PROGRESS_EVERY or done == total:
             last["done"] = done
-            _set(import_id, rows_done=done, rows_total=total)
+            lease_renew(mine, rows_done=done, rows_total=total)
 
     return progress
 
 
-def _write_stage(import_id: int, base: dict):
+def _write_stage(mine, base: dict):
     def progress(done: int, total: int) -> None:
         if done == 0:  # later calls run inside the write transaction: nobody could read them yet
-            _set(import_id, rows_done=total, report={**base, "stage": "writing"})
+            lease_renew(mine, rows_done=total, report={**base, "stage": "writing"})
 
     return progress
 
 
-def _finish(import_id: int, status: str, *, report: dict, error: str) -> None:
-    _set(import_id, status=status, report=report, error=error, finished_at=timezone.now())
+def _finish(mine, status: str, *, report: dict, error: str) -> None:
+    mine.update(status=status, report=report, error=error, finished_at=timezone.now())

@@ -107,8 +107,16 @@ def _orm_insert(model, fields, rows) -> list[int]:  # databases without INSERT â
     return [obj.pk for obj in model.objects.bulk_create(objs)]
 
 
-def rows_write(*, project: Project, rows: list[RowIn], source: str, progress: Progress | None = None) -> dict:
-    """Write validated rows in one transaction; returns the counts of what was created."""
+def rows_write(
+    *,
+    project: Project,
+    rows: list[RowIn],
+    source: str,
+    progress: Progress | None = None,
+    before_commit: Callable[[], None] | None = None,
+) -> dict:
+    """Write validated rows in one transaction; returns the counts of what was created.  ``before_commit``
+    runs last inside the transaction: if it raises, nothing of the import is kept."""
     counts = {"items": 0, "candidates": 0, "tasks": 0, "judgments": 0, "images": 0}
     if progress is not None:
         progress(0, len(rows))
@@ -122,6 +130,8 @@ def rows_write(*, project: Project, rows: list[RowIn], source: str, progress: Pr
                 counts[key] += value
             if progress is not None:
                 progress(start + len(chunk), len(rows))
+        if before_commit is not None:
+            before_commit()
     return counts
 
 

@@ -63,11 +63,13 @@ def preferences_import(
     source_name: str | None = None,
     progress: Progress | None = None,
     write_progress: Progress | None = None,
+    before_commit: Callable[[], None] | None = None,
 ) -> ImportOutcome:
     """Import every row of ``path`` into ``project``, or nothing and the list of every bad row.
 
     ``progress(done, total)`` follows validation; ``write_progress(done, total)`` the write (it starts
-    with done=0). Raises FileFormatError when the file cannot be read or does not fit the project.
+    with done=0); ``before_commit()`` runs inside the write's transaction, last (if it raises, nothing is
+    kept). Raises FileFormatError when the file cannot be read or does not fit the project.
     """
     with open_source(
         path, images_from_dir=images_from_dir, max_data_bytes=settings.IMPORT_MAX_UPLOAD_BYTES
@@ -88,7 +90,11 @@ def preferences_import(
             outcome.issues, outcome.truncated = validation.issues, validation.truncated
             return outcome
         outcome.counts = rows_write(
-            project=project, rows=validation.rows, source=source_name or path.name, progress=write_progress
+            project=project,
+            rows=validation.rows,
+            source=source_name or path.name,
+            progress=write_progress,
+            before_commit=before_commit,
         )
     return outcome
 

@@ -230,10 +230,13 @@ def dataset_version_freeze(
     test_fraction: float = 0.1,
     created_by=None,
     on_stage: Callable[[str, int], None] | None = None,
+    on_written: Callable[[DatasetVersion], None] | None = None,
 ) -> DatasetVersion:
     """Aggregate current votes by ``rule`` into a new immutable, numbered version with a seeded split.
 
-    ``on_stage(stage, count)`` hears ``loading``, ``aggregating`` (tasks) and ``writing`` (examples)."""
+    ``on_stage(stage, count)`` hears ``loading``, ``aggregating`` (tasks) and ``writing`` (examples).
+    ``on_written(version)`` runs inside the version's transaction once its examples are in: whatever it
+    writes commits with the version, and if it raises, the version is rolled back."""
     if not 0 <= test_fraction < 1:
         raise FreezeError(f"test_fraction must be at least 0 and below 1, not {test_fraction!r}.")
     report = on_stage or (lambda stage, count: None)
@@ -263,6 +266,7 @@ def dataset_version_freeze(
         stats=stats,
         conversational=conversational,
         created_by=created_by,
+        on_written=on_written,
     )
 
 
@@ -283,7 +287,9 @@ def _stats(rows, data: ProjectData, dropped: Counter, counted: int) -> dict:
 
 
 @transaction.atomic
-def _version_store(*, project, rule, seed, test_fraction, rows, stats, conversational, created_by):
+def _version_store(
+    *, project, rule, seed, test_fraction, rows, stats, conversational, created_by, on_written=None
+):
     Project.objects.select_for_update().filter(pk=project.pk).first()
     number = (DatasetVersion.objects.filter(project=project).aggregate(n=Max("number"))["n"] or 0) + 1
     version = DatasetVersion.objects.create(
@@ -298,6 +304,8 @@ def _version_store(*, project, rule, seed, test_fraction, rows, stats, conversat
         created_by=created_by,
     )
     _examples_insert(version, rows)
+    if on_written is not None:
+        on_written(version)
     return version
 
 

@@ -200,3 +200,73 @@ def test_import_preview_lists_problems_in_the_first_rows(manager_client, project
     page = manager_client.get(detail_url(ImportJob.objects.get())).content.decode()
     assert "These first rows already have problems" in page
     assert "<td>2</td><td><code>chosen</code></td><td>is an empty string</td>" in page
+
+
+def _confirmed(client, project, capture, rows: int = 4) -> ImportJob:
+    upload(client, project, "prefs.jsonl", jsonl_bytes(trl_rows(rows)))
+    job = ImportJob.objects.get()
+    with capture(execute=False):
+        client.post(reverse("import-confirm", args=[project.pk, job.pk]))
+    return job
+
+
+def test_an_import_whose_worker_died_is_requeued_with_its_preview_and_imports_once(
+    manager_client, project, monkeypatch, django_capture_on_commit_callbacks
+):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from annotation.services import import_write
+    from annotation.services.import_jobs import import_jobs_requeue_stale
+
+    job = _confirmed(manager_client, project, django_capture_on_commit_callbacks)
+    preview = job.report["preview"]
+
+    def worker_killed(*args, **kwargs):
+        raise SystemExit("worker killed")  # mid-write: the transaction rolls back, nothing records it
+
+    real_chunk = import_write._write_chunk
+    monkeypatch.setattr(import_write, "_write_chunk", worker_killed)
+    with pytest.raises(SystemExit):
+        import_job_run(import_id=job.pk)
+    job.refresh_from_db()
+    assert job.status == ImportStatus.RUNNING and job.report["stage"] == "writing"
+    assert not Item.objects.exists()
+
+    ImportJob.objects.filter(pk=job.pk).update(heartbeat_at=timezone.now() - timedelta(hours=1))
+    with django_capture_on_commit_callbacks(execute=False) as sent:
+        assert import_jobs_requeue_stale(stale_after=timedelta(minutes=5)) == [job.pk]
+    assert len(sent) == 1
+    job.refresh_from_db()
+    assert job.status == ImportStatus.PENDING and job.report["stage"] == "queued"
+    assert job.report["preview"] == preview and job.report["format"]
+
+    monkeypatch.setattr(import_write, "_write_chunk", real_chunk)
+    import_job_run(import_id=job.pk)
+    job.refresh_from_db()
+    assert (job.status, job.attempts, job.rows_done) == (ImportStatus.SUCCEEDED, 2, 4)
+    assert Item.objects.filter(project=project).count() == 4
+
+
+def test_an_import_taken_over_before_it_commits_keeps_no_rows(
+    manager_client, project, monkeypatch, django_capture_on_commit_callbacks
+):
+    from django.db.models import F
+
+    from annotation.services import import_write
+
+    job = _confirmed(manager_client, project, django_capture_on_commit_callbacks)
+    real_chunk = import_write._write_chunk
+
+    def write_then_lose_the_lease(*args, **kwargs):
+        counts = real_chunk(*args, **kwargs)
+        # another worker took the job over (on this connection the rollback undoes it too)
+        ImportJob.objects.filter(pk=job.pk).update(attempts=F("attempts") + 1)
+        return counts
+
+    monkeypatch.setattr(import_write, "_write_chunk", write_then_lose_the_lease)
+    import_job_run(import_id=job.pk)
+    job.refresh_from_db()
+    assert not Item.objects.exists()
+    assert (job.status, job.report["stage"], job.finished_at) == (ImportStatus.RUNNING, "writing", None)

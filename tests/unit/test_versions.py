@@ -464,3 +464,101 @@ def test_freeze_dataset_command_reports_bad_rules_and_projects(project):
         call_command("freeze_dataset", "--project", project.name, "--rule", "votes=2")
     with pytest.raises(CommandError, match="No project named 'nope'"):
         call_command("freeze_dataset", "--project", "nope")
+
+
+def _stale(job, minutes: int = 60) -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    type(job).objects.filter(pk=job.pk).update(heartbeat_at=timezone.now() - timedelta(minutes=minutes))
+
+
+def test_a_freeze_whose_worker_died_is_requeued_and_freezes_once(
+    project, manager, monkeypatch, django_capture_on_commit_callbacks
+):
+    from datetime import timedelta
+
+    from annotation.services import versions
+    from annotation.services.freeze_jobs import freeze_jobs_requeue_stale
+
+    imported(pair_task(project))
+    job = FreezeJob.objects.create(project=project, created_by=manager, rule={}, seed=0, test_fraction=0.0)
+    real_rows_build = versions.rows_build
+
+    def worker_killed(**kwargs):
+        raise SystemExit("worker killed")  # not an Exception: nothing records the failure
+
+    monkeypatch.setattr(versions, "rows_build", worker_killed)
+    with pytest.raises(SystemExit):
+        freeze_job_run(job_id=job.pk)
+    job.refresh_from_db()
+    assert (job.status, job.stage, job.attempts) == (FreezeStatus.RUNNING, "aggregating", 1)
+    assert freeze_jobs_requeue_stale(stale_after=timedelta(minutes=5)) == []  # still fresh
+
+    _stale(job)
+    with django_capture_on_commit_callbacks(execute=False) as sent:
+        assert freeze_jobs_requeue_stale(stale_after=timedelta(minutes=5)) == [job.pk]
+    assert len(sent) == 1  # the task goes out after the requeue commits
+    job.refresh_from_db()
+    assert (job.status, job.stage) == (FreezeStatus.PENDING, "")
+
+    monkeypatch.setattr(versions, "rows_build", real_rows_build)
+    freeze_job_run(job_id=job.pk)
+    job.refresh_from_db()
+    assert (job.status, job.attempts) == (FreezeStatus.SUCCEEDED, 2)
+    assert list(DatasetVersion.objects.values_list("number", flat=True)) == [1]
+
+
+def test_a_freeze_taken_over_before_it_commits_writes_no_version(project, manager, monkeypatch):
+    from django.db.models import F
+
+    from annotation.services import versions
+
+    imported(pair_task(project))
+    job = FreezeJob.objects.create(project=project, created_by=manager, rule={}, seed=0, test_fraction=0.0)
+    real_insert = versions._examples_insert
+
+    def insert_then_lose_the_lease(version, rows):
+        real_insert(version, rows)
+        # meanwhile the job was requeued as stale and claimed by another worker (here on the same
+        # connection, so the rollback undoes this too; in production that worker's claim stays)
+        FreezeJob.objects.filter(pk=job.pk).update(attempts=F("attempts") + 1)
+
+    monkeypatch.setattr(versions, "_examples_insert", insert_then_lose_the_lease)
+    freeze_job_run(job_id=job.pk)
+    job.refresh_from_db()
+    assert not DatasetVersion.objects.exists()  # the version rolled back with the lost lease
+    assert (job.status, job.version, job.finished_at) == (FreezeStatus.RUNNING, None, None)
+
+
+def test_a_freeze_stale_too_often_fails_with_the_reason(project, django_capture_on_commit_callbacks):
+    from datetime import timedelta
+
+    from annotation.services.freeze_jobs import freeze_jobs_requeue_stale
+
+    job = FreezeJob.objects.create(
+        project=project, rule={}, seed=0, test_fraction=0.0, status=FreezeStatus.RUNNING, attempts=3
+    )
+    _stale(job)
+    with django_capture_on_commit_callbacks(execute=False) as sent:
+        assert freeze_jobs_requeue_stale(stale_after=timedelta(minutes=5)) == []
+    job.refresh_from_db()
+    assert job.status == FreezeStatus.FAILED and not sent
+    assert "stopped reporting 3 times; nothing was frozen" in job.error
+
+
+def test_the_workers_stale_check_covers_freezes_and_imports(
+    project, settings, django_capture_on_commit_callbacks
+):
+    from prefstudio.stale_jobs import requeue_stale_jobs
+
+    settings.ANNOTATION_JOB_STALE_SECONDS = 300
+    job = FreezeJob.objects.create(
+        project=project, rule={}, seed=0, test_fraction=0.0, status=FreezeStatus.RUNNING, attempts=1
+    )
+    _stale(job, minutes=4)
+    assert requeue_stale_jobs() == {"training": [], "generation": [], "freeze": [], "import": []}
+    _stale(job, minutes=6)
+    with django_capture_on_commit_callbacks(execute=False):
+        assert requeue_stale_jobs()["freeze"] == [job.pk]
