@@ -36,7 +36,11 @@ from _engine_common import (  # noqa: E402
     matmul_rate,
 )
 
-from training.engine.cpu_linear import onednn_linear_available, times_transposed  # noqa: E402
+from training.engine.cpu_linear import (  # noqa: E402
+    onednn_linear_available,
+    times_transposed,
+    weight_gradient,
+)
 from training.engine.memory import retain_freed_memory  # noqa: E402
 
 BATCH, EPOCHS, MAX_LENGTH = 8, 2, 256
@@ -76,13 +80,17 @@ def step_linears(config, tokens: int, targets: int) -> list[tuple[int, int, int,
 def linear_seconds(linears) -> tuple[float, float]:
     """Measured seconds of the three matmuls of every linear call, run as the engine runs them
     (``cpu_linear``: oneDNN where available), and their FLOPs."""
-    product = times_transposed if onednn_linear_available() else lambda a, b: a @ b.t()
+    onednn = onednn_linear_available()
+    product = times_transposed if onednn else lambda a, b: a @ b.t()
     total, flops = 0.0, 0.0
     for m, fan_in, fan_out, count in linears:
         x, w, g = torch.randn(m, fan_in), torch.randn(fan_out, fan_in), torch.randn(m, fan_out)
         forward = _timed(lambda x=x, w=w: product(x, w))
         input_grad = _timed(lambda g=g, w=w: product(g, w.t()))
-        weight_grad = _timed(lambda g=g, x=x: product(g.t(), x.t()))
+        if onednn:
+            weight_grad = _timed(lambda g=g, x=x, w=w: weight_gradient(g, x, w, False))
+        else:
+            weight_grad = _timed(lambda g=g, x=x: g.t() @ x)
         total += (forward + input_grad + weight_grad) * count
         flops += 3 * 2.0 * m * fan_in * fan_out * count
     return total, flops

@@ -32,6 +32,14 @@ def times_transposed(a: Tensor, b: Tensor, bias: Tensor | None = None) -> Tensor
     return torch.ops.mkldnn._linear_pointwise(a, b, bias, "none", [], "")
 
 
+def weight_gradient(g: Tensor, x: Tensor, weight: Tensor, has_bias: bool) -> tuple[Tensor, Tensor | None]:
+    """``gᵀx`` (and ``g.sum(0)`` when ``has_bias``) for 2-D ``g`` ``[M, N]`` and ``x`` ``[M, K]``."""
+    grad_w, grad_b = torch.mkldnn_linear_backward_weights(
+        g.contiguous().to_mkldnn(), x.contiguous().to_mkldnn(), weight, has_bias
+    )
+    return grad_w, grad_b if has_bias else None
+
+
 class OneDnnLinear(torch.autograd.Function):
     """``F.linear`` with its three products computed by oneDNN: y = xWᵀ and ∂x = gW as inner products,
     ∂W = gᵀx (and ∂b) by oneDNN's weight-gradient primitive, which contracts over the rows itself; as an
@@ -55,9 +63,7 @@ class OneDnnLinear(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             grad_x = times_transposed(g, weight.t()).view(ctx.input_shape)
         if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
-            grad_w, grad_b = torch.mkldnn_linear_backward_weights(
-                g.to_mkldnn(), flat.contiguous().to_mkldnn(), weight, ctx.has_bias
-            )
+            grad_w, grad_b = weight_gradient(g, flat, weight, ctx.has_bias)
             grad_w = grad_w if ctx.needs_input_grad[1] else None
             grad_b = grad_b if ctx.needs_input_grad[2] else None
         return grad_x, grad_w, grad_b
