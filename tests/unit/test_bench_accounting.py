@@ -31,3 +31,13 @@ def test_step_linears_are_three_forwards_of_the_counted_matmuls():
     gemms = sum(3 * 2 * m * fan_in * fan_out * count for m, fan_in, fan_out, count in linears)
     assert attention > 0
     assert gemms == 3 * (counted - attention)
+
+
+def test_roofline_rate_measures_every_cpu_matmul_path():
+    import torch
+    from _engine_common import matmul_rates
+
+    rates = matmul_rates(torch.float32, seconds=0.05)
+    assert "torch_matmul" in rates and all(r > 0 for r in rates.values())
+    if torch.backends.mkldnn.is_available():
+        assert "onednn" in rates  # the path the engine's linear layers take on CPU
