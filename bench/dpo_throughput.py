@@ -4,8 +4,9 @@ Bundled SmolLM2-135M-Instruct (fp32 HF folder), 64 seeded pairs, batch 8, β 0.1
 2 epochs, full fine-tuning, max_length 256 on both sides (no pair reaches it), gradient checkpointing off on
 both, the same (sequential) batch order.  Each side runs in its own child process so peak memory is its own;
 each child measures its matmul rate itself.  ``python bench/dpo_throughput.py [--pairs N --epochs E
---runs ours:fp32,trl:fp32,...]``; the defaults run all five: ours/TRL fp32, TRL with precomputed reference
-log-probs, ours/TRL bf16 autocast.
+--runs ours:fp32,trl:fp32,...]``; the defaults run all six: ours/TRL fp32, TRL with precomputed reference
+log-probs, ours/TRL bf16 autocast, and ours in fp32 with torch's own ``F.linear`` (MKL, as TRL has it), to
+show what the engine saves apart from the faster matmul library.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 from _engine_common import bench_rows, matmul_rates, minimal_flops, peak_rss_mb  # noqa: E402
 
 MAX_LENGTH, BATCH, BETA, LR = 256, 8, 0.1, 1e-6
-DEFAULT_RUNS = "ours:fp32,trl:fp32,trl_precompute:fp32,ours:bf16,trl:bf16"
+DEFAULT_RUNS = "ours:fp32,trl:fp32,trl_precompute:fp32,ours:bf16,trl:bf16,ours_torch_linear:fp32"
 
 
 def _minimal(rows, epochs):
@@ -136,7 +137,7 @@ def child(side: str, precision: str, n_pairs: int, epochs: int) -> dict:
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     rates_before = matmul_rates(dtype)
     with tempfile.TemporaryDirectory() as tmp:
-        if side == "ours":
+        if side in ("ours", "ours_torch_linear"):
             out = run_ours(rows, epochs, precision, Path(tmp))
         else:
             out = run_trl(rows, epochs, precision, Path(tmp), precompute=side == "trl_precompute")
@@ -178,6 +179,8 @@ def _spawn(side: str, precision: str, n_pairs: int, epochs: int) -> dict:
         str(epochs),
     ]
     env = {**os.environ, "TQDM_DISABLE": "1", "TRANSFORMERS_VERBOSITY": "error"}
+    if side == "ours_torch_linear":
+        env["PREFSTUDIO_ONEDNN_LINEAR"] = "0"  # training.engine.cpu_linear falls back to F.linear
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
     if proc.returncode != 0:
         raise RuntimeError(f"{side}:{precision} failed:\n{proc.stderr[-3000:]}")
@@ -203,12 +206,13 @@ def _report(results: list[dict]) -> None:
         (("ours", "fp32"), ("trl", "fp32")),
         (("ours", "fp32"), ("trl_precompute", "fp32")),
         (("ours", "bf16"), ("trl", "bf16")),
+        (("ours_torch_linear", "fp32"), ("trl", "fp32")),
     ):
         if ours in by and trl in by:
             a, b = by[ours], by[trl]
             ratio = b["wall_s"] / a["wall_s"]
             cpu_ratio = b.get("cpu_s", float("nan")) / a.get("cpu_s", float("nan"))
-            print(f"speed ratio ours/TRL ({trl[0]}, {trl[1]}): {ratio:.2f}x wall, {cpu_ratio:.2f}x CPU time")
+            print(f"speed ratio {ours[0]}/TRL ({trl[0]}, {trl[1]}): {ratio:.2f}x wall, {cpu_ratio:.2f}x CPU time")
             if ours[1] == "fp32":
                 _parity(a, b)
 
@@ -247,8 +251,8 @@ def main() -> None:
         "(keep_start) on both, gradient checkpointing off on both, sequential batch order, "
         "fp32 unless marked bf16 (autocast), fused AdamW on both (TRL's default with this torch), "
         "glibc told to keep freed memory on both; "
-        "linear layers: ours through oneDNN (IEEE fp32, or autocast bf16), TRL through torch's F.linear "
-        "(MKL sgemm for fp32)"
+        "linear layers: ours through oneDNN (IEEE fp32, or autocast bf16), TRL and ours_torch_linear "
+        "through torch's F.linear (MKL sgemm for fp32)"
     )
     results = []
     for spec in args.runs.split(","):
