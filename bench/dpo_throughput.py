@@ -212,7 +212,8 @@ def _report(results: list[dict]) -> None:
             a, b = by[ours], by[trl]
             ratio = b["wall_s"] / a["wall_s"]
             cpu_ratio = b.get("cpu_s", float("nan")) / a.get("cpu_s", float("nan"))
-            print(f"speed ratio {ours[0]}/TRL ({trl[0]}, {trl[1]}): {ratio:.2f}x wall, {cpu_ratio:.2f}x CPU time")
+            label = f"{ours[0]}/TRL ({trl[0]}, {trl[1]})"
+            print(f"speed ratio {label}: {ratio:.2f}x wall, {cpu_ratio:.2f}x CPU time")
             if ours[1] == "fp32":
                 _parity(a, b)
 
