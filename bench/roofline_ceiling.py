@@ -73,7 +73,8 @@ def step_linears(config, tokens: int, targets: int) -> list[tuple[int, int, int,
     shapes: dict[tuple[int, int, int], int] = {}
     for fan_in, fan_out in linears:
         shapes[(tokens, fan_in, fan_out)] = shapes.get((tokens, fan_in, fan_out), 0) + layers
-    shapes[(targets, h, config.vocab_size)] = 1
+    head = (targets, h, config.vocab_size)
+    shapes[head] = shapes.get(head, 0) + 1
     return [(m, fan_in, fan_out, count) for (m, fan_in, fan_out), count in shapes.items()]
 
 

@@ -204,6 +204,8 @@ CELERY_BEAT_SCHEDULE = {
 # A generation, freeze or import job that has not reported for this long lost its worker: it is requeued
 # (every worker also checks, with training's stale check).  Longer than its longest silent stage.
 ANNOTATION_JOB_STALE_SECONDS = float(os.environ.get("ANNOTATION_JOB_STALE_SECONDS", "1800"))
+# Freezes and imports also renew their heartbeat from a thread this often, through silent stages.
+ANNOTATION_JOB_HEARTBEAT_SECONDS = float(os.environ.get("ANNOTATION_JOB_HEARTBEAT_SECONDS", "60"))
 STATICFILES_FINDERS = [
     "django.contrib.staticfiles.finders.FileSystemFinder",
     "django.contrib.staticfiles.finders.AppDirectoriesFinder",

@@ -9,12 +9,13 @@ import logging
 from dataclasses import asdict
 from datetime import timedelta
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
 from ..models import FreezeJob, FreezeStatus, Project
-from .leases import LeaseLost, lease_renew, stale_requeue
+from .leases import LeaseLost, heartbeat, lease_renew, stale_requeue
 from .versions import FreezeError, FreezeRule, dataset_version_freeze
 
 logger = logging.getLogger(__name__)
@@ -53,15 +54,16 @@ def freeze_job_run(*, job_id: int) -> None:
         )
 
     try:
-        dataset_version_freeze(
-            project=job.project,
-            rule=FreezeRule(**job.rule),
-            seed=job.seed,
-            test_fraction=job.test_fraction,
-            created_by=job.created_by,
-            on_stage=lambda stage, count: lease_renew(mine, stage=stage, stage_count=count),
-            on_written=on_written,
-        )
+        with heartbeat(mine, settings.ANNOTATION_JOB_HEARTBEAT_SECONDS):
+            dataset_version_freeze(
+                project=job.project,
+                rule=FreezeRule(**job.rule),
+                seed=job.seed,
+                test_fraction=job.test_fraction,
+                created_by=job.created_by,
+                on_stage=lambda stage, count: lease_renew(mine, stage=stage, stage_count=count),
+                on_written=on_written,
+            )
     except LeaseLost:
         logger.warning("freeze job %s: attempt %s was taken over; it wrote nothing", job_id, job.attempts)
     except (FreezeError, ValueError) as exc:

@@ -10,6 +10,7 @@ import uuid
 from datetime import timedelta
 from pathlib import Path
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
@@ -17,7 +18,7 @@ from django.utils import timezone
 from ..importers import FileFormatError
 from ..models import ImportJob, ImportStatus, Project
 from .imports import ImportOutcome, preferences_import, preferences_preview
-from .leases import LeaseLost, lease_renew, stale_requeue
+from .leases import LeaseLost, heartbeat, lease_renew, stale_requeue
 
 logger = logging.getLogger(__name__)
 PROGRESS_EVERY = 1000
@@ -93,8 +94,9 @@ def import_job_confirm(*, job: ImportJob) -> bool:
 
 def import_job_run(*, import_id: int) -> None:
     """Claim a queued job (a duplicate delivery does nothing), import it and store the report.  Progress
-    reports renew this attempt's lease; the rows commit only while it still owns the job, so an attempt
-    that was taken over (requeued after its worker went quiet) writes nothing."""
+    reports renew this attempt's lease; the rows and the job's SUCCEEDED commit together, and only while
+    this attempt still owns the job, so an attempt that was taken over (requeued after its worker went
+    quiet) writes nothing, and a requeued job never imports its rows twice."""
     claimed = ImportJob.objects.filter(
         pk=import_id, status=ImportStatus.PENDING, report__stage="queued"
     ).update(
@@ -107,15 +109,22 @@ def import_job_run(*, import_id: int) -> None:
     base = {key: job.report.get(key) for key in ("format", "format_label", "rows_total", "preview")}
     try:
         lease_renew(mine, report={**base, "stage": "validating"})
-        outcome = preferences_import(
-            project=job.project,
-            path=Path(job.file.path),
-            forced_format=job.report.get("format"),
-            source_name=job.original_name,
-            progress=_validation_progress(mine),
-            write_progress=_write_stage(mine, base),
-            before_commit=lambda: lease_renew(mine),
-        )
+        with heartbeat(mine, settings.ANNOTATION_JOB_HEARTBEAT_SECONDS):
+            outcome = preferences_import(
+                project=job.project,
+                path=Path(job.file.path),
+                forced_format=job.report.get("format"),
+                source_name=job.original_name,
+                progress=_validation_progress(mine),
+                write_progress=_write_stage(mine, base),
+                before_commit=lambda outcome: lease_renew(
+                    mine,
+                    status=ImportStatus.SUCCEEDED,
+                    report={**outcome.report(), "stage": "done"},
+                    error="",
+                    finished_at=timezone.now(),
+                ),
+            )
     except LeaseLost:
         logger.warning("import %s: attempt %s was taken over; it wrote nothing", import_id, job.attempts)
         return
@@ -127,8 +136,8 @@ def import_job_run(*, import_id: int) -> None:
         error = f"The import stopped on an internal error ({type(exc).__name__}); nothing was imported."
         _finish(mine, ImportStatus.FAILED, report={**base, "stage": "done", "errors": []}, error=error)
         return
-    status = ImportStatus.SUCCEEDED if outcome.ok else ImportStatus.FAILED
-    _finish(mine, status, report={**outcome.report(), "stage": "done"}, error="")
+    if not outcome.ok:  # row errors: nothing was written
+        _finish(mine, ImportStatus.FAILED, report={**outcome.report(), "stage": "done"}, error="")
 
 
 def import_jobs_requeue_stale(*, stale_after: timedelta, max_attempts: int = 3) -> list[int]:
@@ -142,17 +151,25 @@ def import_jobs_requeue_stale(*, stale_after: timedelta, max_attempts: int = 3) 
         stale_after=stale_after,
         max_attempts=max_attempts,
         requeue=_requeued_fields,
-        fail={
+        fail=lambda pk: {
             "status": ImportStatus.FAILED,
+            "report": {**_report(pk), "stage": "done", "errors": []},
             "error": f"The worker stopped reporting {max_attempts} times; nothing was imported: start again.",
         },
         enqueue=import_run.delay,
     )
 
 
+def _report(import_id: int) -> dict:
+    return ImportJob.objects.values_list("report", flat=True).get(pk=import_id)
+
+
 def _requeued_fields(import_id: int) -> dict:
-    report = ImportJob.objects.values_list("report", flat=True).get(pk=import_id)
-    return {"status": ImportStatus.PENDING, "report": {**report, "stage": "queued"}, "rows_done": 0}
+    return {
+        "status": ImportStatus.PENDING,
+        "report": {**_report(import_id), "stage": "queued"},
+        "rows_done": 0,
+    }
 
 
 def _validation_progress(mine):
@@ -175,4 +192,5 @@ def _write_stage(mine, base: dict):
 
 
 def _finish(mine, status: str, *, report: dict, error: str) -> None:
+    """Record how the attempt ended (nothing, once another attempt owns the job)."""
     mine.update(status=status, report=report, error=error, finished_at=timezone.now())

@@ -113,10 +113,10 @@ def rows_write(
     rows: list[RowIn],
     source: str,
     progress: Progress | None = None,
-    before_commit: Callable[[], None] | None = None,
+    before_commit: Callable[[dict], None] | None = None,
 ) -> dict:
-    """Write validated rows in one transaction; returns the counts of what was created.  ``before_commit``
-    runs last inside the transaction: if it raises, nothing of the import is kept."""
+    """Write validated rows in one transaction; returns the counts of what was created.
+    ``before_commit(counts)`` runs last inside the transaction: if it raises, nothing is kept."""
     counts = {"items": 0, "candidates": 0, "tasks": 0, "judgments": 0, "images": 0}
     if progress is not None:
         progress(0, len(rows))
@@ -131,7 +131,7 @@ def rows_write(
             if progress is not None:
                 progress(start + len(chunk), len(rows))
         if before_commit is not None:
-            before_commit()
+            before_commit(counts)
     return counts
 
 

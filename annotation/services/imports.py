@@ -63,13 +63,14 @@ def preferences_import(
     source_name: str | None = None,
     progress: Progress | None = None,
     write_progress: Progress | None = None,
-    before_commit: Callable[[], None] | None = None,
+    before_commit: Callable[[ImportOutcome], None] | None = None,
 ) -> ImportOutcome:
     """Import every row of ``path`` into ``project``, or nothing and the list of every bad row.
 
     ``progress(done, total)`` follows validation; ``write_progress(done, total)`` the write (it starts
-    with done=0); ``before_commit()`` runs inside the write's transaction, last (if it raises, nothing is
-    kept). Raises FileFormatError when the file cannot be read or does not fit the project.
+    with done=0); ``before_commit(outcome)`` runs inside the write's transaction, last, with the counts in
+    (whatever it writes commits with the rows; if it raises, nothing is kept).  Raises FileFormatError
+    when the file cannot be read or does not fit the project.
     """
     with open_source(
         path, images_from_dir=images_from_dir, max_data_bytes=settings.IMPORT_MAX_UPLOAD_BYTES
@@ -89,12 +90,18 @@ def preferences_import(
         if not validation.ok:
             outcome.issues, outcome.truncated = validation.issues, validation.truncated
             return outcome
+
+        def written(counts: dict) -> None:
+            outcome.counts = counts
+            if before_commit is not None:
+                before_commit(outcome)
+
         outcome.counts = rows_write(
             project=project,
             rows=validation.rows,
             source=source_name or path.name,
             progress=write_progress,
-            before_commit=before_commit,
+            before_commit=written,
         )
     return outcome
 

@@ -2,16 +2,26 @@
 
 An attempt owns its job while the row is RUNNING with that attempt's number: the claim is one
 conditional UPDATE that also counts the attempt, and each progress report renews ``heartbeat_at`` through
-the same condition (``lease_renew``).  A job whose worker stopped reporting is queued again, or failed
-once it has used up its attempts (``stale_requeue``); the old attempt, should it wake up, finds the
-condition false at its next report or at its final write and stops without writing.
+the same condition (``lease_renew``); stages that report nothing for long run under ``heartbeat``.  A job
+whose worker stopped reporting is queued again, or failed once it has used up its attempts
+(``stale_requeue``); the old attempt, should it wake up, finds the condition false at its next report or
+at its final write and stops without writing.
 """
 
-from collections.abc import Callable
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 
-from django.db import models, transaction
+from django.core.exceptions import ObjectDoesNotExist
+from django.db import DatabaseError, connection, models, transaction
+from django.db.models import Q
 from django.utils import timezone
+
+logger = logging.getLogger(__name__)
+
+Fields = dict | Callable[[int], dict]
 
 
 class LeaseLost(Exception):
@@ -25,29 +35,64 @@ def lease_renew(mine: models.QuerySet, **fields) -> None:
         raise LeaseLost(f"{mine.model.__name__}: this attempt no longer owns the job")
 
 
+@contextmanager
+def heartbeat(mine: models.QuerySet, every: float) -> Iterator[None]:
+    """Renew ``heartbeat_at`` through ``mine`` every ``every`` seconds from a thread (with its own database
+    connection) while the block runs, so a live worker in a long silent stage (loading a big project's
+    votes, an import's write transaction) is not taken for a dead one.  The thread ends with the block, or
+    as soon as the attempt no longer owns the job."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        try:
+            while not stop.wait(every):
+                try:
+                    if not mine.update(heartbeat_at=timezone.now()):
+                        return
+                except DatabaseError:  # e.g. SQLite locked by the job's own write: try at the next beat
+                    logger.warning("%s heartbeat failed; retrying", mine.model.__name__, exc_info=True)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=beat, name=f"{mine.model.__name__}-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
 def stale_requeue(
     model: type[models.Model],
     *,
     running: str,
     stale_after: timedelta,
     max_attempts: int,
-    requeue: dict | Callable[[int], dict],
-    fail: dict,
+    requeue: Fields,
+    fail: Fields,
     enqueue: Callable[[int], None],
 ) -> list[int]:
-    """Jobs of ``model`` in status ``running`` whose heartbeat is older than ``stale_after``: updated with
-    ``requeue`` (or ``requeue(pk)``) and sent to ``enqueue`` after commit, or with ``fail`` (and
-    ``finished_at``) once they had ``max_attempts`` attempts.  Returns the requeued ids."""
+    """Jobs of ``model`` in status ``running`` whose heartbeat is older than ``stale_after`` (or that never
+    had one and are that old): updated with ``requeue`` (or ``requeue(pk)``) and sent to ``enqueue`` after
+    commit, or with ``fail`` (and ``finished_at``) once they had ``max_attempts`` attempts.  Returns the
+    requeued ids."""
     now = timezone.now()
     cutoff = now - stale_after
+    silent = Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True, created_at__lt=cutoff)
     requeued = []
-    for pk, attempts in model.objects.filter(status=running, heartbeat_at__lt=cutoff).values_list(
-        "pk", "attempts"
-    ):
-        stale = model.objects.filter(pk=pk, status=running, attempts=attempts, heartbeat_at__lt=cutoff)
-        if attempts >= max_attempts:
-            stale.update(finished_at=now, **fail)
-        elif stale.update(**(requeue(pk) if callable(requeue) else requeue)):
-            requeued.append(pk)
-            transaction.on_commit(lambda pk=pk: enqueue(pk))
+    for pk, attempts in model.objects.filter(silent, status=running).values_list("pk", "attempts"):
+        stale = model.objects.filter(silent, pk=pk, status=running, attempts=attempts)
+        try:
+            if attempts >= max_attempts:
+                stale.update(finished_at=now, **_fields(fail, pk))
+            elif stale.update(**_fields(requeue, pk)):
+                requeued.append(pk)
+                transaction.on_commit(lambda pk=pk: enqueue(pk))
+        except ObjectDoesNotExist:  # deleted meanwhile
+            continue
     return requeued
+
+
+def _fields(fields: Fields, pk: int) -> dict:
+    return fields(pk) if callable(fields) else fields

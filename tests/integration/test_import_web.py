@@ -270,3 +270,54 @@ def test_an_import_taken_over_before_it_commits_keeps_no_rows(
     job.refresh_from_db()
     assert not Item.objects.exists()
     assert (job.status, job.report["stage"], job.finished_at) == (ImportStatus.RUNNING, "writing", None)
+
+
+def test_an_import_whose_worker_dies_right_after_the_commit_is_done_not_requeued(
+    manager_client, project, monkeypatch, django_capture_on_commit_callbacks
+):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from annotation.services import imports
+    from annotation.services.import_jobs import import_jobs_requeue_stale
+
+    job = _confirmed(manager_client, project, django_capture_on_commit_callbacks)
+    real_write = imports.rows_write
+
+    def commit_then_die(**kwargs):
+        real_write(**kwargs)
+        raise SystemExit("worker killed just after the rows committed")
+
+    monkeypatch.setattr(imports, "rows_write", commit_then_die)
+    with pytest.raises(SystemExit):
+        import_job_run(import_id=job.pk)
+    job.refresh_from_db()
+    assert job.status == ImportStatus.SUCCEEDED and job.report["stage"] == "done"
+    assert job.report["counts"]["items"] == 4
+    ImportJob.objects.filter(pk=job.pk).update(heartbeat_at=timezone.now() - timedelta(hours=1))
+    assert import_jobs_requeue_stale(stale_after=timedelta(minutes=5)) == []
+    assert Item.objects.filter(project=project).count() == 4
+
+
+def test_an_import_stale_too_often_fails_with_its_stage_done(
+    manager_client, project, django_capture_on_commit_callbacks
+):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from annotation.services.import_jobs import import_jobs_requeue_stale
+
+    job = _confirmed(manager_client, project, django_capture_on_commit_callbacks)
+    ImportJob.objects.filter(pk=job.pk).update(
+        status=ImportStatus.RUNNING, attempts=3, heartbeat_at=timezone.now() - timedelta(hours=1)
+    )
+    with django_capture_on_commit_callbacks(execute=False) as sent:
+        assert import_jobs_requeue_stale(stale_after=timedelta(minutes=5)) == []
+    job.refresh_from_db()
+    assert job.status == ImportStatus.FAILED and not sent
+    assert job.report["stage"] == "done" and job.report["preview"] and job.finished_at
+    assert "stopped reporting 3 times; nothing was imported" in job.error
+    page = manager_client.get(detail_url(job)).content.decode()
+    assert "stopped reporting 3 times" in page

@@ -549,16 +549,74 @@ def test_a_freeze_stale_too_often_fails_with_the_reason(project, django_capture_
 
 
 def test_the_workers_stale_check_covers_freezes_and_imports(
-    project, settings, django_capture_on_commit_callbacks
+    project, manager, settings, django_capture_on_commit_callbacks
 ):
+    from annotation.models import ImportJob, ImportStatus
     from prefstudio.stale_jobs import requeue_stale_jobs
 
     settings.ANNOTATION_JOB_STALE_SECONDS = 300
+    freeze = FreezeJob.objects.create(
+        project=project, rule={}, seed=0, test_fraction=0.0, status=FreezeStatus.RUNNING, attempts=1
+    )
+    upload = ImportJob.objects.create(
+        project=project,
+        created_by=manager,
+        original_name="prefs.jsonl",
+        status=ImportStatus.RUNNING,
+        attempts=1,
+        report={"format": "trl", "stage": "writing"},
+    )
+    for job in (freeze, upload):
+        _stale(job, minutes=4)
+    assert requeue_stale_jobs() == {"training": [], "generation": [], "freeze": [], "import": []}
+    for job in (freeze, upload):
+        _stale(job, minutes=6)
+    with django_capture_on_commit_callbacks(execute=False) as sent:
+        requeued = requeue_stale_jobs()
+    assert (requeued["freeze"], requeued["import"], len(sent)) == ([freeze.pk], [upload.pk], 2)
+    upload.refresh_from_db()
+    assert upload.status == ImportStatus.PENDING and upload.report == {"format": "trl", "stage": "queued"}
+
+
+def test_a_running_job_that_never_reported_counts_as_stale_once_old(
+    project, django_capture_on_commit_callbacks
+):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from annotation.services.freeze_jobs import freeze_jobs_requeue_stale
+
     job = FreezeJob.objects.create(
         project=project, rule={}, seed=0, test_fraction=0.0, status=FreezeStatus.RUNNING, attempts=1
     )
-    _stale(job, minutes=4)
-    assert requeue_stale_jobs() == {"training": [], "generation": [], "freeze": [], "import": []}
-    _stale(job, minutes=6)
+    assert job.heartbeat_at is None  # e.g. claimed before heartbeats existed
+    assert freeze_jobs_requeue_stale(stale_after=timedelta(minutes=5)) == []  # created just now
+    FreezeJob.objects.filter(pk=job.pk).update(created_at=timezone.now() - timedelta(hours=1))
     with django_capture_on_commit_callbacks(execute=False):
-        assert requeue_stale_jobs()["freeze"] == [job.pk]
+        assert freeze_jobs_requeue_stale(stale_after=timedelta(minutes=5)) == [job.pk]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_heartbeat_thread_keeps_a_silent_stage_alive_and_stops_with_it(project):
+    import time
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from annotation.services.leases import heartbeat
+
+    old = timezone.now() - timedelta(hours=1)
+    job = FreezeJob.objects.create(
+        project=project, rule={}, seed=0, test_fraction=0.0, status=FreezeStatus.RUNNING, attempts=1
+    )
+    FreezeJob.objects.filter(pk=job.pk).update(heartbeat_at=old)
+    mine = FreezeJob.objects.filter(pk=job.pk, status=FreezeStatus.RUNNING, attempts=1)
+    with heartbeat(mine, every=0.05):
+        deadline = time.monotonic() + 10
+        while FreezeJob.objects.get(pk=job.pk).heartbeat_at == old and time.monotonic() < deadline:
+            time.sleep(0.05)
+    beaten = FreezeJob.objects.get(pk=job.pk).heartbeat_at
+    assert beaten > old + timedelta(minutes=59)
+    time.sleep(0.2)
+    assert FreezeJob.objects.get(pk=job.pk).heartbeat_at == beaten  # the thread ended with the block

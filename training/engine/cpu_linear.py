@@ -79,6 +79,10 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
         and not torch.is_autocast_enabled("cpu")
         and onednn_linear_available()
     ):
+        tracked = x.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad)
+        if not (tracked and torch.is_grad_enabled()):  # reference passes, generation: no graph to record
+            flat = times_transposed(x.reshape(-1, x.shape[-1]), weight, bias)
+            return flat.view(*x.shape[:-1], weight.shape[0])
         return OneDnnLinear.apply(x, weight, bias)
     return F.linear(x, weight, bias)
 

@@ -52,6 +52,18 @@ def test_runs_through_onednn_with_strided_input_and_frozen_weight():
     assert w.grad is None
 
 
+def test_without_a_graph_to_record_it_calls_onednn_directly():
+    torch.manual_seed(4)
+    x, w = torch.randn(2, 5, 8), torch.randn(3, 8, requires_grad=True)
+    with torch.no_grad():
+        y = linear(x, w)
+    assert y.grad_fn is None and y.shape == (2, 5, 3)
+    torch.testing.assert_close(y, F.linear(x, w.detach()), rtol=1e-5, atol=1e-5)
+    frozen = linear(x, w.detach())
+    assert frozen.grad_fn is None
+    torch.testing.assert_close(frozen, y)
+
+
 def test_falls_back_outside_plain_fp32_cpu():
     torch.manual_seed(2)
     x, w = torch.randn(5, 8), torch.randn(3, 8)
