@@ -11,11 +11,11 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
 from ..models import FreezeJob, FreezeStatus, Project
-from .leases import LeaseLost, heartbeat, lease_renew, stale_requeue
+from .leases import LeaseLost, heartbeat, lease_renew, lost_resend, stale_requeue
 from .versions import FreezeError, FreezeRule, dataset_version_freeze
 
 logger = logging.getLogger(__name__)
@@ -75,9 +75,13 @@ def freeze_job_run(*, job_id: int) -> None:
 
 def freeze_jobs_requeue_stale(*, stale_after: timedelta, max_attempts: int = 3) -> list[int]:
     """Queue again the freezes whose worker stopped reporting (nothing of theirs was written: a version
-    commits in one transaction with its job), or fail those that had ``max_attempts`` attempts."""
+    commits in one transaction with its job), or fail those that had ``max_attempts`` attempts; send the
+    task again for freezes that waited for a worker past ``stale_after``.  Returns the requeued ids."""
     from ..tasks import freeze_run
 
+    lost_resend(
+        FreezeJob, waiting=Q(status=FreezeStatus.PENDING), stale_after=stale_after, enqueue=freeze_run.delay
+    )
     return stale_requeue(
         FreezeJob,
         running=FreezeStatus.RUNNING,

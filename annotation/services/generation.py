@@ -17,14 +17,14 @@ from itertools import combinations
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import F, Max
+from django.db.models import F, Max, Q
 from django.utils import timezone
 
 from annotation.builders.arithmetic import split_steps
 from annotation.text.sentences import split_sentences
 
 from ..models import Candidate, GenerationJob, GenerationKind, GenerationStatus, Item, Project, Task, TaskType
-from .leases import LeaseLost, lease_renew, stale_requeue
+from .leases import LeaseLost, lease_renew, lost_resend, stale_requeue
 
 GENERATION_TYPES = (TaskType.PAIRWISE, TaskType.RANKING, TaskType.STEPWISE, TaskType.FACTUALITY)
 STEP_INSTRUCTION = "Solve it step by step, one step per line, and end with: The answer is N."
@@ -151,8 +151,12 @@ def generation_jobs_requeue_stale(*, stale_after: timedelta, max_attempts: int =
 
     The heartbeat is written after each item, so ``stale_after`` must exceed the longest item (K samples).
 
-    A job that already had ``max_attempts`` tries fails instead. Returns the requeued job ids.
+    A job that already had ``max_attempts`` tries fails instead; a queued job that waited past
+    ``stale_after`` has its task sent again (``lost_resend``). Returns the requeued job ids.
     """
+    lost_resend(
+        GenerationJob, waiting=Q(status=GenerationStatus.QUEUED), stale_after=stale_after, enqueue=_enqueue
+    )
     return stale_requeue(
         GenerationJob,
         running=GenerationStatus.RUNNING,

@@ -12,13 +12,13 @@ from pathlib import Path
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
 from ..importers import FileFormatError
 from ..models import ImportJob, ImportStatus, Project
 from .imports import ImportOutcome, preferences_import, preferences_preview
-from .leases import LeaseLost, heartbeat, lease_renew, stale_requeue
+from .leases import LeaseLost, heartbeat, lease_renew, lost_resend, stale_requeue
 
 logger = logging.getLogger(__name__)
 PROGRESS_EVERY = 1000
@@ -87,7 +87,8 @@ def import_job_confirm(*, job: ImportJob) -> bool:
         if job.status != ImportStatus.PENDING or job.report.get("stage") != "preview":
             return False
         job.report = {**job.report, "stage": "queued"}
-        job.save(update_fields=["report"])
+        job.heartbeat_at = timezone.now()  # when the task was sent (the stale check resends a lost one)
+        job.save(update_fields=["report", "heartbeat_at"])
         transaction.on_commit(lambda: import_run.delay(job.pk))
     return True
 
@@ -142,9 +143,12 @@ def import_job_run(*, import_id: int) -> None:
 
 def import_jobs_requeue_stale(*, stale_after: timedelta, max_attempts: int = 3) -> list[int]:
     """Queue again the imports whose worker stopped reporting (their rows never committed), or fail
-    those that had ``max_attempts`` attempts."""
+    those that had ``max_attempts`` attempts; send the task again for confirmed imports that waited for
+    a worker past ``stale_after``.  Returns the requeued ids."""
     from ..tasks import import_run
 
+    waiting = Q(status=ImportStatus.PENDING, report__stage="queued")
+    lost_resend(ImportJob, waiting=waiting, stale_after=stale_after, enqueue=import_run.delay)
     return stale_requeue(
         ImportJob,
         running=ImportStatus.RUNNING,

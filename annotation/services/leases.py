@@ -6,6 +6,11 @@ the same condition (``lease_renew``); stages that report nothing for long run un
 whose worker stopped reporting is queued again, or failed once it has used up its attempts
 (``stale_requeue``); the old attempt, should it wake up, finds the condition false at its next report or
 at its final write and stops without writing.
+
+While a job waits for a worker, ``heartbeat_at`` is when its task was last sent (requeue and resend set
+it); ``lost_resend`` sends the task again for jobs that waited longer than the stale limit, in case the
+message was lost (a broker outage when it was sent).  A duplicate delivery is harmless: the claim is
+conditional.
 """
 
 import logging
@@ -86,12 +91,30 @@ def stale_requeue(
         try:
             if attempts >= max_attempts:
                 stale.update(finished_at=now, **_fields(fail, pk))
-            elif stale.update(**_fields(requeue, pk)):
+            elif stale.update(heartbeat_at=now, **_fields(requeue, pk)):
                 requeued.append(pk)
                 transaction.on_commit(lambda pk=pk: enqueue(pk))
         except ObjectDoesNotExist:  # deleted meanwhile
             continue
     return requeued
+
+
+def lost_resend(
+    model: type[models.Model], *, waiting: Q, stale_after: timedelta, enqueue: Callable[[int], None]
+) -> list[int]:
+    """Send the task again for jobs matching ``waiting`` (queued for a worker) whose task went out longer
+    than ``stale_after`` ago (``heartbeat_at``, else ``created_at``); returns their ids."""
+    now = timezone.now()
+    cutoff = now - stale_after
+    silent = Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True, created_at__lt=cutoff)
+    resent = []
+    for pk in model.objects.filter(waiting & silent).values_list("pk", flat=True):
+        if model.objects.filter(waiting & silent, pk=pk).update(heartbeat_at=now):
+            resent.append(pk)
+            transaction.on_commit(lambda pk=pk: enqueue(pk))
+    if resent:
+        logger.warning("%s %s waited past the stale limit: task sent again", model.__name__, resent)
+    return resent
 
 
 def _fields(fields: Fields, pk: int) -> dict:

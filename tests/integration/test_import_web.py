@@ -321,3 +321,30 @@ def test_an_import_stale_too_often_fails_with_its_stage_done(
     assert "stopped reporting 3 times; nothing was imported" in job.error
     page = manager_client.get(detail_url(job)).content.decode()
     assert "stopped reporting 3 times" in page
+
+
+def test_only_confirmed_imports_whose_message_was_lost_are_sent_again(
+    manager_client, project, celery_eager, django_capture_on_commit_callbacks
+):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from annotation.services.import_jobs import import_jobs_requeue_stale
+
+    job = _confirmed(manager_client, project, django_capture_on_commit_callbacks)
+    upload(manager_client, project, "later.jsonl", jsonl_bytes(trl_rows(2)))
+    previewed = ImportJob.objects.exclude(pk=job.pk).get()
+    hour_ago = timezone.now() - timedelta(hours=1)
+    ImportJob.objects.update(created_at=hour_ago)
+    with django_capture_on_commit_callbacks(execute=False) as sent:
+        import_jobs_requeue_stale(stale_after=timedelta(minutes=5))
+    assert not sent  # the confirmed one was sent at confirmation; the previewed one waits for its manager
+    ImportJob.objects.filter(pk=job.pk).update(heartbeat_at=hour_ago)
+    with django_capture_on_commit_callbacks(execute=True) as sent:
+        import_jobs_requeue_stale(stale_after=timedelta(minutes=5))
+    assert len(sent) == 1
+    job.refresh_from_db()
+    previewed.refresh_from_db()
+    assert job.status == ImportStatus.SUCCEEDED  # the resent task ran (eager) and imported it
+    assert previewed.status == ImportStatus.PENDING and previewed.report["stage"] == "preview"

@@ -282,3 +282,22 @@ def test_an_attempt_that_was_taken_over_stops_without_touching_the_row(
     job.refresh_from_db()
     assert job.status == GenerationStatus.RUNNING and job.finished_at is None  # left to attempt 2
     assert Candidate.objects.filter(item__project=project).count() == 2  # stopped after the first item
+
+
+def test_a_queued_job_whose_message_was_lost_is_sent_again(project, django_capture_on_commit_callbacks):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from annotation.services.generation import generation_jobs_requeue_stale
+
+    job = make_job(project, django_capture_on_commit_callbacks, k=2)
+    with django_capture_on_commit_callbacks(execute=False) as sent:
+        generation_jobs_requeue_stale(stale_after=timedelta(minutes=5))
+    assert not sent
+    GenerationJob.objects.filter(pk=job.pk).update(created_at=timezone.now() - timedelta(hours=1))
+    with django_capture_on_commit_callbacks(execute=False) as sent:
+        assert generation_jobs_requeue_stale(stale_after=timedelta(minutes=5)) == []
+    assert len(sent) == 1
+    job.refresh_from_db()
+    assert job.status == GenerationStatus.QUEUED and job.heartbeat_at is not None

@@ -620,3 +620,23 @@ def test_a_heartbeat_thread_keeps_a_silent_stage_alive_and_stops_with_it(project
     assert beaten > old + timedelta(minutes=59)
     time.sleep(0.2)
     assert FreezeJob.objects.get(pk=job.pk).heartbeat_at == beaten  # the thread ended with the block
+
+
+def test_a_freeze_whose_task_message_was_lost_is_sent_again_once(project, django_capture_on_commit_callbacks):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from annotation.services.freeze_jobs import freeze_jobs_requeue_stale
+
+    job = FreezeJob.objects.create(project=project, rule={}, seed=0, test_fraction=0.0)
+    with django_capture_on_commit_callbacks(execute=False) as sent:
+        freeze_jobs_requeue_stale(stale_after=timedelta(minutes=5))
+    assert not sent  # queued just now: its message is presumably on its way
+    FreezeJob.objects.filter(pk=job.pk).update(created_at=timezone.now() - timedelta(hours=1))
+    with django_capture_on_commit_callbacks(execute=False) as sent:
+        assert freeze_jobs_requeue_stale(stale_after=timedelta(minutes=5)) == []  # resent, not requeued
+        freeze_jobs_requeue_stale(stale_after=timedelta(minutes=5))
+    assert len(sent) == 1  # the second round finds it sent a moment ago
+    job.refresh_from_db()
+    assert job.status == FreezeStatus.PENDING and job.heartbeat_at is not None
