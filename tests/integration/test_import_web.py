@@ -241,6 +241,8 @@ def test_an_import_whose_worker_died_is_requeued_with_its_preview_and_imports_on
     job.refresh_from_db()
     assert job.status == ImportStatus.PENDING and job.report["stage"] == "queued"
     assert job.report["preview"] == preview and job.report["format"]
+    page = manager_client.get(detail_url(job)).content.decode()
+    assert "queued again: the worker of attempt 1 stopped reporting" in page
 
     monkeypatch.setattr(import_write, "_write_chunk", real_chunk)
     import_job_run(import_id=job.pk)

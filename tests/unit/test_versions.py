@@ -640,3 +640,15 @@ def test_a_freeze_whose_task_message_was_lost_is_sent_again_once(project, django
     assert len(sent) == 1  # the second round finds it sent a moment ago
     job.refresh_from_db()
     assert job.status == FreezeStatus.PENDING and job.heartbeat_at is not None
+
+
+def test_the_freeze_page_says_when_a_worker_was_lost(manager_client, project):
+    job = FreezeJob.objects.create(project=project, rule={}, seed=0, test_fraction=0.0)
+    url = reverse("freeze-job", args=[project.pk, job.pk])
+    assert 'id="lost-worker"' not in manager_client.get(url).content.decode()
+    FreezeJob.objects.filter(pk=job.pk).update(attempts=1)  # claimed once, then requeued
+    assert (
+        "queued again: the worker of attempt 1 stopped reporting" in manager_client.get(url).content.decode()
+    )
+    FreezeJob.objects.filter(pk=job.pk).update(status=FreezeStatus.RUNNING, attempts=2, stage="aggregating")
+    assert "attempt 2, after a lost worker" in manager_client.get(url).content.decode()
