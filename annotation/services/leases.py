@@ -84,7 +84,7 @@ def stale_requeue(
     requeued ids."""
     now = timezone.now()
     cutoff = now - stale_after
-    silent = Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True, created_at__lt=cutoff)
+    silent = _silent_since(cutoff)
     requeued = []
     for pk, attempts in model.objects.filter(silent, status=running).values_list("pk", "attempts"):
         stale = model.objects.filter(silent, pk=pk, status=running, attempts=attempts)
@@ -106,7 +106,7 @@ def lost_resend(
     than ``stale_after`` ago (``heartbeat_at``, else ``created_at``); returns their ids."""
     now = timezone.now()
     cutoff = now - stale_after
-    silent = Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True, created_at__lt=cutoff)
+    silent = _silent_since(cutoff)
     resent = []
     for pk in model.objects.filter(waiting & silent).values_list("pk", flat=True):
         if model.objects.filter(waiting & silent, pk=pk).update(heartbeat_at=now):
@@ -115,6 +115,11 @@ def lost_resend(
     if resent:
         logger.warning("%s %s waited past the stale limit: task sent again", model.__name__, resent)
     return resent
+
+
+def _silent_since(cutoff) -> Q:
+    """No heartbeat since ``cutoff`` (a job that never had one counts from its creation)."""
+    return Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True, created_at__lt=cutoff)
 
 
 def _fields(fields: Fields, pk: int) -> dict:

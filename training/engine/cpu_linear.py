@@ -40,6 +40,11 @@ def weight_gradient(g: Tensor, x: Tensor, weight: Tensor, has_bias: bool) -> tup
     return grad_w, grad_b if has_bias else None
 
 
+def _unflatten(rows: Tensor, x: Tensor) -> Tensor:
+    """``[M, N]`` products of the rows of ``x`` back to ``x``'s leading dimensions."""
+    return rows.view(*x.shape[:-1], rows.shape[-1])
+
+
 class OneDnnLinear(torch.autograd.Function):
     """``F.linear`` with its three products computed by oneDNN: y = xWᵀ and ∂x = gW as inner products,
     ∂W = gᵀx (and ∂b) by oneDNN's weight-gradient primitive, which contracts over the rows itself; as an
@@ -52,7 +57,7 @@ class OneDnnLinear(torch.autograd.Function):
         ctx.input_shape = x.shape
         ctx.has_bias = bias is not None
         ctx.save_for_backward(flat, weight)
-        return times_transposed(flat, weight, bias).view(*x.shape[:-1], weight.shape[0])
+        return _unflatten(times_transposed(flat, weight, bias), x)
 
     @staticmethod
     @once_differentiable
@@ -81,8 +86,7 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     ):
         tracked = x.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad)
         if not (tracked and torch.is_grad_enabled()):  # reference passes, generation: no graph to record
-            flat = times_transposed(x.reshape(-1, x.shape[-1]), weight, bias)
-            return flat.view(*x.shape[:-1], weight.shape[0])
+            return _unflatten(times_transposed(x.reshape(-1, x.shape[-1]), weight, bias), x)
         return OneDnnLinear.apply(x, weight, bias)
     return F.linear(x, weight, bias)
 
