@@ -40,4 +40,4 @@ class DatasetVersionAdmin(admin.ModelAdmin):
 
 @admin.register(GenerationJob)
 class GenerationJobAdmin(admin.ModelAdmin):
-    list_display = ["id", "project", "kind", "status", "progress_done", "progress_total", "created_at"]
+    list_display = ["id", "project", "kind", "state", "progress_done", "progress_total", "created_at"]

@@ -6,6 +6,8 @@ Models stay lean: every state change lives in ``annotation.services``.
 from django.conf import settings
 from django.db import models
 
+from jobs.models import Job
+
 
 class TaskType(models.TextChoices):
     PAIRWISE = "pairwise", "Pairwise text"
@@ -230,37 +232,22 @@ class Judgment(models.Model):
         super().save(*args, **kwargs)
 
 
-class ImportStatus(models.TextChoices):
-    PENDING = "pending", "Waiting for a worker"
-    RUNNING = "running", "Running"
-    SUCCEEDED = "succeeded", "Imported"
-    FAILED = "failed", "Rejected"
+class ImportJob(Job):
+    """A file upload being validated and imported by a worker (the row is the source of truth).
 
-
-class ImportJob(models.Model):
-    """A file upload being validated and imported by a worker (the row is the source of truth)."""
+    While it waits for the manager to confirm its preview it is queued with ``report["stage"]`` =
+    ``preview``; confirming it sends its task (``stage`` = ``queued``)."""
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="imports")
-    created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
-    )
     file = models.FileField(upload_to="imports/", max_length=300)
     original_name = models.CharField(max_length=300)
     detected_format = models.CharField(max_length=40, blank=True)
-    status = models.CharField(max_length=10, choices=ImportStatus.choices, default=ImportStatus.PENDING)
     rows_total = models.PositiveIntegerField(null=True, blank=True)
     rows_done = models.PositiveIntegerField(default=0)
     report = models.JSONField(default=dict, blank=True)
-    error = models.TextField(blank=True)
-    attempts = models.PositiveIntegerField(
-        default=0, help_text="Workers that claimed it (a lost one is requeued)."
-    )
-    heartbeat_at = models.DateTimeField(null=True, blank=True, help_text="Last progress from the worker.")
-    created_at = models.DateTimeField(auto_now_add=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
 
     def __str__(self):
-        return f"import {self.pk} into {self.project_id}: {self.status}"
+        return f"import {self.pk} into {self.project_id}: {self.state}"
 
 
 class DatasetVersion(models.Model):
@@ -313,39 +300,21 @@ class DatasetExample(models.Model):
         super().save(*args, **kwargs)
 
 
-class FreezeStatus(models.TextChoices):
-    PENDING = "pending", "Waiting for a worker"
-    RUNNING = "running", "Freezing"
-    SUCCEEDED = "succeeded", "Frozen"
-    FAILED = "failed", "Failed"
-
-
-class FreezeJob(models.Model):
+class FreezeJob(Job):
     """A request to freeze a dataset version, run by a worker so a big project never blocks a page."""
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="freezes")
-    created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
-    )
     rule = models.JSONField()
     seed = models.IntegerField()
     test_fraction = models.FloatField()
-    status = models.CharField(max_length=10, choices=FreezeStatus.choices, default=FreezeStatus.PENDING)
     stage = models.CharField(max_length=20, blank=True)
     stage_count = models.PositiveIntegerField(default=0)
     version = models.OneToOneField(
         DatasetVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="freeze_job"
     )
-    error = models.TextField(blank=True)
-    attempts = models.PositiveIntegerField(
-        default=0, help_text="Workers that claimed it (a lost one is requeued)."
-    )
-    heartbeat_at = models.DateTimeField(null=True, blank=True, help_text="Last stage report from the worker.")
-    created_at = models.DateTimeField(auto_now_add=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
 
     def __str__(self):
-        return f"freeze {self.pk} of {self.project_id}: {self.status}"
+        return f"freeze {self.pk} of {self.project_id}: {self.state}"
 
 
 class GenerationKind(models.TextChoices):
@@ -353,14 +322,7 @@ class GenerationKind(models.TextChoices):
     STEP_PIPELINE = "step_pipeline", "Automatic step checking"
 
 
-class GenerationStatus(models.TextChoices):
-    QUEUED = "queued", "Queued"
-    RUNNING = "running", "Running"
-    SUCCEEDED = "succeeded", "Succeeded"
-    FAILED = "failed", "Failed"
-
-
-class GenerationJob(models.Model):
+class GenerationJob(Job):
     """A model sampling candidates or Step-DPO continuations; the row is the source of truth."""
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="generation_jobs")
@@ -370,24 +332,12 @@ class GenerationJob(models.Model):
     )
     model_spec = models.CharField(max_length=500, help_text="The engine's model spec used for sampling.")
     options = models.JSONField(default=dict, help_text="k, temperature, top_p, max_new_tokens, seed.")
-    status = models.CharField(
-        max_length=10, choices=GenerationStatus.choices, default=GenerationStatus.QUEUED
-    )
     progress_done = models.PositiveIntegerField(default=0)
     progress_total = models.PositiveIntegerField(default=0)
     result = models.JSONField(default=dict, blank=True)
-    error = models.TextField(blank=True)
-    created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
-    )
-    created_at = models.DateTimeField(auto_now_add=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    heartbeat_at = models.DateTimeField(null=True, blank=True, help_text="Last progress from the worker.")
-    attempts = models.PositiveSmallIntegerField(default=0)
-    finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-id"]
 
     def __str__(self):
-        return f"{self.kind} job {self.pk} for {self.project_id}: {self.status}"
+        return f"{self.kind} job {self.pk} for {self.project_id}: {self.state}"

@@ -19,14 +19,6 @@ def generation_run(job_id: int) -> None:
     generation_job_run(job_id=job_id)
 
 
-@shared_task(name="annotation.tasks.requeue_stale", acks_late=False)
-def requeue_stale() -> dict[str, list[int]]:
-    """Periodic: requeue generation, freeze and import jobs whose worker stopped reporting."""
-    from .services.job_recovery import annotation_jobs_requeue_stale
-
-    return annotation_jobs_requeue_stale()
-
-
 @shared_task(name="annotation.tasks.freeze_run", acks_late=False)
 def freeze_run(job_id: int) -> None:
     """Freeze the dataset version a web freeze job asks for (claims it first: a duplicate does nothing)."""

@@ -74,7 +74,7 @@ MATMUL_SHAPE = (1024, 576, 1536)
 def matmul_rates(dtype: torch.dtype = torch.float32, seconds: float = 1.0) -> dict[str, float]:
     """FLOP/s of a transformer-shaped matmul (1024×576 @ 576×1536) measured in this process on each CPU
     path torch has: ``a @ b`` (MKL's sgemm for fp32, oneDNN for bf16) and oneDNN's inner product (what
-    ``training.engine.cpu_linear`` runs).  The roofline is the fastest: a share against a slower path
+    ``training.engine.lm.cpu_linear`` runs).  The roofline is the fastest: a share against a slower path
     would credit the engine for the library it avoids rather than for the work it skips."""
     m, k, n = MATMUL_SHAPE
     a = torch.randn(m, k).to(dtype)

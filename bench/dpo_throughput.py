@@ -30,17 +30,18 @@ DEFAULT_RUNS = "ours:fp32,trl:fp32,trl_precompute:fp32,ours:bf16,trl:bf16,ours_t
 
 
 def _minimal(rows, epochs):
-    from training.engine.data import tokenize_rows
-    from training.engine.models import load_model, load_tokenizer
+    from training.engine.lm.data import tokenize_rows
+    from training.engine.lm.models import load_model, load_tokenizer
 
     pairs, _ = tokenize_rows(rows, load_tokenizer("bundled"), max_length=MAX_LENGTH)
     return minimal_flops(load_model("bundled").config, pairs, epochs), pairs
 
 
 def run_ours(rows, epochs: int, precision: str, work: Path) -> dict:
-    from training.engine.loop import setup_run, train
-    from training.engine.methods import DPOConfig
-    from training.engine.models import load_model
+    from training.engine.lm.models import load_model
+    from training.engine.methods import train
+    from training.engine.recipes.dpo import DPORecipe
+    from training.engine.recipes.dpo_configs import DPOConfig
 
     data = work / "pairs.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -69,7 +70,7 @@ def run_ours(rows, epochs: int, precision: str, work: Path) -> dict:
 
     model = load_model("bundled")
     tick, cpu = time.perf_counter(), time.process_time()
-    train(config, callbacks=[Keep()], run=setup_run(config, model=model))
+    train(config, callbacks=[Keep()], recipe=DPORecipe(config, model=model))
     return {"wall_s": time.perf_counter() - tick, "cpu_s": time.process_time() - cpu, "steps": steps}
 
 
@@ -78,7 +79,7 @@ def run_trl(rows, epochs: int, precision: str, work: Path, precompute: bool) -> 
     from transformers import TrainerCallback
     from trl import DPOConfig, DPOTrainer
 
-    from training.engine.models import load_model, load_tokenizer
+    from training.engine.lm.models import load_model, load_tokenizer
 
     steps: dict[int, dict] = {}
 
@@ -128,7 +129,7 @@ def run_trl(rows, epochs: int, precision: str, work: Path, precompute: bool) -> 
 def child(side: str, precision: str, n_pairs: int, epochs: int) -> dict:
     import torch
 
-    from training.engine.memory import retain_freed_memory
+    from training.engine.runtime.memory import retain_freed_memory
 
     retain_freed_memory()  # both sides: the allocator setting is not what this compares
     torch.manual_seed(0)
@@ -180,7 +181,7 @@ def _spawn(side: str, precision: str, n_pairs: int, epochs: int) -> dict:
     ]
     env = {**os.environ, "TQDM_DISABLE": "1", "TRANSFORMERS_VERBOSITY": "error"}
     if side == "ours_torch_linear":
-        env["PREFSTUDIO_ONEDNN_LINEAR"] = "0"  # training.engine.cpu_linear falls back to F.linear
+        env["PREFSTUDIO_ONEDNN_LINEAR"] = "0"  # training.engine.lm.cpu_linear falls back to F.linear
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
     if proc.returncode != 0:
         raise RuntimeError(f"{side}:{precision} failed:\n{proc.stderr[-3000:]}")
@@ -243,7 +244,7 @@ def main() -> None:
         side, precision = args.child.split(":")
         print(json.dumps(child(side, precision, args.pairs, args.epochs)))
         return
-    from training.engine.models import ensure_bundled
+    from training.engine.lm.models import ensure_bundled
 
     ensure_bundled("smollm2-135m-instruct")  # the one-time GGUF conversion is not part of any timing
     print(

@@ -115,11 +115,13 @@ class Timed:
     thread's flushes (what they can take from training)."""
 
     def __init__(self, job_id: int):
+        from jobs.leases import Lease
+        from training.models import TrainingJob
+        from training.services.attempt import AttemptWatch
         from training.services.metrics import DbMetrics
-        from training.services.runner import Lease
 
         self.db = DbMetrics(job_id)
-        self.lease = Lease(job_id, 1, metrics=self.db)
+        self.watch = AttemptWatch(Lease(TrainingJob, job_id, 1), metrics=self.db)
         self.on_thread = self.cancel_spent = self.background = 0.0
         self.flushes = 0
         flush = self.db.flush
@@ -142,14 +144,15 @@ class Timed:
 
     def should_cancel(self):
         tick = time.perf_counter()
-        result = self.lease.should_cancel()
+        result = self.watch.should_cancel()
         self.cancel_spent += time.perf_counter() - tick
         self.on_thread += time.perf_counter() - tick
         return result
 
 
 def bench_overhead(var: Path, steps: int) -> float:
-    from training.engine.loop import setup_run, train
+    from training.engine.methods import recipe_for
+    from training.engine.runtime.loop import prepare, run
 
     job = make_job(var)
     walls = {"plain": [], "logged": []}
@@ -158,12 +161,12 @@ def bench_overhead(var: Path, steps: int) -> float:
     for rep in range(2):
         for label in ("plain", "logged"):
             config = train_config(var, steps, f"{label}-{rep}")
-            run = setup_run(config)
+            recipe = prepare(recipe_for(config), config)
             tick = time.perf_counter()
             if label == "logged":
                 timed = Timed(job.pk)
-                with timed.lease:
-                    train(config, callbacks=[timed], should_cancel=timed.should_cancel, run=run)
+                with timed.watch.running():
+                    run(recipe, config, callbacks=[timed], should_cancel=timed.should_cancel)
                 wall = time.perf_counter() - tick
                 base = wall - timed.on_thread
                 shares["thread"].append(timed.on_thread / base)
@@ -173,7 +176,7 @@ def bench_overhead(var: Path, steps: int) -> float:
                 timed.db.flush()
                 job.metric_points.all().delete()
             else:
-                train(config, run=run)
+                run(recipe, config)
                 wall = time.perf_counter() - tick
             walls[label].append(wall)
     med = {k: statistics.median(v) for k, v in shares.items()}

@@ -36,12 +36,12 @@ from _engine_common import (  # noqa: E402
     matmul_rate,
 )
 
-from training.engine.cpu_linear import (  # noqa: E402
+from training.engine.lm.cpu_linear import (  # noqa: E402
     onednn_linear_available,
     times_transposed,
     weight_gradient,
 )
-from training.engine.memory import retain_freed_memory  # noqa: E402
+from training.engine.runtime.memory import retain_freed_memory  # noqa: E402
 
 BATCH, EPOCHS, MAX_LENGTH = 8, 2, 256
 
@@ -99,7 +99,7 @@ def linear_seconds(linears) -> tuple[float, float]:
 
 def attention_seconds(config, batch) -> float:
     """Pair attention forward + backward over one packed row, all layers."""
-    from training.engine.pair_attention import pair_attention_forward
+    from training.engine.lm.pair_attention import pair_attention_forward
 
     heads, kv = config.num_attention_heads, config.num_key_value_heads
     hd = head_dim(config)
@@ -130,7 +130,7 @@ def first_touch_seconds_per_gib() -> tuple[float, float]:
 
 def saved_activation_bytes(model, batch) -> int:
     """Bytes autograd keeps for the backward of one training forward over ``batch``."""
-    from training.engine.logps import token_logps
+    from training.engine.lm.logps import token_logps
 
     seen: dict[int, int] = {}
 
@@ -147,9 +147,9 @@ def saved_activation_bytes(model, batch) -> int:
 
 
 def main() -> None:
-    from training.engine.collate import PackingCollator
-    from training.engine.data import tokenize_rows
-    from training.engine.models import ensure_bundled, load_model, load_tokenizer
+    from training.engine.lm.collate import PackingCollator
+    from training.engine.lm.data import tokenize_rows
+    from training.engine.lm.models import ensure_bundled, load_model, load_tokenizer
 
     retain_freed_memory()
     ensure_bundled("smollm2-135m-instruct")

@@ -44,6 +44,7 @@ INSTALLED_APPS = [
     "template_partials",
     "ninja",
     "prefstudio",
+    "jobs",
     "annotation",
     "training",
 ]
@@ -183,10 +184,11 @@ for _path in (VAR_DIR, STATIC_ROOT, MEDIA_ROOT, ARTIFACT_ROOT, MODEL_CACHE):
 # ---------------------------------------------------------------------------------------------------
 # Training jobs (training/tasks.py explains the acknowledgement strategy): Celery routing, beat, timings.
 # ---------------------------------------------------------------------------------------------------
-CELERY_TASK_ROUTES = {"training.tasks.training_requeue_stale": {"queue": "cpu"}}
+CELERY_TASK_ROUTES = {"prefstudio.tasks.jobs_recover": {"queue": "cpu"}}
 CELERY_WORKER_PREFETCH_MULTIPLIER = int(os.environ.get("CELERY_WORKER_PREFETCH_MULTIPLIER", "1"))
 TRAINING_HEARTBEAT_SECONDS = float(os.environ.get("TRAINING_HEARTBEAT_SECONDS", "10"))
 TRAINING_HEARTBEAT_STALE_SECONDS = float(os.environ.get("TRAINING_HEARTBEAT_STALE_SECONDS", "120"))
+# How often every job kind's recovery runs (prefstudio/job_kinds.py), in beat and on a worker thread.
 TRAINING_STALE_CHECK_SECONDS = float(os.environ.get("TRAINING_STALE_CHECK_SECONDS", "60"))
 TRAINING_STALE_CHECK_IN_WORKER = env_bool("TRAINING_STALE_CHECK_IN_WORKER", True)
 TRAINING_MAX_ATTEMPTS = int(os.environ.get("TRAINING_MAX_ATTEMPTS", "3"))
@@ -194,16 +196,12 @@ TRAINING_CANCEL_POLL_SECONDS = float(os.environ.get("TRAINING_CANCEL_POLL_SECOND
 TRAINING_CANCEL_CHECK_SHARE = float(os.environ.get("TRAINING_CANCEL_CHECK_SHARE", "0.005"))
 TRAINING_METRICS_FLUSH_SECONDS = float(os.environ.get("TRAINING_METRICS_FLUSH_SECONDS", "2"))
 CELERY_BEAT_SCHEDULE = {
-    "training-requeue-stale": {
-        "task": "training.tasks.training_requeue_stale",
-        "schedule": TRAINING_STALE_CHECK_SECONDS,
-    },
-    # generation, freeze and import jobs whose worker went quiet (prefstudio/stale_jobs.py)
-    "annotation-requeue-stale": {"task": "annotation.tasks.requeue_stale", "schedule": 60.0},
+    "jobs-recover": {"task": "prefstudio.tasks.jobs_recover", "schedule": TRAINING_STALE_CHECK_SECONDS},
 }
 # A generation, freeze or import job that has not reported for this long lost its worker: it is requeued
-# (every worker also checks, with training's stale check).  Longer than its longest silent stage.
+# (by the same recovery as training jobs).  Longer than its longest silent stage.
 ANNOTATION_JOB_STALE_SECONDS = float(os.environ.get("ANNOTATION_JOB_STALE_SECONDS", "1800"))
+ANNOTATION_JOB_MAX_ATTEMPTS = int(os.environ.get("ANNOTATION_JOB_MAX_ATTEMPTS", "3"))
 # Freezes and imports also renew their heartbeat from a thread this often, through silent stages.
 ANNOTATION_JOB_HEARTBEAT_SECONDS = float(os.environ.get("ANNOTATION_JOB_HEARTBEAT_SECONDS", "60"))
 STATICFILES_FINDERS = [

@@ -3,7 +3,7 @@
 import random
 
 from annotation.models import DatasetExample, DatasetVersion
-from training.engine.tiny import tiny_llama, tiny_tokenizer
+from training.engine.lm.tiny import tiny_llama, tiny_tokenizer
 from training.models import Location, ModelEntry
 
 WORDS = ["cat", "dog", "sun", "tree", "blue", "moon", "fish", "rock"]

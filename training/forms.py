@@ -96,7 +96,7 @@ def form_field(field: dataclasses.Field, help_text: str) -> forms.Field:
 
 
 def method_fields(method: str) -> dict[str, forms.Field]:
-    cls = METHODS[method]
+    cls = METHODS[method].config
     docs = field_docs(cls)
     return {
         f.name: form_field(f, docs.get(f.name, ""))

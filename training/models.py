@@ -1,7 +1,8 @@
 """Training jobs, their metrics and artifacts, and the model registry (DESIGN §4)."""
 
-from django.conf import settings
 from django.db import models
+
+from jobs.models import FINISHED_STATES, Job, JobState  # noqa: F401 - JobState: the app's job vocabulary
 
 
 class ModelKind(models.TextChoices):
@@ -48,23 +49,12 @@ class ModelEntry(models.Model):
         return f"local:{self.path}"
 
 
-class JobState(models.TextChoices):
-    QUEUED = "queued", "Queued"
-    RUNNING = "running", "Running"
-    SUCCEEDED = "succeeded", "Succeeded"
-    FAILED = "failed", "Failed"
-    CANCELLED = "cancelled", "Cancelled"
-
-
-FINISHED_STATES = (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
-
-
 class Queue(models.TextChoices):
     CPU = "cpu", "cpu"
     GPU = "gpu", "gpu"
 
 
-class TrainingJob(models.Model):
+class TrainingJob(Job):
     """One training run: the database row is the source of truth for its state."""
 
     method = models.CharField(max_length=30)
@@ -75,24 +65,12 @@ class TrainingJob(models.Model):
     )
     heldout_split = models.CharField(max_length=10, default="test")
     queue = models.CharField(max_length=10, choices=Queue.choices, default=Queue.CPU)
-    state = models.CharField(max_length=10, choices=JobState.choices, default=JobState.QUEUED)
     step = models.PositiveIntegerField(default=0)
     total_steps = models.PositiveIntegerField(null=True, blank=True)
     started_step = models.PositiveIntegerField(default=0, help_text="Step this attempt started from (ETA).")
     running_since = models.DateTimeField(null=True, blank=True, help_text="When this attempt started.")
-    worker_host = models.CharField(max_length=200, blank=True)
-    heartbeat_at = models.DateTimeField(null=True, blank=True)
-    attempts = models.PositiveSmallIntegerField(default=0)
-    error = models.TextField(blank=True)
-    traceback = models.TextField(blank=True)
     cancel_requested = models.BooleanField(default=False)
     resume_from = models.CharField(max_length=500, blank=True, help_text="Checkpoint this attempt resumes.")
-    created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
-    )
-    created_at = models.DateTimeField(auto_now_add=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
@@ -100,10 +78,6 @@ class TrainingJob(models.Model):
 
     def __str__(self):
         return f"job {self.pk} ({self.method})"
-
-    @property
-    def finished(self) -> bool:
-        return self.state in FINISHED_STATES
 
 
 class MetricPoint(models.Model):

@@ -1,6 +1,6 @@
 """Candidate generation: a registered model samples K responses per item (on-policy candidates).
 
-A ``GenerationJob`` row is the source of truth (status, progress, error). ``generation_job_run`` claims the
+A ``GenerationJob`` row is the source of truth (state, progress, error). ``generation_job_run`` claims the
 job with one conditional update, so a duplicate delivery does nothing. Each item's candidates and tasks
 are written in one transaction: a job that dies half-way leaves whole items only.
 
@@ -15,16 +15,18 @@ from dataclasses import asdict, dataclass
 from datetime import timedelta
 from itertools import combinations
 
+from django.conf import settings as django_settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import F, Max, Q
-from django.utils import timezone
+from django.db.models import Max
 
 from annotation.builders.arithmetic import split_steps
 from annotation.text.sentences import split_sentences
+from jobs.leases import Lease, LeaseLost, job_claim
+from jobs.models import JobState
+from jobs.recovery import JobKind
 
-from ..models import Candidate, GenerationJob, GenerationKind, GenerationStatus, Item, Project, Task, TaskType
-from .leases import LeaseLost, lease_renew, lost_resend, stale_requeue
+from ..models import Candidate, GenerationJob, GenerationKind, Item, Project, Task, TaskType
 
 GENERATION_TYPES = (TaskType.PAIRWISE, TaskType.RANKING, TaskType.STEPWISE, TaskType.FACTUALITY)
 STEP_INSTRUCTION = "Solve it step by step, one step per line, and end with: The answer is N."
@@ -70,8 +72,8 @@ def seed_for(base: int, item_id: int) -> int:
 
 def model_sampler(spec: str) -> Sampler:
     """Load the model once and return a sampler built on the engine's ``generate`` (imports torch)."""
-    from training.engine.generate import GenerationConfig, generate
-    from training.engine.models import load_model, load_tokenizer
+    from training.engine.lm.generate import GenerationConfig, generate
+    from training.engine.lm.models import load_model, load_tokenizer
 
     model, tokenizer = load_model(spec), load_tokenizer(spec)
 
@@ -131,72 +133,42 @@ def _enqueue(job_id: int) -> None:
     generation_run.delay(job_id)
 
 
-def generation_job_claim(*, job_id: int) -> bool:
-    """QUEUED → RUNNING in one conditional update; False when another delivery already has it."""
-    now = timezone.now()
-    claimed = GenerationJob.objects.filter(pk=job_id, status=GenerationStatus.QUEUED).update(
-        status=GenerationStatus.RUNNING, started_at=now, heartbeat_at=now, attempts=F("attempts") + 1
-    )
-    return claimed == 1
-
-
-def generation_job_progress_set(*, job: GenerationJob, done: int, total: int) -> None:
+def generation_job_progress_set(*, lease: Lease, done: int, total: int) -> None:
     """Record progress; it doubles as the worker's heartbeat. Raises LeaseLost after a takeover."""
-    mine = GenerationJob.objects.filter(pk=job.pk, status=GenerationStatus.RUNNING, attempts=job.attempts)
-    lease_renew(mine, progress_done=done, progress_total=total)
+    lease.renew(progress_done=done, progress_total=total)
 
 
-def generation_jobs_requeue_stale(*, stale_after: timedelta, max_attempts: int = 3) -> list[int]:
-    """Requeue RUNNING jobs whose worker went quiet (killed mid-run); they resume where they stopped.
-
-    The heartbeat is written after each item, so ``stale_after`` must exceed the longest item (K samples).
-
-    A job that already had ``max_attempts`` tries fails instead; a queued job that waited past
-    ``stale_after`` has its task sent again (``lost_resend``). Returns the requeued job ids.
-    """
-    lost_resend(
-        GenerationJob, waiting=Q(status=GenerationStatus.QUEUED), stale_after=stale_after, enqueue=_enqueue
-    )
-    return stale_requeue(
-        GenerationJob,
-        running=GenerationStatus.RUNNING,
-        stale_after=stale_after,
-        max_attempts=max_attempts,
-        requeue={"status": GenerationStatus.QUEUED},
-        fail={
-            "status": GenerationStatus.FAILED,
-            "error": f"The worker stopped reporting {max_attempts} times; giving up.",
-        },
-        enqueue=_enqueue,
-    )
-
-
-def generation_job_finish(*, job: GenerationJob, error: str = "", result: dict | None = None) -> None:
-    """End this attempt (a no-op when another attempt has taken the job over)."""
-    status = GenerationStatus.FAILED if error else GenerationStatus.SUCCEEDED
-    GenerationJob.objects.filter(pk=job.pk, status=GenerationStatus.RUNNING, attempts=job.attempts).update(
-        status=status, error=error, result=result or {}, finished_at=timezone.now()
-    )
+GENERATION_JOBS = JobKind(
+    name="generation",
+    model=GenerationJob,
+    enqueue=_enqueue,
+    stale_after=lambda: timedelta(seconds=django_settings.ANNOTATION_JOB_STALE_SECONDS),
+    max_attempts=lambda: django_settings.ANNOTATION_JOB_MAX_ATTEMPTS,
+    fail=lambda job: {"error": f"The worker stopped reporting {job.attempts} times; giving up."},
+)
+"""Generations whose worker died resume where they stopped: the heartbeat is written after each item, so
+the stale limit must exceed the longest item (K samples)."""
 
 
 def generation_job_run(*, job_id: int, sampler_factory: Callable[[str], Sampler] = model_sampler) -> None:
     """Run a queued job to the end (the Celery task calls this); errors end up on the row."""
-    if not generation_job_claim(job_id=job_id):
+    lease = job_claim(GenerationJob, pk=job_id)
+    if lease is None:
         return
     job = GenerationJob.objects.select_related("project").get(pk=job_id)
     try:
         if job.kind == GenerationKind.STEP_PIPELINE:
             from .step_pipeline import step_pipeline_job_body
 
-            result = step_pipeline_job_body(job=job, sampler_factory=sampler_factory)
+            result = step_pipeline_job_body(job=job, lease=lease, sampler_factory=sampler_factory)
         else:
-            result = _candidates_job_body(job=job, sampler=sampler_factory(job.model_spec))
+            result = _candidates_job_body(job=job, lease=lease, sampler=sampler_factory(job.model_spec))
     except LeaseLost:
         return
     except Exception as error:  # the row must say why; the worker keeps running
-        generation_job_finish(job=job, error=f"{error}\n\n{traceback.format_exc(limit=5)}")
+        lease.finish(JobState.FAILED, error=str(error), traceback=traceback.format_exc(limit=5))
         return
-    generation_job_finish(job=job, result=result)
+    lease.finish(JobState.SUCCEEDED, result=result)
 
 
 def items_to_fill(*, project: Project):
@@ -204,7 +176,7 @@ def items_to_fill(*, project: Project):
     return project.items.filter(is_gold=False).exclude(metadata__has_key="step_proposal").order_by("id")
 
 
-def _candidates_job_body(*, job: GenerationJob, sampler: Sampler) -> dict:
+def _candidates_job_body(*, job: GenerationJob, lease: Lease, sampler: Sampler) -> dict:
     settings = GenerationSettings(**job.options)
     items = list(items_to_fill(project=job.project))
     finished = set(  # a resumed job skips the items an earlier attempt already filled
@@ -212,7 +184,7 @@ def _candidates_job_body(*, job: GenerationJob, sampler: Sampler) -> dict:
             "item_id", flat=True
         )
     )
-    generation_job_progress_set(job=job, done=len(finished), total=len(items))
+    generation_job_progress_set(lease=lease, done=len(finished), total=len(items))
     created = tasks = 0
     model_name = job.model.name if job.model else job.model_spec
     todo = [item for item in items if item.pk not in finished]
@@ -223,7 +195,7 @@ def _candidates_job_body(*, job: GenerationJob, sampler: Sampler) -> dict:
         provenance.update(spec=job.model_spec, job=job.pk, **asdict(settings), item_seed=seed)
         n_candidates, n_tasks = candidates_add(item=item, texts=texts, provenance=provenance)
         created, tasks = created + n_candidates, tasks + n_tasks
-        generation_job_progress_set(job=job, done=done, total=len(items))
+        generation_job_progress_set(lease=lease, done=done, total=len(items))
     result = {"items": len(items), "candidates": created, "tasks": tasks}
     return {**result, "resumed_after": len(finished)} if finished else result
 
@@ -269,5 +241,4 @@ def generation_job_progress(job: GenerationJob) -> dict:
     """Plain figures for the progress fragment."""
     total = job.progress_total
     percent = round(100 * job.progress_done / total, 1) if total else 0.0
-    finished = job.status in (GenerationStatus.SUCCEEDED, GenerationStatus.FAILED)
-    return {"percent": percent, "finished": finished, "done": job.progress_done, "total": total}
+    return {"percent": percent, "finished": job.finished, "done": job.progress_done, "total": total}

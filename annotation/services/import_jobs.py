@@ -1,24 +1,28 @@
 """Web imports: an ImportJob holds the uploaded file, its preview, progress and the final report.
 
-Stages (in ``ImportJob.report["stage"]``, status stays PENDING until a worker claims the job):
-``preview`` (uploaded, waiting for the manager to confirm) → ``queued`` → ``validating`` → ``writing``
-→ ``done`` (status SUCCEEDED or FAILED).
+Stages (in ``ImportJob.report["stage"]``, the state stays QUEUED until a worker claims the job):
+``preview`` (uploaded, waiting for the manager to confirm) → ``queued`` (its task was sent) →
+``validating`` → ``writing`` → ``done`` (SUCCEEDED or FAILED).
 """
 
 import logging
+import traceback
 import uuid
 from datetime import timedelta
 from pathlib import Path
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import Q
 from django.utils import timezone
 
+from jobs.leases import Lease, LeaseLost, job_claim
+from jobs.models import JobState
+from jobs.recovery import JobKind
+
 from ..importers import FileFormatError
-from ..models import ImportJob, ImportStatus, Project
+from ..models import ImportJob, Project
 from .imports import ImportOutcome, preferences_import, preferences_preview
-from .leases import LeaseLost, heartbeat, lease_renew, lost_resend, stale_requeue
 
 logger = logging.getLogger(__name__)
 PROGRESS_EVERY = 1000
@@ -58,8 +62,9 @@ def import_job_run_inline(*, project: Project, user, upload) -> tuple[ImportJob,
         project=project,
         created_by=user,
         original_name=Path(upload.name).name[:300],
-        status=ImportStatus.RUNNING,
+        state=JobState.RUNNING,
         report={"stage": "validating"},
+        started_at=timezone.now(),
     )
     job.file.save(f"{uuid.uuid4().hex}{extension}", upload, save=False)
     job.save()
@@ -70,131 +75,107 @@ def import_job_run_inline(*, project: Project, user, upload) -> tuple[ImportJob,
         job.delete()
         raise
     job.report = {**outcome.report(), "stage": "done"}
-    job.status = ImportStatus.SUCCEEDED if outcome.ok else ImportStatus.FAILED
+    job.state = JobState.SUCCEEDED if outcome.ok else JobState.FAILED
     job.detected_format = (job.report["format"] or "")[:40]
     job.rows_total = job.rows_done = job.report["rows_total"]
     job.finished_at = timezone.now()
-    job.save(update_fields=["report", "status", "detected_format", "rows_total", "rows_done", "finished_at"])
+    job.save(update_fields=["report", "state", "detected_format", "rows_total", "rows_done", "finished_at"])
     return job, outcome
 
 
 def import_job_confirm(*, job: ImportJob) -> bool:
     """Queue a previewed job (once); the worker task is sent after the transaction commits."""
-    from ..tasks import import_run
-
     with transaction.atomic():
         job = ImportJob.objects.select_for_update().get(pk=job.pk)
-        if job.status != ImportStatus.PENDING or job.report.get("stage") != "preview":
+        if job.state != JobState.QUEUED or job.report.get("stage") != "preview":
             return False
         job.report = {**job.report, "stage": "queued"}
         job.heartbeat_at = timezone.now()  # when the task was sent (the stale check resends a lost one)
         job.save(update_fields=["report", "heartbeat_at"])
-        transaction.on_commit(lambda: import_run.delay(job.pk))
+        transaction.on_commit(lambda: _send(job.pk))
     return True
 
 
 def import_job_run(*, import_id: int) -> None:
-    """Claim a queued job (a duplicate delivery does nothing), import it and store the report.  Progress
+    """Claim a confirmed job (a duplicate delivery does nothing), import it and store the report.  Progress
     reports renew this attempt's lease; the rows and the job's SUCCEEDED commit together, and only while
     this attempt still owns the job, so an attempt that was taken over (requeued after its worker went
     quiet) writes nothing, and a requeued job never imports its rows twice."""
-    claimed = ImportJob.objects.filter(
-        pk=import_id, status=ImportStatus.PENDING, report__stage="queued"
-    ).update(
-        status=ImportStatus.RUNNING, rows_done=0, attempts=F("attempts") + 1, heartbeat_at=timezone.now()
-    )
-    if not claimed:
+    lease = job_claim(ImportJob, pk=import_id, waiting=Q(report__stage="queued"), rows_done=0)
+    if lease is None:
         return
     job = ImportJob.objects.select_related("project").get(pk=import_id)
-    mine = ImportJob.objects.filter(pk=import_id, status=ImportStatus.RUNNING, attempts=job.attempts)
     base = {key: job.report.get(key) for key in ("format", "format_label", "rows_total", "preview")}
     try:
-        lease_renew(mine, report={**base, "stage": "validating"})
-        with heartbeat(mine, settings.ANNOTATION_JOB_HEARTBEAT_SECONDS):
+        lease.renew(report={**base, "stage": "validating"})
+        with lease.heartbeat(settings.ANNOTATION_JOB_HEARTBEAT_SECONDS):
             outcome = preferences_import(
                 project=job.project,
                 path=Path(job.file.path),
                 forced_format=job.report.get("format"),
                 source_name=job.original_name,
-                progress=_validation_progress(mine),
-                write_progress=_write_stage(mine, base),
-                before_commit=lambda outcome: lease_renew(
-                    mine,
-                    status=ImportStatus.SUCCEEDED,
+                progress=_validation_progress(lease),
+                write_progress=_write_stage(lease, base),
+                before_commit=lambda outcome: lease.renew(
+                    state=JobState.SUCCEEDED,
                     report={**outcome.report(), "stage": "done"},
                     error="",
                     finished_at=timezone.now(),
                 ),
             )
     except LeaseLost:
-        logger.warning("import %s: attempt %s was taken over; it wrote nothing", import_id, job.attempts)
+        logger.warning("import %s: attempt %s was taken over; it wrote nothing", import_id, lease.attempt)
         return
     except FileFormatError as exc:
-        _finish(mine, ImportStatus.FAILED, report={**base, "stage": "done", "errors": []}, error=str(exc))
+        lease.finish(JobState.FAILED, report={**base, "stage": "done", "errors": []}, error=str(exc))
         return
     except Exception as exc:
         logger.exception("import %s crashed", import_id)
         error = f"The import stopped on an internal error ({type(exc).__name__}); nothing was imported."
-        _finish(mine, ImportStatus.FAILED, report={**base, "stage": "done", "errors": []}, error=error)
+        report = {**base, "stage": "done", "errors": []}
+        lease.finish(JobState.FAILED, report=report, error=error, traceback=traceback.format_exc())
         return
     if not outcome.ok:  # row errors: nothing was written
-        _finish(mine, ImportStatus.FAILED, report={**outcome.report(), "stage": "done"}, error="")
+        lease.finish(JobState.FAILED, report={**outcome.report(), "stage": "done"}, error="")
 
 
-def import_jobs_requeue_stale(*, stale_after: timedelta, max_attempts: int = 3) -> list[int]:
-    """Queue again the imports whose worker stopped reporting (their rows never committed), or fail
-    those that had ``max_attempts`` attempts; send the task again for confirmed imports that waited for
-    a worker past ``stale_after``.  Returns the requeued ids."""
+def _send(import_id: int) -> None:
     from ..tasks import import_run
 
-    waiting = Q(status=ImportStatus.PENDING, report__stage="queued")
-    lost_resend(ImportJob, waiting=waiting, stale_after=stale_after, enqueue=import_run.delay)
-    return stale_requeue(
-        ImportJob,
-        running=ImportStatus.RUNNING,
-        stale_after=stale_after,
-        max_attempts=max_attempts,
-        requeue=_requeued_fields,
-        fail=lambda pk: {
-            "status": ImportStatus.FAILED,
-            "report": {**_report(pk), "stage": "done", "errors": []},
-            "error": f"The worker stopped reporting {max_attempts} times; nothing was imported: start again.",
-        },
-        enqueue=import_run.delay,
-    )
+    import_run.delay(import_id)
 
 
-def _report(import_id: int) -> dict:
-    return ImportJob.objects.values_list("report", flat=True).get(pk=import_id)
+IMPORT_JOBS = JobKind(
+    name="import",
+    model=ImportJob,
+    enqueue=_send,
+    stale_after=lambda: timedelta(seconds=settings.ANNOTATION_JOB_STALE_SECONDS),
+    max_attempts=lambda: settings.ANNOTATION_JOB_MAX_ATTEMPTS,
+    requeue=lambda job: {"report": {**job.report, "stage": "queued"}, "rows_done": 0},
+    fail=lambda job: {
+        "report": {**job.report, "stage": "done", "errors": []},
+        "error": f"The worker stopped reporting {job.attempts} times; nothing was imported: start again.",
+    },
+    waiting=Q(report__stage="queued"),
+)
+"""Imports whose worker died are run again (their rows never committed); a previewed import awaiting
+confirmation has no task out and is left alone."""
 
 
-def _requeued_fields(import_id: int) -> dict:
-    return {
-        "status": ImportStatus.PENDING,
-        "report": {**_report(import_id), "stage": "queued"},
-        "rows_done": 0,
-    }
-
-
-def _validation_progress(mine):
+def _validation_progress(lease: Lease):
     last = {"done": -PROGRESS_EVERY}
 
     def progress(done: int, total: int) -> None:
         if done - last["done"] >= PROGRESS_EVERY or done == total:
             last["done"] = done
-            lease_renew(mine, rows_done=done, rows_total=total)
+            lease.renew(rows_done=done, rows_total=total)
 
     return progress
 
 
-def _write_stage(mine, base: dict):
+def _write_stage(lease: Lease, base: dict):
     def progress(done: int, total: int) -> None:
         if done == 0:  # later calls run inside the write transaction: nobody could read them yet
-            lease_renew(mine, rows_done=total, report={**base, "stage": "writing"})
+            lease.renew(rows_done=total, report={**base, "stage": "writing"})
 
     return progress
-
-
-def _finish(mine, status: str, *, report: dict, error: str) -> None:
-    """Record how the attempt ended (nothing, once another attempt owns the job)."""
-    mine.update(status=status, report=report, error=error, finished_at=timezone.now())

@@ -166,7 +166,7 @@ def step_pipeline_run(
     return stats
 
 
-def step_pipeline_job_body(*, job, sampler_factory) -> dict:
+def step_pipeline_job_body(*, job, lease, sampler_factory) -> dict:
     """The GenerationJob body for kind ``step_pipeline`` (called by generation_job_run)."""
     from .generation import GenerationSettings, generation_job_progress_set
 
@@ -174,7 +174,7 @@ def step_pipeline_job_body(*, job, sampler_factory) -> dict:
     sample = sampler_factory(job.model_spec)
 
     def progress(done: int, total: int) -> None:
-        generation_job_progress_set(job=job, done=done, total=total)
+        generation_job_progress_set(lease=lease, done=done, total=total)
 
     provenance = {"kind": "model", "spec": job.model_spec, "job": job.pk, **settings.__dict__}
     return step_pipeline_run(

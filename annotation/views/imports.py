@@ -7,9 +7,11 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.template.defaultfilters import filesizeformat
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from jobs.models import JobState
+
 from ..access import project_member_required
 from ..importers import FileFormatError
-from ..models import ImportJob, ImportStatus
+from ..models import ImportJob
 from ..services.import_jobs import ALLOWED_EXTENSIONS, import_job_confirm, import_job_create
 
 STOP_POLLING = 286  # htmx stops a polling element on this status
@@ -61,8 +63,8 @@ def _context(project, job: ImportJob) -> dict:
         "job": job,
         "report": report,
         "stage": stage,
-        "finished": job.status in (ImportStatus.SUCCEEDED, ImportStatus.FAILED),
-        "awaiting_confirmation": job.status == ImportStatus.PENDING and stage == "preview",
+        "finished": job.finished,
+        "awaiting_confirmation": job.state == JobState.QUEUED and stage == "preview",
         "percent": round(100 * min(job.rows_done, total) / total) if total else 0,
         "errors": report.get("errors", []),
     }

@@ -11,8 +11,10 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
+from jobs.models import JobState
+
 from ..access import project_member_required
-from ..models import DatasetVersion, FreezeJob, FreezeStatus
+from ..models import DatasetVersion, FreezeJob
 from ..services.agreement import project_agreement
 from ..services.exports import SPLITS, export_filename, export_write, jsonl_lines, ordered
 from ..services.freeze_jobs import freeze_job_create
@@ -104,12 +106,12 @@ def version_freeze(request, project_id):
 def freeze_job_detail(request, project_id, job_id):
     """The queued freeze's progress, polled by the page; once frozen, the version's page."""
     job = get_object_or_404(FreezeJob.objects.select_related("version"), pk=job_id, project=request.project)
-    if job.status == FreezeStatus.SUCCEEDED:
+    if job.state == JobState.SUCCEEDED:
         target = reverse("version-detail", args=[request.project.pk, job.version_id])
         if request.htmx:
             return HttpResponseClientRedirect(target)
         return redirect(target)
-    finished = job.status == FreezeStatus.FAILED
+    finished = job.state == JobState.FAILED
     context = {"project": request.project, "job": job, "finished": finished, "rule": _rule_text(job.rule)}
     if request.htmx:
         response = render(request, "annotation/freeze_job.html#freeze-progress", context)

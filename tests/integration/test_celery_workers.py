@@ -11,9 +11,10 @@ import pytest
 from django.conf import settings
 from django.core.files.uploadedfile import SimpleUploadedFile
 
-from annotation.models import ImportJob, ImportStatus, Judgment
+from annotation.models import ImportJob, Judgment
 from annotation.services.import_jobs import import_job_confirm, import_job_create
 from annotation.tasks import import_run
+from jobs.models import JobState
 from tests.conftest import service_reachable
 from tests.factories import ProjectFactory, UserFactory
 from tests.integration.native import compose_command, native_env, running, wait_for
@@ -31,11 +32,11 @@ def _upload(name="prefs.jsonl", rows=ROWS) -> SimpleUploadedFile:
 
 
 def _job_status(job_id: int) -> str:
-    return ImportJob.objects.values_list("status", flat=True).get(pk=job_id)
+    return ImportJob.objects.values_list("state", flat=True).get(pk=job_id)
 
 
 def _finished(job_id: int):
-    return lambda: _job_status(job_id) in {ImportStatus.SUCCEEDED, ImportStatus.FAILED}
+    return lambda: _job_status(job_id) in {JobState.SUCCEEDED, JobState.FAILED}
 
 
 def test_worker_service_command_imports_a_confirmed_upload(tmp_path):
@@ -47,7 +48,7 @@ def test_worker_service_command_imports_a_confirmed_upload(tmp_path):
         assert import_job_confirm(job=job)
         wait_for(_finished(job.pk), timeout=90, what="the worker to finish the import", log_path=log_path)
     job.refresh_from_db()
-    assert job.status == ImportStatus.SUCCEEDED, job.report
+    assert job.state == JobState.SUCCEEDED, job.report
     assert project.items.count() == len(ROWS)
     assert Judgment.objects.filter(task__project=project, source="imported", choice="a").count() == len(ROWS)
     assert "import_run" in log_path.read_text()
@@ -62,7 +63,7 @@ def test_gpu_worker_command_consumes_only_the_gpu_queue(tmp_path):
     with running(compose_command("worker-gpu"), env=native_env(), log_path=log_path):
         import_run.apply_async(args=[job.pk], queue="gpu")
         wait_for(_finished(job.pk), timeout=90, what="the gpu worker to run the task", log_path=log_path)
-    assert _job_status(job.pk) == ImportStatus.SUCCEEDED
+    assert _job_status(job.pk) == JobState.SUCCEEDED
     assert "gpu" in log_path.read_text()
 
 

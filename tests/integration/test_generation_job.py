@@ -5,9 +5,10 @@ import importlib.util
 import pytest
 from django.urls import reverse
 
-from annotation.models import Candidate, GenerationJob, GenerationKind, GenerationStatus, Task, TaskType
+from annotation.models import Candidate, GenerationJob, GenerationKind, Task, TaskType
 from annotation.services.generation import GenerationSettings, generation_job_create
 from annotation.services.step_pipeline import arithmetic_items_add
+from jobs.models import JobState
 from tests.factories import ItemFactory
 
 needs_bundled = pytest.mark.skipif(
@@ -32,7 +33,7 @@ def test_generation_job_fills_a_ranking_project_from_the_bundled_model(
     assert response.status_code == 302 and response.url == reverse(
         "generation-detail", args=[project.pk, job.pk]
     )
-    assert job.status == GenerationStatus.SUCCEEDED, job.error
+    assert job.state == JobState.SUCCEEDED, job.error
     assert job.model is not None and job.model_spec == "bundled:smollm2-135m-instruct"
     for item in items:
         candidates = list(Candidate.objects.filter(item=item))
@@ -54,7 +55,7 @@ def test_arithmetic_problems_to_candidates_to_step_check_with_a_tiny_model(
     with django_capture_on_commit_callbacks(execute=True):
         generate = generation_job_create(project=project, settings=settings, spec="tiny")
     generate.refresh_from_db()
-    assert generate.status == GenerationStatus.SUCCEEDED, generate.error
+    assert generate.state == JobState.SUCCEEDED, generate.error
     candidates = Candidate.objects.filter(item__project=project)
     assert candidates.count() == 4 and all(c.steps for c in candidates)
     assert Task.objects.filter(project=project).count() == 4  # one task per solution
@@ -63,7 +64,7 @@ def test_arithmetic_problems_to_candidates_to_step_check_with_a_tiny_model(
             project=project, settings=settings, spec="tiny", kind=GenerationKind.STEP_PIPELINE
         )
     check.refresh_from_db()
-    assert check.status == GenerationStatus.SUCCEEDED, check.error
+    assert check.state == JobState.SUCCEEDED, check.error
     assert check.result["checked"] == 4 and (check.progress_done, check.progress_total) == (4, 4)
     # random text never reaches the answer: every solution is wrong and no continuation qualifies
     assert check.result["wrong"] == 4 and check.result["proposals"] == 0

@@ -6,9 +6,10 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
-from annotation.models import ImportJob, ImportStatus, Item, Judgment
+from annotation.models import ImportJob, Item, Judgment
 from annotation.services.import_jobs import import_job_run
 from annotation.tasks import import_run
+from jobs.models import JobState
 from tests.unit.import_samples import jsonl_bytes, png_bytes, trl_rows, write_zip
 
 pytestmark = pytest.mark.django_db
@@ -41,7 +42,7 @@ def test_import_web_flow_previews_then_imports_on_confirm(
     response = upload(manager_client, project, "prefs.jsonl", jsonl_bytes(rows))
     job = ImportJob.objects.get(project=project)
     assert response.status_code == 302 and response.url == detail_url(job)
-    assert job.status == ImportStatus.PENDING and job.rows_total == 7
+    assert job.state == JobState.QUEUED and job.rows_total == 7
 
     page = manager_client.get(detail_url(job)).content.decode()
     assert "TRL preference, standard, explicit prompt (JSONL)" in page
@@ -51,7 +52,7 @@ def test_import_web_flow_previews_then_imports_on_confirm(
     assert not Item.objects.exists()
 
     job = confirm(manager_client, job, django_capture_on_commit_callbacks)
-    assert job.status == ImportStatus.SUCCEEDED
+    assert job.state == JobState.SUCCEEDED
     assert job.report["counts"] == {"items": 7, "candidates": 14, "tasks": 7, "judgments": 7, "images": 0}
     assert Item.objects.filter(project=project, source="prefs.jsonl").count() == 7
     assert Judgment.objects.filter(task__project=project, source="imported").count() == 7
@@ -69,7 +70,7 @@ def test_import_web_shows_every_bad_row_and_imports_nothing(
     rows = [*trl_rows(8), {"prompt": "q", "chosen": "a", "rejected": 7}]
     upload(manager_client, project, "bad.jsonl", jsonl_bytes(rows))
     job = confirm(manager_client, ImportJob.objects.get(), django_capture_on_commit_callbacks)
-    assert job.status == ImportStatus.FAILED
+    assert job.state == JobState.FAILED
     assert job.report["errors"] == [
         {"line": 9, "field": "rejected", "reason": "expected a string, got a number"}
     ]
@@ -97,7 +98,7 @@ def test_import_web_zip_with_images(
     job = ImportJob.objects.get()
     assert "Pick-a-Pic image pairs (JSONL in zip)" in manager_client.get(detail_url(job)).content.decode()
     job = confirm(manager_client, job, django_capture_on_commit_callbacks)
-    assert job.status == ImportStatus.SUCCEEDED, job.report
+    assert job.state == JobState.SUCCEEDED, job.report
     assert Judgment.objects.get().choice == "tie"
 
 
@@ -105,7 +106,7 @@ def test_import_web_progress_fragment_keeps_polling_while_running(manager_client
     upload(manager_client, project, "prefs.jsonl", jsonl_bytes(trl_rows(3)))
     job = ImportJob.objects.get()
     ImportJob.objects.filter(pk=job.pk).update(
-        status=ImportStatus.RUNNING, rows_done=2, report={**job.report, "stage": "validating"}
+        state=JobState.RUNNING, rows_done=2, report={**job.report, "stage": "validating"}
     )
     fragment = manager_client.get(detail_url(job), headers={"HX-Request": "true"})
     body = fragment.content.decode()
@@ -127,7 +128,7 @@ def test_import_task_duplicate_delivery_does_nothing(
     import_job_run(import_id=job.pk)
     assert Item.objects.filter(project=project).count() == 4
     job.refresh_from_db()
-    assert job.status == ImportStatus.SUCCEEDED and job.rows_done == 4
+    assert job.state == JobState.SUCCEEDED and job.rows_done == 4
 
 
 def test_import_task_ignores_a_job_that_was_never_confirmed(manager_client, project):
@@ -135,7 +136,7 @@ def test_import_task_ignores_a_job_that_was_never_confirmed(manager_client, proj
     job = ImportJob.objects.get()
     import_job_run(import_id=job.pk)
     job.refresh_from_db()
-    assert job.status == ImportStatus.PENDING and not Item.objects.exists()
+    assert job.state == JobState.QUEUED and not Item.objects.exists()
 
 
 def test_import_web_confirming_twice_queues_once(manager_client, project, django_capture_on_commit_callbacks):
@@ -218,7 +219,8 @@ def test_an_import_whose_worker_died_is_requeued_with_its_preview_and_imports_on
     from django.utils import timezone
 
     from annotation.services import import_write
-    from annotation.services.import_jobs import import_jobs_requeue_stale
+    from annotation.services.import_jobs import IMPORT_JOBS
+    from tests.job_support import requeue_stale
 
     job = _confirmed(manager_client, project, django_capture_on_commit_callbacks)
     preview = job.report["preview"]
@@ -231,15 +233,15 @@ def test_an_import_whose_worker_died_is_requeued_with_its_preview_and_imports_on
     with pytest.raises(SystemExit):
         import_job_run(import_id=job.pk)
     job.refresh_from_db()
-    assert job.status == ImportStatus.RUNNING and job.report["stage"] == "writing"
+    assert job.state == JobState.RUNNING and job.report["stage"] == "writing"
     assert not Item.objects.exists()
 
     ImportJob.objects.filter(pk=job.pk).update(heartbeat_at=timezone.now() - timedelta(hours=1))
     with django_capture_on_commit_callbacks(execute=False) as sent:
-        assert import_jobs_requeue_stale(stale_after=timedelta(minutes=5)) == [job.pk]
+        assert requeue_stale(IMPORT_JOBS) == [job.pk]
     assert len(sent) == 1
     job.refresh_from_db()
-    assert job.status == ImportStatus.PENDING and job.report["stage"] == "queued"
+    assert job.state == JobState.QUEUED and job.report["stage"] == "queued"
     assert job.report["preview"] == preview and job.report["format"]
     page = manager_client.get(detail_url(job)).content.decode()
     assert "queued again: the worker of attempt 1 stopped reporting" in page
@@ -247,7 +249,7 @@ def test_an_import_whose_worker_died_is_requeued_with_its_preview_and_imports_on
     monkeypatch.setattr(import_write, "_write_chunk", real_chunk)
     import_job_run(import_id=job.pk)
     job.refresh_from_db()
-    assert (job.status, job.attempts, job.rows_done) == (ImportStatus.SUCCEEDED, 2, 4)
+    assert (job.state, job.attempts, job.rows_done) == (JobState.SUCCEEDED, 2, 4)
     assert Item.objects.filter(project=project).count() == 4
 
 
@@ -271,7 +273,7 @@ def test_an_import_taken_over_before_it_commits_keeps_no_rows(
     import_job_run(import_id=job.pk)
     job.refresh_from_db()
     assert not Item.objects.exists()
-    assert (job.status, job.report["stage"], job.finished_at) == (ImportStatus.RUNNING, "writing", None)
+    assert (job.state, job.report["stage"], job.finished_at) == (JobState.RUNNING, "writing", None)
 
 
 def test_an_import_whose_worker_dies_right_after_the_commit_is_done_not_requeued(
@@ -282,7 +284,8 @@ def test_an_import_whose_worker_dies_right_after_the_commit_is_done_not_requeued
     from django.utils import timezone
 
     from annotation.services import imports
-    from annotation.services.import_jobs import import_jobs_requeue_stale
+    from annotation.services.import_jobs import IMPORT_JOBS
+    from tests.job_support import requeue_stale
 
     job = _confirmed(manager_client, project, django_capture_on_commit_callbacks)
     real_write = imports.rows_write
@@ -295,10 +298,10 @@ def test_an_import_whose_worker_dies_right_after_the_commit_is_done_not_requeued
     with pytest.raises(SystemExit):
         import_job_run(import_id=job.pk)
     job.refresh_from_db()
-    assert job.status == ImportStatus.SUCCEEDED and job.report["stage"] == "done"
+    assert job.state == JobState.SUCCEEDED and job.report["stage"] == "done"
     assert job.report["counts"]["items"] == 4
     ImportJob.objects.filter(pk=job.pk).update(heartbeat_at=timezone.now() - timedelta(hours=1))
-    assert import_jobs_requeue_stale(stale_after=timedelta(minutes=5)) == []
+    assert requeue_stale(IMPORT_JOBS) == []
     assert Item.objects.filter(project=project).count() == 4
 
 
@@ -309,16 +312,17 @@ def test_an_import_stale_too_often_fails_with_its_stage_done(
 
     from django.utils import timezone
 
-    from annotation.services.import_jobs import import_jobs_requeue_stale
+    from annotation.services.import_jobs import IMPORT_JOBS
+    from tests.job_support import requeue_stale
 
     job = _confirmed(manager_client, project, django_capture_on_commit_callbacks)
     ImportJob.objects.filter(pk=job.pk).update(
-        status=ImportStatus.RUNNING, attempts=3, heartbeat_at=timezone.now() - timedelta(hours=1)
+        state=JobState.RUNNING, attempts=3, heartbeat_at=timezone.now() - timedelta(hours=1)
     )
     with django_capture_on_commit_callbacks(execute=False) as sent:
-        assert import_jobs_requeue_stale(stale_after=timedelta(minutes=5)) == []
+        assert requeue_stale(IMPORT_JOBS) == []
     job.refresh_from_db()
-    assert job.status == ImportStatus.FAILED and not sent
+    assert job.state == JobState.FAILED and not sent
     assert job.report["stage"] == "done" and job.report["preview"] and job.finished_at
     assert "stopped reporting 3 times; nothing was imported" in job.error
     page = manager_client.get(detail_url(job)).content.decode()
@@ -332,7 +336,8 @@ def test_only_confirmed_imports_whose_message_was_lost_are_sent_again(
 
     from django.utils import timezone
 
-    from annotation.services.import_jobs import import_jobs_requeue_stale
+    from annotation.services.import_jobs import IMPORT_JOBS
+    from tests.job_support import requeue_stale
 
     job = _confirmed(manager_client, project, django_capture_on_commit_callbacks)
     upload(manager_client, project, "later.jsonl", jsonl_bytes(trl_rows(2)))
@@ -340,13 +345,13 @@ def test_only_confirmed_imports_whose_message_was_lost_are_sent_again(
     hour_ago = timezone.now() - timedelta(hours=1)
     ImportJob.objects.update(created_at=hour_ago)
     with django_capture_on_commit_callbacks(execute=False) as sent:
-        import_jobs_requeue_stale(stale_after=timedelta(minutes=5))
+        requeue_stale(IMPORT_JOBS)
     assert not sent  # the confirmed one was sent at confirmation; the previewed one waits for its manager
     ImportJob.objects.filter(pk=job.pk).update(heartbeat_at=hour_ago)
     with django_capture_on_commit_callbacks(execute=True) as sent:
-        import_jobs_requeue_stale(stale_after=timedelta(minutes=5))
+        requeue_stale(IMPORT_JOBS)
     assert len(sent) == 1
     job.refresh_from_db()
     previewed.refresh_from_db()
-    assert job.status == ImportStatus.SUCCEEDED  # the resent task ran (eager) and imported it
-    assert previewed.status == ImportStatus.PENDING and previewed.report["stage"] == "preview"
+    assert job.state == JobState.SUCCEEDED  # the resent task ran (eager) and imported it
+    assert previewed.state == JobState.QUEUED and previewed.report["stage"] == "preview"

@@ -31,7 +31,7 @@ job = import_job_create(project=project, user=user, upload=SimpleUploadedFile("m
 import_job_confirm(job=job)
 print(job.pk)
 """
-STATUS = "from annotation.models import ImportJob; print(ImportJob.objects.get(pk={pk}).status)"
+STATUS = "from annotation.models import ImportJob; print(ImportJob.objects.get(pk={pk}).state)"
 
 
 def _embedded_env(var_dir) -> dict[str, str]:

@@ -11,12 +11,12 @@ from annotation.models import (
     Candidate,
     DatasetVersion,
     ImportJob,
-    ImportStatus,
     Item,
     Judgment,
     Membership,
     Project,
 )
+from jobs.models import JobState
 from prefstudio.models import ApiToken
 from prefstudio.services import api_token_create
 from tests.factories import pair_task
@@ -131,7 +131,7 @@ def test_import_upload_imports_synchronously_and_reports_counts(manager_api, man
     assert Item.objects.filter(project=project).count() == 5
     job = ImportJob.objects.get(pk=response.json()["import_id"])  # kept like a web import, with its file
     assert (job.project, job.created_by, job.original_name) == (project, manager, "prefs.jsonl")
-    assert job.status == ImportStatus.SUCCEEDED and job.report["counts"] == response.json()["counts"]
+    assert job.state == JobState.SUCCEEDED and job.report["counts"] == response.json()["counts"]
     assert Path(job.file.path).read_text() == TRL
     client.force_login(manager)
     assert "prefs.jsonl" in client.get(reverse("project-detail", args=[project.pk])).content.decode()
@@ -146,7 +146,7 @@ def test_import_upload_rejects_the_whole_file_with_row_errors(manager_api, proje
     assert {"line": 6, "field": "rejected", "message": "is missing"} in response.json()["errors"]
     assert not Item.objects.filter(project=project).exists()
     job = ImportJob.objects.get(pk=response.json()["import_id"])
-    assert job.status == ImportStatus.FAILED and job.report["errors"][0]["line"] == 6
+    assert job.state == JobState.FAILED and job.report["errors"][0]["line"] == 6
     wrong_kind = manager_api.post(f"/projects/{project.pk}/imports", files=file_payload("prefs.exe", "x"))
     assert wrong_kind.status_code == 422 and wrong_kind.json()["detail"][0]["loc"] == ["file"]
 

@@ -59,8 +59,8 @@ def test_sentence_labels_from_screens_imports_and_booleans_are_normalised():
 
 
 def test_exported_spans_become_token_masks_in_the_engine():
-    from training.engine.data import tokenize_pair
-    from training.engine.tiny import tiny_tokenizer
+    from training.engine.lm.data import tokenize_pair
+    from training.engine.lm.tiny import tiny_tokenizer
 
     responses = [(MIXED, ["hallucinated", "hallucinated"]), (GOOD, ["factual", "hallucinated"])]
     (row,) = factuality_rows(ITEM, responses)

@@ -1,15 +1,16 @@
 import pytest
 from django.core.exceptions import ValidationError
 
-from annotation.models import Candidate, GenerationJob, GenerationStatus, Task, TaskType
+from annotation.models import Candidate, GenerationJob, Task, TaskType
 from annotation.services.generation import (
     GenerationSettings,
-    generation_job_claim,
     generation_job_create,
     generation_job_run,
     model_sampler,
     seed_for,
 )
+from jobs.leases import job_claim
+from jobs.models import JobState
 from tests.factories import CandidateFactory, ItemFactory
 
 TEXT = "Paris is the capital of France. It has 2.1 million people.\n3 * 4 = 12\nThe answer is 12."
@@ -50,7 +51,7 @@ def test_job_creates_candidates_and_the_tasks_of_the_project_type(
     job = make_job(project, django_capture_on_commit_callbacks, k=k, seed=4)
     generation_job_run(job_id=job.pk, sampler_factory=echo_factory())
     job.refresh_from_db()
-    assert job.status == GenerationStatus.SUCCEEDED, job.error
+    assert job.state == JobState.SUCCEEDED, job.error
     candidates = list(Candidate.objects.filter(item=item).order_by("position"))
     assert len(candidates) == k
     ids = [c.pk for c in candidates]
@@ -96,8 +97,8 @@ def test_claim_is_one_conditional_update_so_a_second_delivery_does_nothing(
 ):
     ItemFactory(project=project)
     job = make_job(project, django_capture_on_commit_callbacks, k=2)
-    assert generation_job_claim(job_id=job.pk) is True
-    assert generation_job_claim(job_id=job.pk) is False
+    assert job_claim(GenerationJob, pk=job.pk) is not None
+    assert job_claim(GenerationJob, pk=job.pk) is None
     generation_job_run(job_id=job.pk, sampler_factory=echo_factory())  # already running: no-op
     assert Candidate.objects.count() == 0
 
@@ -111,7 +112,7 @@ def test_a_failing_sampler_marks_the_job_failed_with_the_error(project, django_c
 
     generation_job_run(job_id=job.pk, sampler_factory=broken)
     job.refresh_from_db()
-    assert job.status == GenerationStatus.FAILED and "model folder vanished" in job.error
+    assert job.state == JobState.FAILED and "model folder vanished" in job.error
     assert job.finished_at is not None
 
 
@@ -147,7 +148,7 @@ def test_creating_a_job_enqueues_it_after_commit(project, django_capture_on_comm
             project=project, settings=GenerationSettings(k=2, max_new_tokens=4), spec="tiny"
         )
     job.refresh_from_db()
-    assert job.status == GenerationStatus.SUCCEEDED, job.error
+    assert job.state == JobState.SUCCEEDED, job.error
     assert Candidate.objects.filter(item__project=project, provenance__job=job.pk).count() == 2
 
 
@@ -215,7 +216,8 @@ def test_a_job_whose_worker_died_is_requeued_and_resumes_after_the_filled_items(
 
     from django.utils import timezone
 
-    from annotation.services.generation import generation_jobs_requeue_stale
+    from annotation.services.generation import GENERATION_JOBS
+    from tests.job_support import requeue_stale
 
     first, second = ItemFactory(project=project), ItemFactory(project=project)
     job = make_job(project, django_capture_on_commit_callbacks, k=2)
@@ -233,15 +235,15 @@ def test_a_job_whose_worker_died_is_requeued_and_resumes_after_the_filled_items(
     with pytest.raises(SystemExit):
         generation_job_run(job_id=job.pk, sampler_factory=dies_after_first_item)
     job.refresh_from_db()
-    assert job.status == GenerationStatus.RUNNING and job.progress_done == 1
+    assert job.state == JobState.RUNNING and job.progress_done == 1
     GenerationJob.objects.filter(pk=job.pk).update(heartbeat_at=timezone.now() - timedelta(minutes=10))
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
-        assert generation_jobs_requeue_stale(stale_after=timedelta(minutes=5)) == [job.pk]
+        assert requeue_stale(GENERATION_JOBS) == [job.pk]
     assert len(callbacks) == 1  # enqueued after commit
     calls.clear()
     generation_job_run(job_id=job.pk, sampler_factory=echo_factory(calls))
     job.refresh_from_db()
-    assert job.status == GenerationStatus.SUCCEEDED and job.attempts == 2
+    assert job.state == JobState.SUCCEEDED and job.attempts == 2
     assert calls == [(2, seed_for(0, second.pk))]  # only the unfinished item was sampled again
     assert first.candidates.count() == 2 and second.candidates.count() == 2
     assert job.result["resumed_after"] == 1
@@ -252,15 +254,16 @@ def test_a_job_stale_too_often_fails_instead_of_looping(project, django_capture_
 
     from django.utils import timezone
 
-    from annotation.services.generation import generation_jobs_requeue_stale
+    from annotation.services.generation import GENERATION_JOBS
+    from tests.job_support import requeue_stale
 
     job = make_job(project, django_capture_on_commit_callbacks, k=2)
     GenerationJob.objects.filter(pk=job.pk).update(
-        status=GenerationStatus.RUNNING, attempts=3, heartbeat_at=timezone.now() - timedelta(hours=1)
+        state=JobState.RUNNING, attempts=3, heartbeat_at=timezone.now() - timedelta(hours=1)
     )
-    assert generation_jobs_requeue_stale(stale_after=timedelta(minutes=5)) == []
+    assert requeue_stale(GENERATION_JOBS) == []
     job.refresh_from_db()
-    assert job.status == GenerationStatus.FAILED and "3 times" in job.error
+    assert job.state == JobState.FAILED and "3 times" in job.error
 
 
 def test_an_attempt_that_was_taken_over_stops_without_touching_the_row(
@@ -280,7 +283,7 @@ def test_an_attempt_that_was_taken_over_stops_without_touching_the_row(
 
     generation_job_run(job_id=job.pk, sampler_factory=taken_over_midway)
     job.refresh_from_db()
-    assert job.status == GenerationStatus.RUNNING and job.finished_at is None  # left to attempt 2
+    assert job.state == JobState.RUNNING and job.finished_at is None  # left to attempt 2
     assert Candidate.objects.filter(item__project=project).count() == 2  # stopped after the first item
 
 
@@ -289,15 +292,16 @@ def test_a_queued_job_whose_message_was_lost_is_sent_again(project, django_captu
 
     from django.utils import timezone
 
-    from annotation.services.generation import generation_jobs_requeue_stale
+    from annotation.services.generation import GENERATION_JOBS
+    from tests.job_support import requeue_stale
 
     job = make_job(project, django_capture_on_commit_callbacks, k=2)
     with django_capture_on_commit_callbacks(execute=False) as sent:
-        generation_jobs_requeue_stale(stale_after=timedelta(minutes=5))
+        requeue_stale(GENERATION_JOBS)
     assert not sent
     GenerationJob.objects.filter(pk=job.pk).update(created_at=timezone.now() - timedelta(hours=1))
     with django_capture_on_commit_callbacks(execute=False) as sent:
-        assert generation_jobs_requeue_stale(stale_after=timedelta(minutes=5)) == []
+        assert requeue_stale(GENERATION_JOBS) == []
     assert len(sent) == 1
     job.refresh_from_db()
-    assert job.status == GenerationStatus.QUEUED and job.heartbeat_at is not None
+    assert job.state == JobState.QUEUED and job.heartbeat_at is not None

@@ -172,7 +172,7 @@ def test_step_pipeline_job_runs_through_the_generation_job(step_project, django_
         )
     generation_job_run(job_id=job.pk, sampler_factory=factory)
     job = GenerationJob.objects.get(pk=job.pk)
-    assert job.status == "succeeded", job.error
+    assert job.state == "succeeded", job.error
     assert job.result["proposals"] >= 1 and (job.progress_done, job.progress_total) == (1, 1)
 
 

@@ -34,7 +34,7 @@ def test_compare_series_gives_one_trace_per_job():
 @pytest.mark.parametrize("method", sorted(METHODS))
 def test_every_method_field_gets_a_form_field_with_its_docstring(method):
     fields = method_fields(method)
-    docs = field_docs(METHODS[method])
+    docs = field_docs(METHODS[method].config)
     assert "train_file" not in fields and "model" not in fields
     missing = [name for name in fields if not docs.get(name)]
     assert missing == [], f"{method}: no docstring for {missing}"

@@ -3,6 +3,7 @@
 Runs use transaction=True: the heartbeat thread has its own database connection and must see the job."""
 
 import datetime as dt
+from pathlib import Path
 
 import pytest
 from django.core.exceptions import ValidationError
@@ -62,7 +63,7 @@ def test_launch_rejects_a_base_model_folder_that_is_gone(tmp_path, version, mana
 
 def test_claim_takes_a_queued_job_once(tmp_path, base_model, version, manager):
     job = _launch(tmp_path, base_model, version, manager)
-    assert training_job_claim(job_id=job.pk) == 1
+    assert training_job_claim(job_id=job.pk).attempt == 1
     assert training_job_claim(job_id=job.pk) is None
     job.refresh_from_db()
     assert job.state == JobState.RUNNING and job.attempts == 1
@@ -86,9 +87,13 @@ def test_run_trains_records_metrics_artifacts_and_registers_the_model(tmp_path, 
         ArtifactKind.METRICS,
         ArtifactKind.CONFIG,
         ArtifactKind.EVAL_REPORT,
+        ArtifactKind.MODEL,
     } <= kinds
     produced = ModelEntry.objects.get(produced_by=job)
-    assert produced.location == Location.JOB and produced.path.endswith("checkpoint-6")
+    assert produced.location == Location.JOB and produced.path.endswith("final")
+    final, last = Path(produced.path), Path(produced.path).parent / "checkpoint-6"
+    assert (final / "model.safetensors").samefile(last / "model.safetensors")  # linked, not copied
+    assert not (final / "trainer_state.pt").exists()
     assert training_job_run(job_id=job.pk) is None  # a duplicate delivery does nothing
 
 
@@ -146,7 +151,8 @@ def test_stale_running_job_is_requeued_then_failed_after_max_attempts(
     try:
         training_job_claim(job_id=job.pk)
         TrainingJob.objects.filter(pk=job.pk).update(heartbeat_at=long_ago)
-        assert training_job_requeue_stale() == [job.pk]
+        with django_capture_on_commit_callbacks(execute=True):  # the task goes out after the requeue commits
+            assert training_job_requeue_stale() == [job.pk]
         assert TrainingJob.objects.get(pk=job.pk).state == JobState.QUEUED and sent == [job.pk]
         training_job_claim(job_id=job.pk)
         TrainingJob.objects.filter(pk=job.pk).update(heartbeat_at=long_ago)
@@ -174,7 +180,7 @@ def test_lora_run_registers_a_merged_model_and_writes_the_evaluation_report(
     )
     assert training_job_run(job_id=job.pk) == JobState.SUCCEEDED
     produced = ModelEntry.objects.get(produced_by=job)
-    assert produced.is_adapter and produced.path.endswith("merged")
+    assert produced.is_adapter and produced.path.endswith("final")
     kinds = set(Artifact.objects.filter(job=job).values_list("kind", flat=True))
     assert {ArtifactKind.ADAPTER, ArtifactKind.MODEL, ArtifactKind.EVAL_REPORT, ArtifactKind.SAMPLES} <= kinds
     client.force_login(manager)

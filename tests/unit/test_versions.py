@@ -14,7 +14,6 @@ from annotation.models import (
     DatasetExample,
     DatasetVersion,
     FreezeJob,
-    FreezeStatus,
     Item,
     ItemImage,
     Judgment,
@@ -24,6 +23,7 @@ from annotation.models import (
 )
 from annotation.services.freeze_jobs import freeze_job_run
 from annotation.services.versions import FreezeError, FreezeRule, dataset_version_freeze
+from jobs.models import JobState
 from tests.factories import CandidateFactory, ItemFactory, MembershipFactory, ProjectFactory, pair_task
 
 
@@ -364,7 +364,7 @@ def test_freeze_form_queues_a_job_whose_page_leads_to_the_new_version(
     job = FreezeJob.objects.get(project=project)
     assert response.status_code == 302
     assert response["Location"] == reverse("freeze-job", args=[project.pk, job.pk])
-    assert job.status == FreezeStatus.SUCCEEDED and job.stage == "done" and job.finished_at
+    assert job.state == JobState.SUCCEEDED and job.stage == "done" and job.finished_at
     version = DatasetVersion.objects.get(project=project)
     assert job.version == version
     assert version.seed == 3 and version.rule["min_votes"] == 1
@@ -386,7 +386,7 @@ def test_freeze_job_page_shows_why_nothing_was_frozen_and_stops_polling(
     form = {"min_votes": 1, "min_agreement": 0.5, "seed": 0, "test_fraction": 0.1}
     response = post_freeze(manager_client, project, django_capture_on_commit_callbacks, form)
     job = FreezeJob.objects.get()
-    assert job.status == FreezeStatus.FAILED and "No task qualifies under this rule" in job.error
+    assert job.state == JobState.FAILED and "No task qualifies under this rule" in job.error
     page = manager_client.get(response["Location"]).content.decode()
     assert 'id="freeze-error"' in page and "No task qualifies under this rule" in page
     polled = manager_client.get(response["Location"], headers={"HX-Request": "true"})
@@ -408,9 +408,7 @@ def test_freeze_job_page_polls_and_names_the_stage_until_done(
     page = manager_client.get(response["Location"]).content.decode()
     assert "Waiting for a worker" in page and 'hx-trigger="every 1s"' in page
     assert "min_votes=1, min_strength=none, drop_ties=true, drop_both_bad=true, min_agreement=0.5" in page
-    FreezeJob.objects.filter(pk=job.pk).update(
-        status=FreezeStatus.RUNNING, stage="aggregating", stage_count=12
-    )
+    FreezeJob.objects.filter(pk=job.pk).update(state=JobState.RUNNING, stage="aggregating", stage_count=12)
     polled = manager_client.get(response["Location"], headers={"HX-Request": "true"})
     assert polled.status_code == 200 and "aggregating the votes of 12 tasks" in polled.content.decode()
 
@@ -423,7 +421,7 @@ def test_a_freeze_job_delivered_twice_freezes_once(project, manager):
     freeze_job_run(job_id=job.pk)
     freeze_job_run(job_id=job.pk)
     job.refresh_from_db()
-    assert job.status == FreezeStatus.SUCCEEDED and DatasetVersion.objects.count() == 1
+    assert job.state == JobState.SUCCEEDED and DatasetVersion.objects.count() == 1
     assert job.version.created_by == manager
 
 
@@ -477,10 +475,10 @@ def _stale(job, minutes: int = 60) -> None:
 def test_a_freeze_whose_worker_died_is_requeued_and_freezes_once(
     project, manager, monkeypatch, django_capture_on_commit_callbacks
 ):
-    from datetime import timedelta
 
     from annotation.services import versions
-    from annotation.services.freeze_jobs import freeze_jobs_requeue_stale
+    from annotation.services.freeze_jobs import FREEZE_JOBS
+    from tests.job_support import requeue_stale
 
     imported(pair_task(project))
     job = FreezeJob.objects.create(project=project, created_by=manager, rule={}, seed=0, test_fraction=0.0)
@@ -493,20 +491,20 @@ def test_a_freeze_whose_worker_died_is_requeued_and_freezes_once(
     with pytest.raises(SystemExit):
         freeze_job_run(job_id=job.pk)
     job.refresh_from_db()
-    assert (job.status, job.stage, job.attempts) == (FreezeStatus.RUNNING, "aggregating", 1)
-    assert freeze_jobs_requeue_stale(stale_after=timedelta(minutes=5)) == []  # still fresh
+    assert (job.state, job.stage, job.attempts) == (JobState.RUNNING, "aggregating", 1)
+    assert requeue_stale(FREEZE_JOBS) == []  # still fresh
 
     _stale(job)
     with django_capture_on_commit_callbacks(execute=False) as sent:
-        assert freeze_jobs_requeue_stale(stale_after=timedelta(minutes=5)) == [job.pk]
+        assert requeue_stale(FREEZE_JOBS) == [job.pk]
     assert len(sent) == 1  # the task goes out after the requeue commits
     job.refresh_from_db()
-    assert (job.status, job.stage) == (FreezeStatus.PENDING, "")
+    assert (job.state, job.stage) == (JobState.QUEUED, "")
 
     monkeypatch.setattr(versions, "rows_build", real_rows_build)
     freeze_job_run(job_id=job.pk)
     job.refresh_from_db()
-    assert (job.status, job.attempts) == (FreezeStatus.SUCCEEDED, 2)
+    assert (job.state, job.attempts) == (JobState.SUCCEEDED, 2)
     assert list(DatasetVersion.objects.values_list("number", flat=True)) == [1]
 
 
@@ -529,53 +527,53 @@ def test_a_freeze_taken_over_before_it_commits_writes_no_version(project, manage
     freeze_job_run(job_id=job.pk)
     job.refresh_from_db()
     assert not DatasetVersion.objects.exists()  # the version rolled back with the lost lease
-    assert (job.status, job.version, job.finished_at) == (FreezeStatus.RUNNING, None, None)
+    assert (job.state, job.version, job.finished_at) == (JobState.RUNNING, None, None)
 
 
 def test_a_freeze_stale_too_often_fails_with_the_reason(project, django_capture_on_commit_callbacks):
-    from datetime import timedelta
 
-    from annotation.services.freeze_jobs import freeze_jobs_requeue_stale
+    from annotation.services.freeze_jobs import FREEZE_JOBS
+    from tests.job_support import requeue_stale
 
     job = FreezeJob.objects.create(
-        project=project, rule={}, seed=0, test_fraction=0.0, status=FreezeStatus.RUNNING, attempts=3
+        project=project, rule={}, seed=0, test_fraction=0.0, state=JobState.RUNNING, attempts=3
     )
     _stale(job)
     with django_capture_on_commit_callbacks(execute=False) as sent:
-        assert freeze_jobs_requeue_stale(stale_after=timedelta(minutes=5)) == []
+        assert requeue_stale(FREEZE_JOBS) == []
     job.refresh_from_db()
-    assert job.status == FreezeStatus.FAILED and not sent
+    assert job.state == JobState.FAILED and not sent
     assert "stopped reporting 3 times; nothing was frozen" in job.error
 
 
 def test_the_workers_stale_check_covers_freezes_and_imports(
     project, manager, settings, django_capture_on_commit_callbacks
 ):
-    from annotation.models import ImportJob, ImportStatus
-    from prefstudio.stale_jobs import requeue_stale_jobs
+    from annotation.models import ImportJob
+    from prefstudio.job_kinds import recover_stale_jobs
 
     settings.ANNOTATION_JOB_STALE_SECONDS = 300
     freeze = FreezeJob.objects.create(
-        project=project, rule={}, seed=0, test_fraction=0.0, status=FreezeStatus.RUNNING, attempts=1
+        project=project, rule={}, seed=0, test_fraction=0.0, state=JobState.RUNNING, attempts=1
     )
     upload = ImportJob.objects.create(
         project=project,
         created_by=manager,
         original_name="prefs.jsonl",
-        status=ImportStatus.RUNNING,
+        state=JobState.RUNNING,
         attempts=1,
         report={"format": "trl", "stage": "writing"},
     )
     for job in (freeze, upload):
         _stale(job, minutes=4)
-    assert requeue_stale_jobs() == {"training": [], "generation": [], "freeze": [], "import": []}
+    assert recover_stale_jobs() == {"training": [], "generation": [], "freeze": [], "import": []}
     for job in (freeze, upload):
         _stale(job, minutes=6)
     with django_capture_on_commit_callbacks(execute=False) as sent:
-        requeued = requeue_stale_jobs()
+        requeued = recover_stale_jobs()
     assert (requeued["freeze"], requeued["import"], len(sent)) == ([freeze.pk], [upload.pk], 2)
     upload.refresh_from_db()
-    assert upload.status == ImportStatus.PENDING and upload.report == {"format": "trl", "stage": "queued"}
+    assert upload.state == JobState.QUEUED and upload.report == {"format": "trl", "stage": "queued"}
 
 
 def test_a_running_job_that_never_reported_counts_as_stale_once_old(
@@ -585,16 +583,17 @@ def test_a_running_job_that_never_reported_counts_as_stale_once_old(
 
     from django.utils import timezone
 
-    from annotation.services.freeze_jobs import freeze_jobs_requeue_stale
+    from annotation.services.freeze_jobs import FREEZE_JOBS
+    from tests.job_support import requeue_stale
 
     job = FreezeJob.objects.create(
-        project=project, rule={}, seed=0, test_fraction=0.0, status=FreezeStatus.RUNNING, attempts=1
+        project=project, rule={}, seed=0, test_fraction=0.0, state=JobState.RUNNING, attempts=1
     )
     assert job.heartbeat_at is None  # e.g. claimed before heartbeats existed
-    assert freeze_jobs_requeue_stale(stale_after=timedelta(minutes=5)) == []  # created just now
+    assert requeue_stale(FREEZE_JOBS) == []  # created just now
     FreezeJob.objects.filter(pk=job.pk).update(created_at=timezone.now() - timedelta(hours=1))
     with django_capture_on_commit_callbacks(execute=False):
-        assert freeze_jobs_requeue_stale(stale_after=timedelta(minutes=5)) == [job.pk]
+        assert requeue_stale(FREEZE_JOBS) == [job.pk]
 
 
 @pytest.mark.django_db(transaction=True)
@@ -604,15 +603,14 @@ def test_a_heartbeat_thread_keeps_a_silent_stage_alive_and_stops_with_it(project
 
     from django.utils import timezone
 
-    from annotation.services.leases import heartbeat
+    from jobs.leases import Lease
 
     old = timezone.now() - timedelta(hours=1)
     job = FreezeJob.objects.create(
-        project=project, rule={}, seed=0, test_fraction=0.0, status=FreezeStatus.RUNNING, attempts=1
+        project=project, rule={}, seed=0, test_fraction=0.0, state=JobState.RUNNING, attempts=1
     )
     FreezeJob.objects.filter(pk=job.pk).update(heartbeat_at=old)
-    mine = FreezeJob.objects.filter(pk=job.pk, status=FreezeStatus.RUNNING, attempts=1)
-    with heartbeat(mine, every=0.05):
+    with Lease(FreezeJob, job.pk, 1).heartbeat(every=0.05):
         deadline = time.monotonic() + 10
         while FreezeJob.objects.get(pk=job.pk).heartbeat_at == old and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -627,19 +625,20 @@ def test_a_freeze_whose_task_message_was_lost_is_sent_again_once(project, django
 
     from django.utils import timezone
 
-    from annotation.services.freeze_jobs import freeze_jobs_requeue_stale
+    from annotation.services.freeze_jobs import FREEZE_JOBS
+    from tests.job_support import requeue_stale
 
     job = FreezeJob.objects.create(project=project, rule={}, seed=0, test_fraction=0.0)
     with django_capture_on_commit_callbacks(execute=False) as sent:
-        freeze_jobs_requeue_stale(stale_after=timedelta(minutes=5))
+        requeue_stale(FREEZE_JOBS)
     assert not sent  # queued just now: its message is presumably on its way
     FreezeJob.objects.filter(pk=job.pk).update(created_at=timezone.now() - timedelta(hours=1))
     with django_capture_on_commit_callbacks(execute=False) as sent:
-        assert freeze_jobs_requeue_stale(stale_after=timedelta(minutes=5)) == []  # resent, not requeued
-        freeze_jobs_requeue_stale(stale_after=timedelta(minutes=5))
+        assert requeue_stale(FREEZE_JOBS) == []  # resent, not requeued
+        requeue_stale(FREEZE_JOBS)
     assert len(sent) == 1  # the second round finds it sent a moment ago
     job.refresh_from_db()
-    assert job.status == FreezeStatus.PENDING and job.heartbeat_at is not None
+    assert job.state == JobState.QUEUED and job.heartbeat_at is not None
 
 
 def test_the_freeze_page_says_when_a_worker_was_lost(manager_client, project):
@@ -650,5 +649,5 @@ def test_the_freeze_page_says_when_a_worker_was_lost(manager_client, project):
     assert (
         "queued again: the worker of attempt 1 stopped reporting" in manager_client.get(url).content.decode()
     )
-    FreezeJob.objects.filter(pk=job.pk).update(status=FreezeStatus.RUNNING, attempts=2, stage="aggregating")
+    FreezeJob.objects.filter(pk=job.pk).update(state=JobState.RUNNING, attempts=2, stage="aggregating")
     assert "attempt 2, after a lost worker" in manager_client.get(url).content.decode()

@@ -1,4 +1,4 @@
-"""PrefStudio's training engine: pure PyTorch + transformers + peft, no Django.
+"""PrefStudio's training engine: pure PyTorch + transformers + peft, no Django (docs/architecture.md).
 
 Public API (what the web app calls)::
 
@@ -6,30 +6,38 @@ Public API (what the web app calls)::
     config = config_from_dict({"method": "dpo", "model": "bundled", "train_file": ..., "output_dir": ...})
     result = train(config, callbacks=[db_logger], should_cancel=lambda: job_cancelled(), resume=False)
 
-``callbacks`` get ``log(metrics: dict[str, float], step: int)``; see loop.py and config.py.
+``callbacks`` get ``log(metrics: dict[str, float], step: int)`` (``runtime/metrics.py``); ``METHODS``
+maps each method name to its config class, recipe and accepted dataset kinds (``methods.py``).
 """
 
-from training.engine.api import train
-from training.engine.config import (
+from training.engine.methods import (
     METHODS,
-    ConfigError,
-    TrainConfig,
+    Method,
     config_from_dict,
     config_to_dict,
     load_config,
+    method_of,
+    planned_steps,
+    recipe_for,
+    train,
 )
-from training.engine.loop import NonFiniteError, TrainResult
-from training.engine.metrics import MetricsCallback
+from training.engine.runtime.config import ConfigError, RunConfig
+from training.engine.runtime.loop import NonFiniteError, TrainResult
+from training.engine.runtime.metrics import MetricsCallback
 
 __all__ = [
     "METHODS",
     "ConfigError",
+    "Method",
     "MetricsCallback",
     "NonFiniteError",
-    "TrainConfig",
+    "RunConfig",
     "TrainResult",
     "config_from_dict",
     "config_to_dict",
     "load_config",
+    "method_of",
+    "planned_steps",
+    "recipe_for",
     "train",
 ]

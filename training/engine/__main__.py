@@ -1,13 +1,17 @@
-"""``python -m training.engine train CONFIG.yaml [--resume]``: train from an exported dataset file."""
+"""``python -m training.engine train CONFIG.yaml [--resume]``: train any method from an exported dataset.
+
+The run writes ``metrics.jsonl``, ``checkpoint-N/`` folders and, when it succeeds, ``final/`` (the model
+every consumer loads: a plain Hugging Face folder) into the config's ``output_dir``.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from training.engine.api import train
-from training.engine.config import ConfigError, load_config
-from training.engine.loop import NonFiniteError
+from training.engine.methods import load_config, train
+from training.engine.runtime.config import ConfigError
+from training.engine.runtime.loop import NonFiniteError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,6 +37,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"training stopped: {exc}", file=sys.stderr)
         return 1
     print(f"{result.status} after {result.step} steps; checkpoint: {result.last_checkpoint}")
+    if result.final_model:
+        print(f"final model: {result.final_model}")
     if result.eval_metrics:
         print("held-out: " + ", ".join(f"{k}={v:.4f}" for k, v in result.eval_metrics.items()))
     if result.dropped:

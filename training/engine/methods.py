@@ -1,124 +1,132 @@
-"""One config class per pairwise method; each registers itself in ``config.METHODS`` under ``method``."""
+"""The one table of training methods: method name → config class → recipe, and the engine's entry points.
+
+``train(config)`` runs any method; the CLI (``python -m training.engine train CONFIG.yaml``) and the web
+app both go through it.  ``accepts`` is what dataset kinds (a project's task type) a method trains on; the
+web app refuses any other kind at launch.  A new method is one row here (``docs/architecture.md``).
+"""
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from pathlib import Path
+from typing import Any
 
-from training.engine.config import TrainConfig, register_method, require, require_positive
-from training.engine.objectives import LossTerm
+import yaml
 
-
-@register_method
-@dataclass(frozen=True, kw_only=True)
-class DPOConfig(TrainConfig):
-    """DPO (sigmoid loss)."""
-
-    method: ClassVar[str] = "dpo"
-
-
-@register_method
-@dataclass(frozen=True, kw_only=True)
-class StepDPOConfig(TrainConfig):
-    """Step-DPO: DPO on the step's tokens (rows carry ``initial_reason_steps``)."""
-
-    method: ClassVar[str] = "step_dpo"
-    beta: float = 0.4
-    """Step-DPO's authors use β 0.4–0.5."""
-    lr_scheduler: str = "cosine"
-    """Step-DPO's authors use cosine."""
+from training.engine.recipes.curry_dpo import CurryDPOConfig, CurryDPORecipe
+from training.engine.recipes.dpo import DPORecipe
+from training.engine.recipes.dpo_configs import (
+    CDPOConfig,
+    DPOConfig,
+    FlexConfig,
+    HingeConfig,
+    IPOConfig,
+    MaskDPOConfig,
+    RDPOConfig,
+    SigmoidNormConfig,
+    StepDPOConfig,
+)
+from training.engine.recipes.fast_slow_dpo import FastSlowDPOConfig, FastSlowDPORecipe
+from training.engine.runtime.config import ConfigError, RunConfig
+from training.engine.runtime.loop import TrainResult, prepare, run, write_config
+from training.engine.runtime.metrics import MetricsCallback
 
 
-@register_method
-@dataclass(frozen=True, kw_only=True)
-class MaskDPOConfig(TrainConfig):
-    """Mask-DPO: DPO on factual chosen sentences and hallucinated rejected sentences."""
+@dataclass(frozen=True)
+class Method:
+    """One trainable method: its config dataclass, the recipe that runs it, the dataset kinds it takes."""
 
-    method: ClassVar[str] = "mask_dpo"
+    config: type[RunConfig]
+    recipe: type
+    accepts: tuple[str, ...]
 
-
-@register_method
-@dataclass(frozen=True, kw_only=True)
-class CDPOConfig(TrainConfig):
-    """Conservative DPO (label smoothing)."""
-
-    method: ClassVar[str] = "cdpo"
-    epsilon: float = 0.1
-    """Label-smoothing ε in [0, 0.5)."""
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        require(0 <= self.epsilon < 0.5, "epsilon", f"must lie in [0, 0.5), got {self.epsilon}")
-
-    def main_term(self) -> LossTerm:
-        return LossTerm(self.method, 1.0, {"beta": self.beta, "epsilon": self.epsilon})
+    @property
+    def doc(self) -> str:
+        return (self.config.__doc__ or "").strip()
 
 
-@register_method
-@dataclass(frozen=True, kw_only=True)
-class RDPOConfig(CDPOConfig):
-    """Robust DPO; ε = the dataset's estimated label-flip rate."""
-
-    method: ClassVar[str] = "rdpo"
+def _method(config: type[RunConfig], recipe: type, accepts: tuple[str, ...] | None = None) -> Method:
+    return Method(config, recipe, accepts if accepts is not None else recipe.accepts)
 
 
-@register_method
-@dataclass(frozen=True, kw_only=True)
-class IPOConfig(TrainConfig):
-    """IPO on length-averaged log-ratios."""
-
-    method: ClassVar[str] = "ipo"
-    tau: float = 0.1
-    """IPO's τ: the target margin is 1/(2τ)."""
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        require_positive(self.tau, "tau")
-
-    def main_term(self) -> LossTerm:
-        return LossTerm("ipo", 1.0, {"tau": self.tau, "beta": self.beta})
+METHODS: dict[str, Method] = {
+    "dpo": _method(DPOConfig, DPORecipe),
+    "cdpo": _method(CDPOConfig, DPORecipe),
+    "rdpo": _method(RDPOConfig, DPORecipe),
+    "ipo": _method(IPOConfig, DPORecipe),
+    "hinge": _method(HingeConfig, DPORecipe),
+    "sigmoid_norm": _method(SigmoidNormConfig, DPORecipe),
+    "flex": _method(FlexConfig, DPORecipe),
+    "step_dpo": _method(StepDPOConfig, DPORecipe, ("stepwise",)),
+    "mask_dpo": _method(MaskDPOConfig, DPORecipe, ("factuality",)),
+    "curry_dpo": _method(CurryDPOConfig, CurryDPORecipe),
+    "fast_slow_dpo": _method(FastSlowDPOConfig, FastSlowDPORecipe),
+}
 
 
-@register_method
-@dataclass(frozen=True, kw_only=True)
-class HingeConfig(TrainConfig):
-    """SLiC / RSO hinge loss."""
-
-    method: ClassVar[str] = "hinge"
-    gamma: float = 0.05
-    """Scale γ of the margin inside max(0, 1 − γh)."""
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        require_positive(self.gamma, "gamma")
-
-    def main_term(self) -> LossTerm:
-        return LossTerm(self.method, 1.0, {"gamma": self.gamma, "beta": self.beta})
+def method_of(name: str) -> Method:
+    if name not in METHODS:
+        raise ConfigError(f"method: unknown {name!r}; choose from {sorted(METHODS)}")
+    return METHODS[name]
 
 
-@register_method
-@dataclass(frozen=True, kw_only=True)
-class SigmoidNormConfig(HingeConfig):
-    """RSO sigmoid-norm loss."""
+def config_from_dict(data: dict[str, Any]) -> RunConfig:
+    """Build the config of ``data["method"]``; unknown or missing fields raise ConfigError."""
+    data = dict(data)
+    method = data.pop("method", "dpo")
+    cls = method_of(method).config
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - fields)
+    if unknown:
+        raise ConfigError(f"{unknown[0]}: unknown field for method {method} (unknown: {unknown})")
+    for name, value in data.items():
+        if isinstance(value, list):
+            data[name] = tuple(value)
+    try:
+        return cls(**data)
+    except TypeError as exc:
+        raise ConfigError(f"config for {method}: {exc}") from exc
 
-    method: ClassVar[str] = "sigmoid_norm"
+
+def config_to_dict(config: RunConfig) -> dict[str, Any]:
+    """``asdict`` plus the method name: what the web app stores and ``config_from_dict`` reads."""
+    return {"method": config.method, **dataclasses.asdict(config)}
 
 
-@register_method
-@dataclass(frozen=True, kw_only=True)
-class FlexConfig(TrainConfig):
-    """Flex DPO (3D-properties): separate temperatures for chosen and rejected."""
+def load_config(path: str | Path) -> RunConfig:
+    with open(path, encoding="utf-8") as fh:
+        data = yaml.safe_load(fh) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of fields")
+    return config_from_dict(data)
 
-    method: ClassVar[str] = "flex"
-    beta_pos: float = 0.1
-    """β⁺ on the chosen log-ratio."""
-    beta_neg: float = 0.08
-    """β⁻ on the rejected log-ratio."""
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        require_positive(self.beta_pos, "beta_pos")
-        require_positive(self.beta_neg, "beta_neg")
+def recipe_for(config: RunConfig, **kwargs):
+    """The (not yet set up) recipe that trains ``config``; ``kwargs`` go to its constructor."""
+    return method_of(config.method).recipe(config, **kwargs)
 
-    def main_term(self) -> LossTerm:
-        return LossTerm("flex", 1.0, {"beta_pos": self.beta_pos, "beta_neg": self.beta_neg})
+
+def planned_steps(config: RunConfig, n_train_rows: int) -> int:
+    """Optimizer steps a run of ``config`` on ``n_train_rows`` training rows plans, before any row is
+    dropped by tokenization (the run reports the exact count to its callbacks' ``on_start``)."""
+    return method_of(config.method).recipe.planned_steps(config, n_train_rows)
+
+
+def train(
+    config: RunConfig,
+    *,
+    callbacks: Sequence[MetricsCallback] = (),
+    should_cancel: Callable[[], bool] | None = None,
+    resume: bool = False,
+    progress: bool = False,
+    recipe=None,
+) -> TrainResult:
+    """Train any method of the table; ``recipe`` (not set up) replaces the table's, e.g. with a
+    pre-loaded model.  See ``runtime.loop.run`` for the rest."""
+    write_config(Path(config.output_dir), config_to_dict(config))
+    recipe = prepare(recipe if recipe is not None else recipe_for(config), config)
+    return run(
+        recipe, config, callbacks=callbacks, should_cancel=should_cancel, resume=resume, progress=progress
+    )

@@ -14,6 +14,7 @@ FILES = {
     "eval_report.json": ArtifactKind.EVAL_REPORT,
     "samples.jsonl": ArtifactKind.SAMPLES,
 }
+MODEL_FOLDERS = ("final", "merged")  # merged/: the final model of LoRA jobs run before final/ existed
 CHUNK = 1024 * 1024
 
 
@@ -38,7 +39,7 @@ def tree_digest(path: Path) -> tuple[int, str]:
 
 def _kind_of(path: Path) -> str | None:
     if path.is_dir():
-        if path.name == "merged":
+        if path.name in MODEL_FOLDERS:
             return ArtifactKind.MODEL
         if re.fullmatch(r"checkpoint-\d+", path.name):
             return (
@@ -73,20 +74,3 @@ def artifacts_record(*, job) -> list[Artifact]:
 def artifact_path(artifact: Artifact) -> Path:
     """The artifact's file or folder on disk (checked to lie under ARTIFACT_ROOT)."""
     return inside_artifacts(artifact_root() / artifact.path)
-
-
-def final_model_folder(*, job, result) -> Path:
-    """The folder registered as the job's model: the last checkpoint, or for LoRA the adapter merged into
-    the base weights (``merged/``) so the next job can start from it like any full model."""
-    checkpoint = Path(result.last_checkpoint)
-    if not job.config.get("lora"):
-        return checkpoint
-    from peft import PeftModel
-
-    from training.engine.models import load_model, load_tokenizer
-
-    target = job_dir(job) / "merged"
-    merged = PeftModel.from_pretrained(load_model(job.config["model"]), checkpoint).merge_and_unload()
-    merged.save_pretrained(target, safe_serialization=True)
-    load_tokenizer(job.config["model"]).save_pretrained(target)
-    return target

@@ -22,7 +22,7 @@ def evaluation_report(*, job) -> dict | None:
 
 def preference_accuracy(model, pairs) -> float | None:
     """Share of pairs whose chosen answer has the higher mean per-token log-prob under ``model``."""
-    from training.engine.logps import unpacked_logps
+    from training.engine.lm.logps import unpacked_logps
 
     if not pairs:
         return None
@@ -37,8 +37,8 @@ def reward_color(value: float, scale: float) -> str:
 
 
 def heatmap(policy, reference, pair, tokenizer, *, beta: float, prompt: str) -> dict:
-    from training.engine.collate import PackingCollator
-    from training.engine.evaluate import token_rewards
+    from training.engine.lm.collate import PackingCollator
+    from training.engine.lm.logps import token_rewards
 
     collator = PackingCollator(tokenizer.pad_token_id or 0, None)
     chosen, rejected = token_rewards(policy, reference, pair, collator, beta=beta)
@@ -63,9 +63,9 @@ def _prompt_text(prompt) -> str:
 
 def evaluation_run(*, job, trained_folder: Path, implicit_accuracy: float | None = None) -> dict:
     """Compare the base model with the trained one on held-out pairs and prompts; write the report."""
-    from training.engine.data import read_rows, tokenize_rows
-    from training.engine.generate import GenerationConfig, generate
-    from training.engine.models import load_model, load_tokenizer
+    from training.engine.lm.data import read_rows, tokenize_rows
+    from training.engine.lm.generate import GenerationConfig, generate
+    from training.engine.lm.models import load_model, load_tokenizer
 
     config = job.config
     rows = read_rows(config["eval_file"] or config["train_file"], None if config["eval_file"] else "test")

@@ -1,24 +1,23 @@
-"""Training job lifecycle: launch, claim, cancel, requeue stale jobs, record the outcome.
+"""Training job lifecycle: launch, claim, cancel, and how the job core recovers a job whose worker died.
 
 Every state change is one conditional UPDATE on the job row (the row is the source of truth, the broker
 only transport), so a duplicate delivery, a second worker or a late heartbeat never acts on a job it
-does not own.  ``attempts`` doubles as the lease token of the current attempt.
+does not own (``jobs.leases``).
 """
 
 import datetime as dt
-import math
-import socket
 from pathlib import Path
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import F
-from django.db.models.functions import Coalesce
+from django.db.models import F, Q
 from django.utils import timezone
 
-from training.engine import ConfigError, config_from_dict, config_to_dict
-from training.engine.checkpoint import latest_checkpoint
+from jobs.leases import Lease, job_claim
+from jobs.recovery import JobKind, stale_requeue
+from training.engine import ConfigError, config_from_dict, config_to_dict, planned_steps
+from training.engine.runtime.checkpoint import latest_checkpoint
 
 from ..models import JobState, ModelEntry, Queue, TrainingJob
 from .paths import dataset_file, new_run_token, run_dir
@@ -89,11 +88,10 @@ def training_job_launch(
 
 
 def estimate_total_steps(config: dict, dataset_version) -> int:
-    """Optimizer steps the engine will plan (before rows too long to tokenize are dropped)."""
+    """The engine's step plan for the version's training rows (before rows too long are dropped; the
+    attempt sets the exact count when its run starts)."""
     n_train = dataset_version.examples.filter(split="train").count()
-    per_epoch = math.ceil(math.ceil(n_train / config["batch_size"]) / config["gradient_accumulation_steps"])
-    total = per_epoch * config["epochs"]
-    return min(total, config["max_steps"]) if config.get("max_steps") else total
+    return planned_steps(config_from_dict(config), n_train)
 
 
 def job_enqueue(job: TrainingJob) -> None:
@@ -102,29 +100,14 @@ def job_enqueue(job: TrainingJob) -> None:
     training_run.apply_async(args=[job.pk], queue=job.queue)
 
 
-def training_job_claim(*, job_id: int) -> int | None:
-    """Take a queued job for this worker; returns the attempt number (the lease), or None if taken."""
-    now = timezone.now()
-    claimed = TrainingJob.objects.filter(pk=job_id, state=JobState.QUEUED, cancel_requested=False).update(
-        state=JobState.RUNNING,
-        attempts=F("attempts") + 1,
-        worker_host=socket.gethostname()[:200],
-        heartbeat_at=now,
-        running_since=now,
-        started_at=Coalesce(F("started_at"), now),
+def training_job_claim(*, job_id: int) -> Lease | None:
+    """Take a queued job for this worker; returns the attempt's lease, or None if taken or cancelled."""
+    return job_claim(
+        TrainingJob,
+        pk=job_id,
+        waiting=Q(cancel_requested=False),
+        running_since=timezone.now(),
         started_step=F("step"),
-    )
-    if not claimed:
-        return None
-    return TrainingJob.objects.values_list("attempts", flat=True).get(pk=job_id)
-
-
-def training_job_heartbeat(*, job_id: int, attempt: int, **fields) -> bool:
-    """Refresh the heartbeat (and progress ``fields``) while this attempt still owns the job."""
-    return bool(
-        TrainingJob.objects.filter(pk=job_id, attempts=attempt, state=JobState.RUNNING).update(
-            heartbeat_at=timezone.now(), **fields
-        )
     )
 
 
@@ -139,42 +122,35 @@ def training_job_cancel(*, job: TrainingJob) -> TrainingJob:
     return job
 
 
-def training_job_finish(
-    *, job_id: int, attempt: int, state: str, step: int | None = None, error: str = "", traceback: str = ""
-) -> bool:
-    """Record the outcome of the attempt that owns the job."""
-    fields = {"state": state, "finished_at": timezone.now(), "error": error[:10000], "traceback": traceback}
-    if step is not None:
-        fields["step"] = step
-        if state == JobState.SUCCEEDED:
-            fields["total_steps"] = step
-    return bool(
-        TrainingJob.objects.filter(pk=job_id, attempts=attempt, state=JobState.RUNNING).update(**fields)
-    )
+def _resume_fields(job: TrainingJob) -> dict:
+    checkpoint = latest_checkpoint(Path(job.config["output_dir"]))
+    return {"resume_from": str(checkpoint or "")}
 
 
-def training_job_requeue_stale(*, now: dt.datetime | None = None) -> list[int]:
-    """Running jobs whose heartbeat is older than TRAINING_HEARTBEAT_STALE_SECONDS: queued again to resume
-    from their last checkpoint, or failed once TRAINING_MAX_ATTEMPTS attempts have been used."""
-    now = now or timezone.now()
-    cutoff = now - dt.timedelta(seconds=settings.TRAINING_HEARTBEAT_STALE_SECONDS)
-    requeued = []
-    for job in TrainingJob.objects.filter(state=JobState.RUNNING, heartbeat_at__lt=cutoff):
-        stale = TrainingJob.objects.filter(
-            pk=job.pk, state=JobState.RUNNING, attempts=job.attempts, heartbeat_at__lt=cutoff
+def _out_of_attempts(job: TrainingJob) -> dict:
+    last = f"{job.heartbeat_at:%H:%M:%S} UTC" if job.heartbeat_at else "never"
+    return {
+        "error": (
+            f"The worker ({job.worker_host}) stopped sending heartbeats (last at {last}) and all "
+            f"{job.attempts} attempts are used up."
         )
-        if job.attempts >= settings.TRAINING_MAX_ATTEMPTS:
-            stale.update(
-                state=JobState.FAILED,
-                finished_at=now,
-                error=(
-                    f"The worker ({job.worker_host}) stopped sending heartbeats (last at "
-                    f"{job.heartbeat_at:%H:%M:%S} UTC) and all {job.attempts} attempts are used up."
-                ),
-            )
-            continue
-        checkpoint = latest_checkpoint(Path(job.config["output_dir"]))
-        if stale.update(state=JobState.QUEUED, resume_from=str(checkpoint or ""), heartbeat_at=None):
-            requeued.append(job.pk)
-            job_enqueue(job)
-    return requeued
+    }
+
+
+TRAINING_JOBS = JobKind(
+    name="training",
+    model=TrainingJob,
+    enqueue=lambda pk: job_enqueue(TrainingJob.objects.get(pk=pk)),
+    stale_after=lambda: dt.timedelta(seconds=settings.TRAINING_HEARTBEAT_STALE_SECONDS),
+    max_attempts=lambda: settings.TRAINING_MAX_ATTEMPTS,
+    requeue=_resume_fields,
+    fail=_out_of_attempts,
+    waiting=Q(cancel_requested=False),
+)
+"""A training run whose worker died resumes from its last checkpoint on the next attempt."""
+
+
+def training_job_requeue_stale() -> list[int]:
+    """Running jobs silent for TRAINING_HEARTBEAT_STALE_SECONDS: queued again to resume from their last
+    checkpoint, or failed once TRAINING_MAX_ATTEMPTS attempts have been used (the job core's check)."""
+    return stale_requeue(TRAINING_JOBS)

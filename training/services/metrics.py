@@ -54,12 +54,20 @@ class DbMetrics:
     ``flush_every``-th step (the checkpoint steps) it flushes at once, so that a resumed job finds every
     point up to its checkpoint already stored.
 
-    ``on_flush(step, points)`` runs after each flush (progress, heartbeat and the log tail)."""
+    ``on_flush(step, points)`` runs after each flush (progress, heartbeat and the log tail);
+    ``on_start(total_steps)`` when the run has planned its steps."""
 
     def __init__(
-        self, job_id: int, *, on_flush=None, flush_every: int | None = None, max_buffer: int = 20_000
+        self,
+        job_id: int,
+        *,
+        on_flush=None,
+        on_start=None,
+        flush_every: int | None = None,
+        max_buffer: int = 20_000,
     ):
         self.job_id = job_id
+        self.on_start_hook = on_start
         self.flush_every = flush_every
         self.max_buffer = max_buffer
         self.on_flush = on_flush
@@ -67,6 +75,10 @@ class DbMetrics:
         self.lock = threading.Lock()
         self.write_lock = threading.Lock()
         self.step = 0
+
+    def on_start(self, total_steps: int, start_step: int) -> None:
+        if self.on_start_hook is not None:
+            self.on_start_hook(total_steps)
 
     def log(self, metrics: dict[str, float], step: int) -> None:
         wall = time.time()

@@ -95,7 +95,7 @@ def _render(request, form, *, clone=None, preview=None, status=200):
         "methods": sorted(METHODS),
         "clone": clone,
         "preview": preview,
-        "method_doc": (METHODS[form.method].__doc__ or "").strip(),
+        "method_doc": METHODS[form.method].doc,
     }
     template = "training/job_new.html#config-preview" if request.htmx and preview else "training/job_new.html"
     return render(request, template, context, status=status)

@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from training.engine.tiny import tiny_llama, tiny_tokenizer
+from training.engine.lm.tiny import tiny_llama, tiny_tokenizer
 
 WORDS = ["cat", "dog", "sun", "tree", "blue", "moon", "fish", "rock"]
 

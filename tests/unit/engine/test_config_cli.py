@@ -6,9 +6,9 @@ import pytest
 import yaml
 
 from training.engine.__main__ import main
-from training.engine.config import METHODS, ConfigError, config_from_dict, config_to_dict
-from training.engine.methods import RDPOConfig
-from training.engine.metrics import read_metrics
+from training.engine.methods import METHODS, ConfigError, config_from_dict, config_to_dict
+from training.engine.recipes.dpo_configs import RDPOConfig
+from training.engine.runtime.metrics import read_metrics
 
 BASE = {"model": "tiny", "train_file": "d.jsonl", "output_dir": "out"}
 
@@ -43,10 +43,11 @@ def test_config_round_trips_through_a_dict():
 
 
 def test_every_method_builds_with_defaults():
-    for name, cls in METHODS.items():
-        config = cls(**BASE)
+    for name, method in METHODS.items():
+        config = method.config(**BASE)
         assert config.method == name
         assert config.objective_terms()
+        assert method.accepts and set(method.accepts) <= set(method.recipe.accepts)
 
 
 def test_cli_trains_writes_metrics_and_resumes(tmp_path, make_rows, capsys):

@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from training.engine.cpu_linear import RoutedLinear, linear, onednn_linear_available, route_linears
-from training.engine.models import load_model
+from training.engine.lm.cpu_linear import RoutedLinear, linear, onednn_linear_available, route_linears
+from training.engine.lm.models import load_model
 
 pytestmark = pytest.mark.skipif(
     not onednn_linear_available(), reason="this torch build has no oneDNN (mkldnn) linear op"

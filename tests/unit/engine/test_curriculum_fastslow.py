@@ -5,11 +5,11 @@ import json
 import pytest
 import torch
 
-from training.engine.api import train
-from training.engine.config import config_from_dict
-from training.engine.curriculum import CurryDPOConfig, curriculum_pairs, stages
-from training.engine.fastslow import FastSlowDPOConfig, fast_slow_loss, should_swap
-from training.engine.metrics import read_metrics
+from training.engine.methods import config_from_dict, train
+from training.engine.recipes.curry_dpo import CurryDPOConfig, CurryDPORecipe, curriculum_pairs, stages
+from training.engine.recipes.fast_slow_dpo import FastSlowDPOConfig, fast_slow_loss, should_swap
+from training.engine.runtime.loop import prepare
+from training.engine.runtime.metrics import read_metrics
 
 
 def test_curriculum_pairs_top_against_each_lower_sorted_by_gap():
@@ -45,31 +45,83 @@ def _ranked(make_rows, n):
     return rows
 
 
-def test_iterative_curry_dpo_moves_the_reference_stage_by_stage(tmp_path, make_rows):
+def _curry_config(tmp_path, make_rows, output="o", **overrides):
     data = tmp_path / "ranked.jsonl"
-    data.write_text("".join(json.dumps(r) + "\n" for r in _ranked(make_rows, 20)))
-    config = config_from_dict(
-        {
-            "method": "curry_dpo",
-            "model": "tiny",
-            "train_file": str(data),
-            "output_dir": str(tmp_path / "o"),
-            "ref_cache_dir": str(tmp_path / "ref"),
-            "learning_rate": 1e-3,
-            "n_stages": 2,
-            "batch_size": 8,
-            "warmup_ratio": 0.0,
-        }
-    )
+    if not data.exists():
+        data.write_text("".join(json.dumps(r) + "\n" for r in _ranked(make_rows, 20)))
+    settings = {
+        "method": "curry_dpo",
+        "model": "tiny",
+        "train_file": str(data),
+        "output_dir": str(tmp_path / output),
+        "ref_cache_dir": str(tmp_path / "ref"),
+        "learning_rate": 1e-3,
+        "n_stages": 2,
+        "batch_size": 8,
+        "warmup_ratio": 0.0,
+    }
+    return config_from_dict({**settings, **overrides})
+
+
+def test_iterative_curry_dpo_moves_the_reference_stage_by_stage(tmp_path, make_rows):
+    config = _curry_config(tmp_path, make_rows)
     assert isinstance(config, CurryDPOConfig)
     result = train(config)
     assert result.status == "succeeded"
-    assert (tmp_path / "o" / "stage-0").is_dir() and (tmp_path / "o" / "stage-1").is_dir()
-    assert result.last_checkpoint.parent.name == "stage-1"
-    first_stage = read_metrics(tmp_path / "o" / "stage-1" / "metrics.jsonl")[0]
+    assert result.last_checkpoint.parent == tmp_path / "o"
+    assert (result.final_model / "config.json").is_file()
+    rows = read_metrics(tmp_path / "o" / "metrics.jsonl")
+    steps = [r["step"] for r in rows]
+    assert steps == list(range(1, len(rows) + 1)) and result.step == len(rows)  # global across stages
+    stage_of = [r["curriculum/stage"] for r in rows]
+    assert stage_of == sorted(stage_of) and set(stage_of) == {0.0, 1.0}
+    first_of_stage_1 = rows[stage_of.index(1.0)]
     # stage 1 starts from stage 0's model, which is also its reference: margins start at exactly zero
-    assert first_stage["rewards/margins"] == 0.0
+    assert first_of_stage_1["rewards/margins"] == 0.0
+    assert rows[0]["curriculum/gap"] >= rows[-1]["curriculum/gap"]  # easy (large gap) first
+    assert "eval/rewards/accuracies" in rows[stage_of.index(1.0) - 1]  # each stage ends with an eval
     assert "eval/rewards/accuracies" in result.eval_metrics
+
+
+def test_iterative_curry_dpo_resumed_inside_its_second_stage_reproduces_the_run(tmp_path, make_rows):
+    train(_curry_config(tmp_path, make_rows, "full", epochs=2))
+    calls = {"n": 0}
+
+    def cancel_late():
+        calls["n"] += 1
+        return calls["n"] > 6
+
+    cut = train(_curry_config(tmp_path, make_rows, "cut", epochs=2), should_cancel=cancel_late)
+    assert cut.status == "cancelled" and cut.step == 6
+    stages_done = {r["curriculum/stage"] for r in read_metrics(tmp_path / "cut" / "metrics.jsonl")}
+    assert stages_done == {0.0, 1.0}  # cancelled inside stage 1, whose reference the checkpoint holds
+    resumed = train(_curry_config(tmp_path, make_rows, "cut", epochs=2), resume=True)
+    assert resumed.status == "succeeded"
+
+    def comparable(path):
+        return [{k: v for k, v in r.items() if not k.startswith("throughput/")} for r in read_metrics(path)]
+
+    assert comparable(tmp_path / "full" / "metrics.jsonl") == comparable(tmp_path / "cut" / "metrics.jsonl")
+
+
+def test_curriculum_reads_a_ranking_versions_pair_export_keeping_the_top_pairs():
+    rows = [
+        {"prompt": "p", "chosen": "a", "rejected": "b", "rank_gap": 1, "rating_gap": None, "split": "train"},
+        {"prompt": "p", "chosen": "a", "rejected": "c", "rank_gap": 2, "rating_gap": None, "split": "train"},
+        {"prompt": "p", "chosen": "b", "rejected": "c", "rank_gap": 1, "rating_gap": None, "split": "train"},
+        {"prompt": "q", "chosen": "x", "rejected": "y", "rank_gap": 1, "rating_gap": None, "split": "test"},
+    ]
+    pairs = curriculum_pairs(rows)
+    assert [(gap, p["prompt"], p["chosen"], p["rejected"]) for gap, p in pairs] == [
+        (2.0, "p", "a", "c"),
+        (1.0, "p", "a", "b"),
+        (1.0, "q", "x", "y"),
+    ]
+    assert all("rank_gap" not in p and "split" in p for _, p in pairs)
+    rated = [{**row, "rating_gap": float(i + 1)} for i, row in enumerate(rows)]
+    assert [gap for gap, _ in curriculum_pairs(rated)] == [4.0, 2.0, 1.0]  # rating gaps win when all have one
+    with pytest.raises(ValueError, match="pair row 0: no rank_gap or rating_gap"):
+        curriculum_pairs([{"prompt": "p", "chosen": "a", "rejected": "b"}])
 
 
 def _fast_slow_config(tmp_path, make_rows, output: str, **overrides) -> FastSlowDPOConfig:
@@ -109,6 +161,10 @@ def test_fast_slow_dpo_trains_two_adapters(tmp_path, make_rows):
     for name in ("m1", "m2"):
         assert (result.last_checkpoint / name / "adapter_model.safetensors").is_file()
     assert (result.last_checkpoint / "fast_adapter.txt").read_text().strip() in {"m1", "m2"}
+    from transformers import AutoModelForCausalLM
+
+    final = AutoModelForCausalLM.from_pretrained(result.final_model)  # the fast adapter merged: a plain model
+    assert not any("lora_" in name for name, _ in final.named_parameters())
 
 
 def test_fast_slow_dpo_resumes_exactly_with_roles_optimizer_and_rng(tmp_path, make_rows):
@@ -155,12 +211,13 @@ def test_non_iterative_curry_dpo_is_one_run_ordered_easy_to_hard(tmp_path, make_
         max_steps=1,
         save_final=False,
     )
-    result = train(config)
-    assert result.status == "succeeded" and not (tmp_path / "o" / "stage-1").exists()
-    written = [
-        json.loads(line)
-        for line in (tmp_path / "o" / "curriculum" / "stage-0.jsonl").read_text().splitlines()
-    ]
-    assert len(written) == 20
+    ordered = curriculum_pairs(rows)
+    assert len(ordered) == 20
     # the 10 pairs against the bottom response (gap 9) come first, then gaps 8, 7, 6 in turn
-    assert all(p["rejected"] == r["responses"][2] for p, r in zip(written[:10], rows, strict=True))
+    assert all(p["rejected"] == r["responses"][2] for (_, p), r in zip(ordered[:10], rows, strict=True))
+    recipe = prepare(CurryDPORecipe(config), config)
+    (stage,) = recipe.stages()
+    positions = [i for step in stage.plan for mb in step for i in mb]
+    assert positions == sorted(positions)  # one stage, in curriculum order, not shuffled
+    result = train(config)
+    assert result.status == "succeeded" and result.step == 1 and result.final_model is None

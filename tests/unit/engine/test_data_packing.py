@@ -4,11 +4,11 @@ import pytest
 import torch
 from transformers import AttentionInterface
 
-from training.engine import logps, pair_attention
-from training.engine.collate import PackingCollator, plan_rows
-from training.engine.data import TokenizedPair, read_rows, tokenize_pair, tokenize_rows, truncate
-from training.engine.logps import segment_sums, split_by_segment, token_logps, unpacked_logps
-from training.engine.tiny import tiny_llama
+from training.engine.lm import logps, pair_attention
+from training.engine.lm.collate import PackingCollator, plan_rows
+from training.engine.lm.data import TokenizedPair, read_rows, tokenize_pair, tokenize_rows, truncate
+from training.engine.lm.logps import segment_sums, split_by_segment, token_logps, unpacked_logps
+from training.engine.lm.tiny import tiny_llama
 
 
 def test_standard_and_conversational_rows_tokenize_the_same(tokenizer):
@@ -106,9 +106,9 @@ def test_packed_logps_equal_unpacked_forward(
 
 
 def test_mask_dpo_loss_ignores_tokens_outside_the_mask(tokenizer, tiny_model):
-    from training.engine.logps import segment_lengths
-    from training.engine.objectives import PairLogps, dpo_loss
-    from training.engine.tiny import tiny_llama
+    from training.engine.lm.logps import segment_lengths
+    from training.engine.lm.tiny import tiny_llama
+    from training.engine.objectives.preference import PairLogps, dpo_loss
 
     reference = tiny_llama(len(tokenizer), seed=7)
     spans = {

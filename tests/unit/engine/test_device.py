@@ -3,12 +3,12 @@
 import pytest
 import torch
 
-from training.engine.collate import PackedBatch, PackingCollator
-from training.engine.config import ConfigError
-from training.engine.data import tokenize_rows
-from training.engine.device import DeviceUnavailable, resolve_device
-from training.engine.loop import train
-from training.engine.methods import DPOConfig
+from training.engine.lm.collate import PackedBatch, PackingCollator
+from training.engine.lm.data import tokenize_rows
+from training.engine.methods import train
+from training.engine.recipes.dpo_configs import DPOConfig
+from training.engine.runtime.config import ConfigError
+from training.engine.runtime.device import DeviceUnavailable, resolve_device
 
 
 def test_auto_is_cuda_exactly_when_the_machine_has_it():

@@ -5,11 +5,19 @@ import json
 import pytest
 import torch
 
-from training.engine.checkpoint import latest_checkpoint
-from training.engine.loop import NonFiniteError, setup_run, train
-from training.engine.methods import DPOConfig, RDPOConfig
-from training.engine.metrics import read_metrics
-from training.engine.models import load_tokenizer
+from training.engine.lm.models import load_tokenizer
+from training.engine.methods import train
+from training.engine.recipes.dpo import DPORecipe
+from training.engine.recipes.dpo_configs import DPOConfig, RDPOConfig
+from training.engine.runtime.checkpoint import latest_checkpoint
+from training.engine.runtime.loop import NonFiniteError, prepare, run
+from training.engine.runtime.metrics import read_metrics
+
+
+def setup_run(config):
+    """The DPO recipe of ``config``, set up (model, pairs, reference log-probs) and not yet trained."""
+    return prepare(DPORecipe(config), config)
+
 
 FAST = {"warmup_ratio": 0.0, "lr_scheduler": "constant", "max_grad_norm": None, "epochs": 100}
 
@@ -122,10 +130,10 @@ def test_interrupted_and_resumed_run_reproduces_uninterrupted_metrics(task, tmp_
 
 def test_nan_guard_names_step_and_metric(task, tmp_path):
     config = DPOConfig(**task(), output_dir=str(tmp_path / "o"), learning_rate=1e-3, max_steps=3, **FAST)
-    run = setup_run(config)
-    run.train_ref["chosen"][:] = float("nan")
+    recipe = setup_run(config)
+    recipe.train_ref["chosen"][:] = float("nan")
     with pytest.raises(NonFiniteError, match=r"step 1: loss is nan"):
-        train(config, run=run)
+        run(recipe, config)
 
 
 def test_reference_logps_are_cached_and_reused(task, tmp_path):
@@ -143,10 +151,10 @@ def test_lora_trains_only_the_adapter_and_reference_is_base(task, tmp_path):
     config = DPOConfig(
         **task(), output_dir=str(tmp_path / "o"), lora=True, lora_r=4, learning_rate=1e-2, max_steps=3, **FAST
     )
-    run = setup_run(config)
-    base_before = {k: v.clone() for k, v in run.model.named_parameters() if "lora_" not in k}
-    result = train(config, run=run)
-    for name, param in run.model.named_parameters():
+    recipe = setup_run(config)
+    base_before = {k: v.clone() for k, v in recipe.model.named_parameters() if "lora_" not in k}
+    result = run(recipe, config)
+    for name, param in recipe.model.named_parameters():
         if "lora_" in name:
             assert param.requires_grad
         else:
@@ -159,10 +167,10 @@ def test_lora_trains_only_the_adapter_and_reference_is_base(task, tmp_path):
 
 def test_full_finetune_gradients_reach_only_policy(task, tmp_path):
     config = DPOConfig(**task(), output_dir=str(tmp_path / "o"), learning_rate=1e-3, max_steps=1, **FAST)
-    run = setup_run(config)
-    assert not run.train_ref["chosen"].requires_grad and not run.train_ref["rejected"].requires_grad
-    train(config, run=run)
-    assert all(p.requires_grad for p in run.model.parameters())
+    recipe = setup_run(config)
+    assert not recipe.train_ref["chosen"].requires_grad and not recipe.train_ref["rejected"].requires_grad
+    run(recipe, config)
+    assert all(p.requires_grad for p in recipe.model.parameters())
 
 
 def test_bf16_autocast_runs_and_checkpoints_load_with_from_pretrained(task, tmp_path):
@@ -200,7 +208,7 @@ def test_parquet_export_with_split_column_trains(tmp_path, make_rows):
 
 
 def test_the_step_plan_stops_at_max_steps_however_many_epochs_are_asked(tmp_path):
-    from training.engine.optim import step_plan
+    from training.engine.runtime.optim import step_plan
 
     def config(epochs):
         return DPOConfig(

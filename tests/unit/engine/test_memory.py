@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from training.engine.memory import retain_freed_memory
+from training.engine.runtime.memory import retain_freed_memory
 
 
 class MallInfo2(ctypes.Structure):

@@ -7,10 +7,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from training.engine.logps import TargetLogProbs
-from training.engine.memory import own_trainable_weights
-from training.engine.models import load_model
-from training.engine.tiny import tiny_llama
+from training.engine.lm.logps import TargetLogProbs
+from training.engine.lm.models import load_model
+from training.engine.lm.tiny import tiny_llama
+from training.engine.runtime.memory import own_trainable_weights
 
 
 def test_target_logprobs_match_cross_entropy_in_value_and_gradient():

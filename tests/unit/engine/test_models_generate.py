@@ -5,18 +5,18 @@ import time
 import pytest
 import torch
 
-from training.engine.collate import PackingCollator
-from training.engine.data import tokenize_pair
-from training.engine.evaluate import token_rewards
-from training.engine.generate import GenerationConfig, generate
-from training.engine.models import (
+from training.engine.lm.collate import PackingCollator
+from training.engine.lm.data import tokenize_pair
+from training.engine.lm.generate import GenerationConfig, generate
+from training.engine.lm.logps import token_rewards
+from training.engine.lm.models import (
     ModelSpec,
     ModelUnavailableError,
     load_model,
     load_tokenizer,
     weights_fingerprint,
 )
-from training.engine.tiny import tiny_llama
+from training.engine.lm.tiny import tiny_llama
 
 
 def test_model_spec_parsing(tmp_path):
@@ -69,7 +69,7 @@ def test_token_rewards_are_zero_against_itself_and_nonzero_after_change(tokenize
 
 @pytest.mark.slow
 def test_bundled_model_converts_loads_fast_and_answers_sensibly(tmp_path_factory, monkeypatch):
-    from training.engine.models import model_cache_dir
+    from training.engine.lm.models import model_cache_dir
 
     if not (model_cache_dir() / "smollm2-135m-instruct" / "config.json").is_file():
         monkeypatch.setenv("MODEL_CACHE", str(tmp_path_factory.mktemp("models")))

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from training.engine.objectives import (
+from training.engine.objectives.preference import (
     OBJECTIVES,
     LossTerm,
     PairLogps,

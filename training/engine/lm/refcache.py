@@ -15,11 +15,11 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from training.engine.collate import PackingCollator
-from training.engine.data import TokenizedPair
-from training.engine.device import autocast
-from training.engine.logps import segment_sums, token_logps
-from training.engine.models import REPO_ROOT
+from training.engine.lm.collate import PackingCollator
+from training.engine.lm.data import TokenizedPair
+from training.engine.lm.logps import segment_sums, token_logps
+from training.engine.lm.models import REPO_ROOT
+from training.engine.runtime.device import autocast
 
 
 def default_cache_dir() -> Path:

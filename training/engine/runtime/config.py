@@ -1,0 +1,120 @@
+"""The settings every recipe shares: where the run writes, the step plan, the optimizer, cadence, device.
+
+Configs are frozen dataclasses validated on construction; every bad field raises ``ConfigError`` naming the
+field.  A recipe's config subclasses ``RunConfig`` and adds its own fields (``recipes/dpo_configs.py``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from training.engine.runtime.device import DEVICE_PATTERN
+
+
+class ConfigError(ValueError):
+    """A config field has a bad value; the message names the field."""
+
+
+def require(ok: bool, name: str, message: str) -> None:
+    if not ok:
+        raise ConfigError(f"{name}: {message}")
+
+
+def require_positive(value: Any, name: str, *, allow_none: bool = False, integer: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    kind = int if integer else (int, float)
+    require(
+        isinstance(value, kind) and not isinstance(value, bool) and math.isfinite(value) and value > 0,
+        name,
+        f"must be a positive {'integer' if integer else 'number'}, got {value!r}",
+    )
+
+
+def require_fraction(value: Any, name: str) -> None:
+    require(isinstance(value, (int, float)) and 0 <= value < 1, name, f"must lie in [0, 1), got {value!r}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunConfig:
+    """Settings the runtime reads: data and output locations, the step plan, AdamW and its schedule,
+    clipping, precision, device, seed and the logging, evaluation and checkpoint cadence."""
+
+    method: ClassVar[str] = "base"
+
+    model: str
+    """The model to start from (each recipe says which specs it loads; causal LMs: ``lm/models.py``)."""
+    train_file: str
+    """Exported dataset file; rows with ``split`` = test are held out."""
+    output_dir: str
+    """Where metrics.jsonl, checkpoint-N/ folders and final/ are written."""
+    eval_file: str | None = None
+    """Held-out file; None = the ``split: test`` rows of ``train_file``."""
+    batch_size: int = 8
+    """Examples per micro-batch."""
+    gradient_accumulation_steps: int = 1
+    """Micro-batches per optimizer step."""
+    epochs: int = 1
+    """Passes over the training examples."""
+    max_steps: int | None = None
+    """Stop after this many optimizer steps (None = run all epochs)."""
+    learning_rate: float = 5e-7
+    """AdamW peak learning rate."""
+    weight_decay: float = 0.0
+    """AdamW decoupled weight decay."""
+    adam_beta1: float = 0.9
+    """AdamW β1."""
+    adam_beta2: float = 0.999
+    """AdamW β2."""
+    adam_epsilon: float = 1e-8
+    """AdamW ε."""
+    lr_scheduler: str = "linear"
+    """constant, linear or cosine decay after warmup."""
+    warmup_ratio: float = 0.1
+    """Share of the steps spent warming up linearly from 0."""
+    max_grad_norm: float | None = 1.0
+    """Clip the global gradient norm to this (None = no clipping; the norm is still logged)."""
+    precision: str = "fp32"
+    """fp32, or bf16 (autocast of the forward; weights and optimizer stay fp32)."""
+    device: str = "auto"
+    """auto (CUDA when the machine has it, else CPU), cpu, cuda or cuda:N."""
+    seed: int = 42
+    """Seeds weights init, data order, dropout."""
+    shuffle: bool = True
+    """Shuffle the training examples every epoch (seeded)."""
+    logging_steps: int = 1
+    """Report train metrics every N optimizer steps."""
+    eval_steps: int | None = None
+    """Evaluate on held-out examples every N steps (and at the end); None = only at the end."""
+    save_steps: int | None = None
+    """Write checkpoint-N every N steps (the final model is always written)."""
+    save_final: bool = True
+    """Write checkpoint-N and final/ at the last step (turn off only for benchmarks)."""
+
+    def __post_init__(self) -> None:
+        for name in ("model", "train_file", "output_dir"):
+            value = getattr(self, name)
+            require(isinstance(value, str) and value.strip() != "", name, "must be a non-empty string")
+        for name in ("learning_rate", "adam_epsilon"):
+            require_positive(getattr(self, name), name)
+        for name in ("batch_size", "gradient_accumulation_steps", "epochs", "logging_steps"):
+            require_positive(getattr(self, name), name, integer=True)
+        for name in ("max_steps", "eval_steps", "save_steps"):
+            require_positive(getattr(self, name), name, integer=True, allow_none=True)
+        require_positive(self.max_grad_norm, "max_grad_norm", allow_none=True)
+        for name in ("adam_beta1", "adam_beta2", "warmup_ratio"):
+            require_fraction(getattr(self, name), name)
+        require(self.weight_decay >= 0, "weight_decay", f"must be ≥ 0, got {self.weight_decay}")
+        require(
+            self.lr_scheduler in {"constant", "linear", "cosine"},
+            "lr_scheduler",
+            "constant, linear or cosine",
+        )
+        require(self.precision in {"fp32", "bf16"}, "precision", f"fp32 or bf16, got {self.precision!r}")
+        require(
+            isinstance(self.device, str) and DEVICE_PATTERN.fullmatch(self.device) is not None,
+            "device",
+            f"auto, cpu, cuda or cuda:N, got {self.device!r}",
+        )

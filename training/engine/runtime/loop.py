@@ -1,0 +1,244 @@
+"""The one training loop every recipe runs on: ``run(recipe, config, *, callbacks, should_cancel, resume)``.
+
+The run is seeded; the step plan comes from the recipe's stages; each step accumulates the gradients of
+its micro-batches, clips them, steps AdamW and the schedule, and reports one set of metrics.  Checkpoints
+(every ``save_steps``, on cancel and at the end) hold the weights, optimizer, schedule, RNG, data position
+and the recipe's own state, so ``resume`` reproduces the uninterrupted run's metrics.  At the end the
+recipe exports ``final/``, the model every consumer loads.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import random
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from training.engine.runtime.checkpoint import (
+    latest_checkpoint,
+    load_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from training.engine.runtime.config import RunConfig
+from training.engine.runtime.device import resolve_device
+from training.engine.runtime.memory import retain_freed_memory
+from training.engine.runtime.metrics import MetricsCallback, open_sinks
+from training.engine.runtime.optim import build_optimizer, build_scheduler
+from training.engine.runtime.recipe import Recipe, Stage
+
+FINAL = "final"
+
+
+class NonFiniteError(RuntimeError):
+    """A loss or gradient norm became NaN/inf; the message names the step and the metric."""
+
+
+@dataclass
+class TrainResult:
+    """How a run ended and where its outputs are."""
+
+    status: str
+    """``succeeded`` or ``cancelled``."""
+    step: int
+    """Optimizer steps done."""
+    output_dir: Path
+    last_checkpoint: Path | None
+    final_model: Path | None = None
+    """``<output_dir>/final``: a plain Hugging Face folder (None when cancelled or ``save_final`` is off)."""
+    metrics: dict[str, float] = field(default_factory=dict)
+    eval_metrics: dict[str, float] = field(default_factory=dict)
+    dropped: dict[str, int] = field(default_factory=dict)
+    reference_was_cached: bool = False
+
+
+def check_finite(name: str, value: float, step: int) -> None:
+    if not math.isfinite(value):
+        raise NonFiniteError(f"step {step}: {name} is {value}; training stopped (lower the learning rate?)")
+
+
+def seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+
+
+@dataclass
+class _Run:
+    """One run's moving parts, shared by the step, checkpoint and stage helpers below."""
+
+    recipe: Recipe
+    config: RunConfig
+    out_dir: Path
+    total: int
+    emit: Callable[[dict[str, float], int], None]
+    result: TrainResult
+    optimizer: torch.optim.Optimizer | None = None
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
+
+    def checkpoint(self, step: int) -> Path:
+        return save_checkpoint(
+            self.out_dir / f"checkpoint-{step}",
+            write_model=self.recipe.save,
+            optimizer=self.optimizer,
+            scheduler=self.scheduler,
+            step=step,
+            extra={"recipe": self.recipe.state_dict(), "plan_length": self.total},
+        )
+
+
+def prepare(recipe: Recipe, config: RunConfig) -> Recipe:
+    """Seed the run and set the recipe up on the config's device (model, data, caches)."""
+    retain_freed_memory()
+    seed_everything(config.seed)
+    recipe.setup(resolve_device(config.device))
+    return recipe
+
+
+def run(
+    recipe: Recipe,
+    config: RunConfig,
+    *,
+    callbacks: Sequence[MetricsCallback] = (),
+    should_cancel: Callable[[], bool] | None = None,
+    resume: bool = False,
+    progress: bool = False,
+) -> TrainResult:
+    """Train a ``prepare``d recipe; metrics go to ``callbacks`` and ``<output_dir>/metrics.jsonl``,
+    checkpoints to ``<output_dir>/checkpoint-N``.  ``should_cancel()`` is checked before every step; on
+    True the run saves a checkpoint and returns ``status="cancelled"``.  Raises NonFiniteError on NaN/inf."""
+    stages = recipe.stages()
+    total = sum(len(stage.plan) for stage in stages)
+    out_dir = Path(config.output_dir)
+    checkpoint = latest_checkpoint(out_dir) if resume else None
+    state = load_state(checkpoint) if checkpoint is not None else None
+    if state is not None:
+        recipe.load(checkpoint)
+        recipe.load_state_dict(state.extra.get("recipe", {}))
+    start = state.step if state is not None else 0
+    out_dir.mkdir(parents=True, exist_ok=True)
+    sinks, bar = open_sinks(
+        out_dir, callbacks, total=total, start=start, resumed=state is not None, progress=progress
+    )
+
+    def emit(metrics: dict[str, float], step: int) -> None:
+        for sink in sinks:
+            sink.log(metrics, step)
+
+    facts = recipe.report()
+    result = TrainResult(
+        "succeeded",
+        start,
+        out_dir,
+        checkpoint,
+        dropped=facts.get("dropped", {}),
+        reference_was_cached=facts.get("reference_was_cached", False),
+    )
+    current = _Run(recipe, config, out_dir, total, emit, result)
+    offset = 0
+    for index, stage in enumerate(stages):
+        end = offset + len(stage.plan)
+        if start < end and not _run_stage(current, index, stage, offset, start, state, should_cancel):
+            break
+        offset = end
+    if bar:
+        bar.close()
+    if result.status == "succeeded" and config.save_final and result.last_checkpoint is not None:
+        result.final_model = _export_final(recipe, result.last_checkpoint, out_dir)
+    return result
+
+
+def _run_stage(run_: _Run, index: int, stage: Stage, offset: int, start: int, state, should_cancel) -> bool:
+    """Train one stage from global step ``max(start, offset)``; False when the run was cancelled."""
+    config, recipe, result = run_.config, run_.recipe, run_.result
+    first = max(start, offset)
+    resumed_inside = state is not None and first > offset
+    recipe.begin_stage(index, resumed=resumed_inside)
+    recipe_groups = recipe.param_groups()
+    run_.optimizer = build_optimizer(recipe_groups, config)
+    run_.scheduler = build_scheduler(run_.optimizer, config, len(stage.plan), recipe.lr_scales)
+    if resumed_inside:
+        run_.optimizer.load_state_dict(state.optimizer)
+        run_.scheduler.load_state_dict(state.scheduler)
+    if state is not None and first == start:
+        set_rng_state(state.rng)
+    params = [p for group in recipe_groups for p in group["params"]]
+    seen = list(itertools.accumulate(sum(len(mb) for mb in group) for group in stage.plan))
+    for step_idx in range(first, offset + len(stage.plan)):
+        step = step_idx + 1
+        if should_cancel is not None and should_cancel():
+            result.status, result.last_checkpoint = "cancelled", run_.checkpoint(step_idx)
+            return False
+        metrics = _train_step(run_, stage.plan[step_idx - offset], params, step)
+        metrics["epoch"] = seen[step_idx - offset] / stage.n_examples
+        result.step, result.metrics = step, metrics
+        _report_and_save(run_, step, metrics, stage_end=step_idx == offset + len(stage.plan) - 1)
+    return True
+
+
+def _train_step(run_: _Run, micro_batches: list[list[int]], params, step: int) -> dict[str, float]:
+    """Accumulate the micro-batches' gradients, clip, step; the step's metrics."""
+    recipe, config, optimizer, scheduler = run_.recipe, run_.config, run_.optimizer, run_.scheduler
+    tick = time.perf_counter()
+    n_examples = sum(len(mb) for mb in micro_batches)
+    learning_rate = max(scheduler.get_last_lr())
+    parts, tokens = [], 0
+    for positions in micro_batches:
+        out = recipe.micro_step(positions, scale=len(positions) / n_examples)
+        check_finite("loss", out.metrics["loss"], step)
+        parts.append(out)
+        tokens += out.tokens
+    max_norm = config.max_grad_norm if config.max_grad_norm is not None else float("inf")
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+    check_finite("grad_norm", grad_norm, step)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    metrics = {k: sum(p.metrics[k] * p.examples for p in parts) / n_examples for k in parts[0].metrics}
+    metrics.update(recipe.end_step(metrics))
+    scheduler.step()  # after end_step: the next step's rates see the recipe's new lr_scales
+    elapsed = time.perf_counter() - tick
+    metrics.update({"grad_norm": grad_norm, "learning_rate": learning_rate})
+    metrics[f"throughput/{recipe.unit}_per_s"] = n_examples / elapsed
+    if tokens:
+        metrics["throughput/tokens_per_s"] = tokens / elapsed
+    return metrics
+
+
+def _report_and_save(run_: _Run, step: int, metrics: dict[str, float], *, stage_end: bool) -> None:
+    config, result = run_.config, run_.result
+    last = step == run_.total
+    logged = dict(metrics) if step % config.logging_steps == 0 or last else {}
+    if (config.eval_steps and step % config.eval_steps == 0) or stage_end:
+        result.eval_metrics = run_.recipe.evaluate()
+        logged.update(result.eval_metrics)
+    if logged:
+        # One emission per step: a live reader that has seen step N never misses a later point of N.
+        run_.emit(logged, step)
+    if (config.save_steps and step % config.save_steps == 0) or (last and config.save_final):
+        result.last_checkpoint = run_.checkpoint(step)
+
+
+def _export_final(recipe: Recipe, checkpoint: Path, out_dir: Path) -> Path:
+    """``final/`` from the last checkpoint, written beside it and renamed into place."""
+    target, tmp = out_dir / FINAL, out_dir / f".{FINAL}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    recipe.export_final(checkpoint, tmp)
+    shutil.rmtree(target, ignore_errors=True)
+    tmp.rename(target)
+    return target
+
+
+def write_config(out_dir: Path, data: dict) -> None:
+    """``config.yaml`` beside the run's outputs: the file ``python -m training.engine train`` accepts."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plain = {k: list(v) if isinstance(v, tuple) else v for k, v in data.items()}
+    (out_dir / "config.yaml").write_text(yaml.safe_dump(plain, sort_keys=False))

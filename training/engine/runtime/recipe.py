@@ -1,0 +1,117 @@
+"""What a recipe is: the few methods the runtime calls (torchtune's ``recipe_interfaces`` shape).
+
+The runtime (``runtime/loop.py``) owns the loop: seeding, device, the step plan, gradient accumulation and
+clipping, the optimizer and its schedule, cancellation, the NaN/inf guard, evaluation and checkpoint
+cadence, exact resume and the metric sinks.  A recipe says what one micro-batch does and what its model,
+data and extra state are.  ``docs/architecture.md`` walks through adding one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
+
+import torch
+
+Plan = list[list[list[int]]]
+"""Every optimizer step's micro-batches, each a list of example positions."""
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One pass of the optimizer over a plan, with a fresh optimizer and schedule.  Most recipes have one
+    stage; iterative Curry-DPO has one per curriculum set.  Step numbers run on across stages."""
+
+    plan: Plan
+    """The stage's optimizer steps (``runtime.optim.step_plan``)."""
+    n_examples: int
+    """Examples the plan draws from (the ``epoch`` metric is examples seen ÷ this)."""
+
+
+@dataclass(frozen=True)
+class MicroStep:
+    """What one micro-batch reports after its backward pass."""
+
+    metrics: dict[str, float]
+    """Means over the micro-batch (the runtime averages micro-batches weighted by ``examples``)."""
+    examples: int
+    """Examples in the micro-batch."""
+    tokens: int = 0
+    """Tokens the forward pass ran on (``throughput/tokens_per_s``; 0 = not reported)."""
+
+
+class Recipe(Protocol):
+    """A training method on the runtime.  ``RecipeBase`` gives the optional methods their defaults."""
+
+    unit: ClassVar[str]
+    """What one example is, for ``throughput/<unit>_per_s`` (``pairs``, ``images``, ``rollouts``)."""
+
+    def setup(self, device: torch.device) -> None:
+        """Load the model and data onto ``device`` (the run is seeded before this is called)."""
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        """The optimizer's parameter groups (``{"params": [...]}``); their lr comes from the config."""
+
+    def stages(self) -> list[Stage]:
+        """The step plan, as one or more stages (a stage restarts the optimizer and the schedule)."""
+
+    def begin_stage(self, index: int, *, resumed: bool) -> None:
+        """Called before the first step a run takes in stage ``index``; ``resumed`` when that step is in
+        the middle of the stage (the recipe's state was just restored from a checkpoint)."""
+
+    def lr_scales(self) -> Sequence[float]:
+        """Per parameter group, the multiplier of the scheduled learning rate for the coming step
+        (empty: 1 for every group)."""
+
+    def micro_step(self, positions: list[int], *, scale: float) -> MicroStep:
+        """Forward, loss and ``(loss * scale).backward()`` for the examples at ``positions``."""
+
+    def end_step(self, metrics: dict[str, float]) -> dict[str, float]:
+        """After the optimizer step, with the step's averaged metrics: further metrics to log."""
+
+    def evaluate(self) -> dict[str, float]:
+        """``eval/…`` metrics on the held-out examples ({} when there are none)."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """State beyond weights, optimizer, schedule, RNG and data position that resume must restore."""
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what ``state_dict`` returned."""
+
+    def save(self, folder: Path) -> None:
+        """Write the trainable model (and what loads it) into a checkpoint folder."""
+
+    def load(self, folder: Path) -> None:
+        """Load a checkpoint folder's weights into the set-up model, in place."""
+
+    def export_final(self, checkpoint: Path, folder: Path) -> None:
+        """Write the model every consumer loads (a plain Hugging Face folder) from the last checkpoint."""
+
+    def report(self) -> dict[str, Any]:
+        """Facts about the run for its result: examples dropped by reason, caches used."""
+
+
+class RecipeBase:
+    """Defaults for the optional parts of ``Recipe``: one stage, no extra state, one lr for every group."""
+
+    unit: ClassVar[str] = "examples"
+
+    def begin_stage(self, index: int, *, resumed: bool) -> None:
+        return None
+
+    def lr_scales(self) -> Sequence[float]:
+        return ()
+
+    def end_step(self, metrics: dict[str, float]) -> dict[str, float]:
+        return {}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        return None
+
+    def report(self) -> dict[str, Any]:
+        return {}
