@@ -4,7 +4,6 @@ from .models import (
     Asset,
     DatasetVersion,
     FreezeJob,
-    GenerationJob,
     ImportJob,
     Item,
     Judgment,
@@ -36,8 +35,3 @@ class DatasetVersionAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None):
         return False
-
-
-@admin.register(GenerationJob)
-class GenerationJobAdmin(admin.ModelAdmin):
-    list_display = ["id", "project", "kind", "state", "progress_done", "progress_total", "created_at"]

@@ -1,5 +1,6 @@
 from django import forms
 from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
 
 from .models import Project, Role
 
@@ -33,3 +34,12 @@ class MemberForm(forms.Form):
             raise forms.ValidationError(f"No user named {username!r}.")
         self.cleaned_data["user"] = user
         return username
+
+
+def add_validation_error(form: forms.Form, error: ValidationError) -> None:
+    """A service's ValidationError onto the form: per field where it names one, else as a form error."""
+    if hasattr(error, "error_dict"):
+        for field, messages in error.message_dict.items():
+            form.add_error(field if field in form.fields else None, messages)
+    else:
+        form.add_error(None, error.messages)

@@ -315,29 +315,3 @@ class FreezeJob(Job):
 
     def __str__(self):
         return f"freeze {self.pk} of {self.project_id}: {self.state}"
-
-
-class GenerationKind(models.TextChoices):
-    CANDIDATES = "candidates", "Candidate generation"
-    STEP_PIPELINE = "step_pipeline", "Automatic step checking"
-
-
-class GenerationJob(Job):
-    """A model sampling candidates or Step-DPO continuations; the row is the source of truth."""
-
-    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="generation_jobs")
-    kind = models.CharField(max_length=20, choices=GenerationKind.choices, default=GenerationKind.CANDIDATES)
-    model = models.ForeignKey(
-        "training.ModelEntry", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
-    model_spec = models.CharField(max_length=500, help_text="The engine's model spec used for sampling.")
-    options = models.JSONField(default=dict, help_text="k, temperature, top_p, max_new_tokens, seed.")
-    progress_done = models.PositiveIntegerField(default=0)
-    progress_total = models.PositiveIntegerField(default=0)
-    result = models.JSONField(default=dict, blank=True)
-
-    class Meta:
-        ordering = ["-id"]
-
-    def __str__(self):
-        return f"{self.kind} job {self.pk} for {self.project_id}: {self.state}"

@@ -11,14 +11,6 @@ def import_run(import_id: int) -> None:
     import_job_run(import_id=import_id)
 
 
-@shared_task(name="annotation.tasks.generation_run", acks_late=False)
-def generation_run(job_id: int) -> None:
-    """Run a queued generation or step-checking job (claims it first: a duplicate delivery does nothing)."""
-    from .services.generation import generation_job_run
-
-    generation_job_run(job_id=job_id)
-
-
 @shared_task(name="annotation.tasks.freeze_run", acks_late=False)
 def freeze_run(job_id: int) -> None:
     """Freeze the dataset version a web freeze job asks for (claims it first: a duplicate does nothing)."""

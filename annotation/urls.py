@@ -46,22 +46,12 @@ urlpatterns = [
         versions.version_export,
         name="version-export",
     ),
-    # data construction: generation, gold, step checking, per-type agreement (views/construction.py)
-    path("projects/<int:project_id>/generate/", construction.generation_list, name="generation-list"),
-    path("projects/<int:project_id>/generate/start/", construction.generation_start, name="generation-start"),
-    path(
-        "projects/<int:project_id>/generate/<int:job_id>/",
-        construction.generation_detail,
-        name="generation-detail",
-    ),
+    # data construction: gold, step problems and decisions, per-type agreement (views/construction.py);
+    # generation and the step check are in training/urls.py
     path("projects/<int:project_id>/gold/", construction.gold_list, name="gold-list"),
     path("projects/<int:project_id>/gold/rate/", construction.gold_rate, name="gold-rate"),
     path("projects/<int:project_id>/gold/<int:item_id>/", construction.gold_mark, name="gold-mark"),
-    path("projects/<int:project_id>/steps/", construction.step_review, name="step-review"),
     path("projects/<int:project_id>/steps/problems/", construction.step_arithmetic, name="step-arithmetic"),
-    path(
-        "projects/<int:project_id>/steps/run/", construction.step_pipeline_start, name="step-pipeline-start"
-    ),
     path("projects/<int:project_id>/steps/<int:item_id>/", construction.step_decide, name="step-decide"),
     path("projects/<int:project_id>/agreement/types/", construction.agreement_types, name="agreement-types"),
     path(

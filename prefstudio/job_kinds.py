@@ -7,9 +7,9 @@ Celery beat runs ``prefstudio.tasks.jobs_recover``; every worker also runs the s
 """
 
 from annotation.services.freeze_jobs import FREEZE_JOBS
-from annotation.services.generation import GENERATION_JOBS
 from annotation.services.import_jobs import IMPORT_JOBS
 from jobs.recovery import JobKind, recover
+from training.services.generation import GENERATION_JOBS
 from training.services.jobs import TRAINING_JOBS
 
 JOB_KINDS: tuple[JobKind, ...] = (TRAINING_JOBS, GENERATION_JOBS, FREEZE_JOBS, IMPORT_JOBS)

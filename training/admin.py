@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from .models import Artifact, MetricPoint, ModelEntry, TrainingJob
+from .models import Artifact, GenerationJob, MetricPoint, ModelEntry, TrainingJob
 
 
 @admin.register(ModelEntry)
@@ -35,3 +35,8 @@ class ArtifactAdmin(admin.ModelAdmin):
 class MetricPointAdmin(admin.ModelAdmin):
     list_display = ("job", "name", "step", "value")
     list_filter = ("name",)
+
+
+@admin.register(GenerationJob)
+class GenerationJobAdmin(admin.ModelAdmin):
+    list_display = ["id", "project", "kind", "state", "progress_done", "progress_total", "created_at"]

@@ -1,4 +1,4 @@
-"""Training jobs, their metrics and artifacts, and the model registry (DESIGN §4)."""
+"""Training and generation jobs, metrics and artifacts, and the model registry (docs/architecture.md)."""
 
 from django.db import models
 
@@ -78,6 +78,32 @@ class TrainingJob(Job):
 
     def __str__(self):
         return f"job {self.pk} ({self.method})"
+
+
+class GenerationKind(models.TextChoices):
+    CANDIDATES = "candidates", "Candidate generation"
+    STEP_PIPELINE = "step_pipeline", "Automatic step checking"
+
+
+class GenerationJob(Job):
+    """A model sampling candidates or Step-DPO continuations for a project; the row is the source of truth."""
+
+    project = models.ForeignKey(
+        "annotation.Project", on_delete=models.CASCADE, related_name="generation_jobs"
+    )
+    kind = models.CharField(max_length=20, choices=GenerationKind.choices, default=GenerationKind.CANDIDATES)
+    model = models.ForeignKey(ModelEntry, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    model_spec = models.CharField(max_length=500, help_text="The engine's model spec used for sampling.")
+    options = models.JSONField(default=dict, help_text="k, temperature, top_p, max_new_tokens, seed.")
+    progress_done = models.PositiveIntegerField(default=0)
+    progress_total = models.PositiveIntegerField(default=0)
+    result = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self):
+        return f"{self.kind} job {self.pk} for {self.project_id}: {self.state}"
 
 
 class MetricPoint(models.Model):

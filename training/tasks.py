@@ -26,6 +26,7 @@ and a resumed attempt refills any gap up to its checkpoint from the engine's ``m
 
 from celery import shared_task
 
+from .services.generation import generation_job_run
 from .services.runner import training_job_run
 
 
@@ -33,3 +34,9 @@ from .services.runner import training_job_run
 def training_run(job_id: int) -> None:
     """Run (or resume) a training job; a job that is not queued any more is left alone."""
     training_job_run(job_id=job_id)
+
+
+@shared_task(name="training.tasks.generation_run", acks_late=False, ignore_result=True)
+def generation_run(job_id: int) -> None:
+    """Run a queued generation or step-checking job (claims it first: a duplicate does nothing)."""
+    generation_job_run(job_id=job_id)

@@ -1,8 +1,19 @@
 from django.urls import path
 
-from .views import compare, jobs, launch
+from .views import compare, generation, jobs, launch
 
 urlpatterns = [
+    # generation jobs and the step check of a project (views/generation.py)
+    path("projects/<int:project_id>/generate/", generation.generation_list, name="generation-list"),
+    path("projects/<int:project_id>/generate/start/", generation.generation_start, name="generation-start"),
+    path(
+        "projects/<int:project_id>/generate/<int:job_id>/",
+        generation.generation_detail,
+        name="generation-detail",
+    ),
+    path("projects/<int:project_id>/steps/", generation.step_review, name="step-review"),
+    path("projects/<int:project_id>/steps/run/", generation.step_pipeline_start, name="step-pipeline-start"),
+    # training jobs (views/jobs.py, launch.py, compare.py)
     path("projects/<int:project_id>/jobs/", jobs.job_list, name="job-list"),
     path("projects/<int:project_id>/jobs/new/", launch.job_new, name="job-new"),
     path("projects/<int:project_id>/jobs/compare/", compare.job_compare, name="job-compare"),

@@ -1,4 +1,4 @@
-"""Imports, freezes and generations share the job core's vocabulary: ``status`` becomes ``state`` and
+"""Imports and freezes share the job core's vocabulary: ``status`` becomes ``state`` and
 ``pending`` (waiting for a worker, or an import awaiting confirmation) becomes ``queued``."""
 
 from django.db import migrations
@@ -23,5 +23,4 @@ class Migration(migrations.Migration):
         migrations.RunPython(pending_to_queued, queued_to_pending),
         migrations.RenameField(model_name="importjob", old_name="status", new_name="state"),
         migrations.RenameField(model_name="freezejob", old_name="status", new_name="state"),
-        migrations.RenameField(model_name="generationjob", old_name="status", new_name="state"),
     ]

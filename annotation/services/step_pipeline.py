@@ -4,8 +4,8 @@ For a problem with a verifiable answer: check a sampled solution's steps, locate
 resample continuations from the correct prefix and keep those whose steps all hold and reach the right
 answer; the first step of such a continuation is ``chosen``, the wrong step ``rejected``.
 
-The pure part lives in ``annotation.builders.step_pairs`` (tested with a seeded fake sampler); the job
-wraps the engine's model. Proposals are stored as step-wise Items (prompt,
+The pure part lives in ``annotation.builders.step_pairs`` (tested with a seeded fake sampler); the
+training app's generation job runs it with a model's sampler. Proposals are stored as step-wise Items (prompt,
 ``metadata.initial_reason_steps`` and ``answer``, candidates 0 = chosen, 1 = rejected, no task) until a
 manager accepts one (a pair task and the reviewer's ``a`` judgment) or rejects it.
 """
@@ -164,27 +164,6 @@ def step_pipeline_run(
     if on_progress:
         on_progress(len(candidates), len(candidates))
     return stats
-
-
-def step_pipeline_job_body(*, job, lease, sampler_factory) -> dict:
-    """The GenerationJob body for kind ``step_pipeline`` (called by generation_job_run)."""
-    from .generation import GenerationSettings, generation_job_progress_set
-
-    settings = GenerationSettings(**job.options)
-    sample = sampler_factory(job.model_spec)
-
-    def progress(done: int, total: int) -> None:
-        generation_job_progress_set(lease=lease, done=done, total=total)
-
-    provenance = {"kind": "model", "spec": job.model_spec, "job": job.pk, **settings.__dict__}
-    return step_pipeline_run(
-        project=job.project,
-        sampler=model_step_sampler(lambda prompts, s: sample(prompts, settings, s)),
-        n=settings.k,
-        seed=settings.seed,
-        provenance=provenance,
-        on_progress=progress,
-    )
 
 
 def step_proposals(*, project: Project, status: str = PROPOSED):

@@ -1,5 +1,6 @@
-"""Data construction: generation jobs, gold items, Step-DPO proposal review, multi-image building,
-and the per-type agreement fragment. Project managers only."""
+"""Data construction: gold items, Step-DPO problems and proposal decisions, multi-image building, and the
+per-type agreement fragment. Project managers only.  (Generation and the step check are model work: they
+live in the training app, ``training/views/generation.py``.)"""
 
 from django import forms
 from django.contrib import messages
@@ -8,98 +9,14 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from ..access import project_member_required
-from ..models import GenerationJob, GenerationKind, Item, TaskType
+from ..forms import add_validation_error
+from ..models import Item, TaskType
 from ..services.agreement import project_type_agreement
-from ..services.generation import GenerationSettings, generation_job_create, generation_job_progress
 from ..services.gold import item_gold_mark, item_gold_unmark, project_gold_rate_set
 from ..services.multi_image_build import multi_image_items_build
-from ..services.step_pipeline import arithmetic_items_add, step_proposal_review, step_proposals
+from ..services.step_pipeline import arithmetic_items_add, step_proposal_review
 
-STOP_POLLING = 286  # htmx stops a polling element on this status
 GOLD_PAGE = 100
-
-
-class GenerationForm(forms.Form):
-    model = forms.ModelChoiceField(
-        queryset=None, required=False, empty_label="SmolLM2-135M-Instruct (bundled)"
-    )
-    k = forms.IntegerField(min_value=1, max_value=16, initial=2, label="Responses per item (K)")
-    temperature = forms.FloatField(min_value=0.01, max_value=2, initial=0.8)
-    top_p = forms.FloatField(min_value=0.01, max_value=1, initial=0.95, label="Top-p")
-    max_new_tokens = forms.IntegerField(min_value=1, max_value=2048, initial=128, label="Max new tokens")
-    seed = forms.IntegerField(min_value=0, max_value=2**31 - 1, initial=0)
-
-    def __init__(self, *args, **kwargs):
-        from training.models import ModelEntry, ModelKind
-        from training.services.registry import BUNDLED_NAME
-
-        super().__init__(*args, **kwargs)
-        entries = ModelEntry.objects.filter(kind=ModelKind.CAUSAL_LM).exclude(name=BUNDLED_NAME)
-        self.fields["model"].queryset = entries
-
-    def settings(self) -> GenerationSettings:
-        keys = ("k", "temperature", "top_p", "max_new_tokens", "seed")
-        return GenerationSettings(**{key: self.cleaned_data[key] for key in keys})
-
-
-def _form_errors(form, error: ValidationError) -> None:
-    if hasattr(error, "error_dict"):
-        for field, messages_ in error.message_dict.items():
-            form.add_error(field if field in form.fields else None, messages_)
-    else:
-        form.add_error(None, error.messages)
-
-
-def _start_job(request, form, kind: str):
-    """Validate the form and queue a job; returns the job or None (errors are on the form)."""
-    if not form.is_valid():
-        return None
-    try:
-        return generation_job_create(
-            project=request.project,
-            settings=form.settings(),
-            model=form.cleaned_data["model"],
-            kind=kind,
-            created_by=request.user,
-        )
-    except ValidationError as error:
-        _form_errors(form, error)
-        return None
-
-
-def _generation_page(request, form, status=200):
-    jobs = GenerationJob.objects.filter(project=request.project, kind=GenerationKind.CANDIDATES)[:20]
-    context = {"project": request.project, "form": form, "jobs": jobs}
-    return render(request, "annotation/construction_generation.html", context, status=status)
-
-
-@require_GET
-@project_member_required(manager=True)
-def generation_list(request, project_id):
-    return _generation_page(request, GenerationForm())
-
-
-@require_POST
-@project_member_required(manager=True)
-def generation_start(request, project_id):
-    form = GenerationForm(request.POST)
-    job = _start_job(request, form, GenerationKind.CANDIDATES)
-    if job is None:
-        return _generation_page(request, form, status=400)
-    return redirect("generation-detail", project_id=project_id, job_id=job.pk)
-
-
-@require_GET
-@project_member_required(manager=True)
-def generation_detail(request, project_id, job_id):
-    job = get_object_or_404(GenerationJob, pk=job_id, project=request.project)
-    context = {"project": request.project, "job": job, **generation_job_progress(job)}
-    if request.htmx:
-        response = render(request, "annotation/construction_job.html#job-progress", context)
-        if context["finished"]:
-            response.status_code = STOP_POLLING
-        return response
-    return render(request, "annotation/construction_job.html", context)
 
 
 # --- gold ------------------------------------------------------------------------------------------
@@ -197,24 +114,6 @@ def gold_mark(request, project_id, item_id):
 # --- step pipeline ---------------------------------------------------------------------------------
 
 
-def _steps_page(request, form, status=200):
-    project = request.project
-    jobs = GenerationJob.objects.filter(project=project, kind=GenerationKind.STEP_PIPELINE)[:10]
-    context = {
-        "project": project,
-        "form": form,
-        "jobs": jobs,
-        "proposals": step_proposals(project=project)[:50],
-    }
-    return render(request, "annotation/construction_steps.html", context, status=status)
-
-
-@require_GET
-@project_member_required(manager=True)
-def step_review(request, project_id):
-    return _steps_page(request, GenerationForm(initial={"k": 4}))
-
-
 @require_POST
 @project_member_required(manager=True)
 def step_arithmetic(request, project_id):
@@ -227,16 +126,6 @@ def step_arithmetic(request, project_id):
     except ValidationError as error:
         messages.error(request, " ".join(error.messages))
     return redirect("step-review", project_id=project_id)
-
-
-@require_POST
-@project_member_required(manager=True)
-def step_pipeline_start(request, project_id):
-    form = GenerationForm(request.POST)
-    job = _start_job(request, form, GenerationKind.STEP_PIPELINE)
-    if job is None:
-        return _steps_page(request, form, status=400)
-    return redirect("generation-detail", project_id=project_id, job_id=job.pk)
 
 
 @require_POST
@@ -310,7 +199,7 @@ def multi_image_build(request, project_id):
                 messages.success(request, f"Built {len(items)} multi-image items.")
                 return redirect("project-detail", project_id=project_id)
             except ValidationError as error:
-                _form_errors(form, error)
+                add_validation_error(form, error)
         status = 400
     context = {"project": request.project, "form": form}
     return render(request, "annotation/construction_multi_image.html", context, status=status)

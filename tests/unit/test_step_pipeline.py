@@ -5,7 +5,6 @@ from django.core.exceptions import ValidationError
 
 from annotation.builders.arithmetic import problem_generate
 from annotation.models import Assignment, AssignmentState, Judgment, Task, TaskType
-from annotation.services.generation import GenerationSettings, generation_job_create, generation_job_run
 from annotation.services.step_pipeline import (
     arithmetic_items_add,
     step_pairs_for_solution,
@@ -14,6 +13,7 @@ from annotation.services.step_pipeline import (
     step_proposals,
 )
 from tests.factories import CandidateFactory
+from training.services.generation import GenerationSettings, generation_job_create, generation_job_run
 
 PROBLEM = problem_generate(3)
 
@@ -152,7 +152,7 @@ def test_correct_solution_counts_as_correct_and_proposes_nothing(step_project):
 
 
 def test_step_pipeline_job_runs_through_the_generation_job(step_project, django_capture_on_commit_callbacks):
-    from annotation.models import GenerationJob, GenerationKind
+    from training.models import GenerationJob, GenerationKind
 
     solved_item(step_project, wrong=True)
     fake = fake_sampler()
@@ -206,7 +206,7 @@ def test_only_model_solutions_with_numeric_answers_are_checked(step_project):
 
 
 def test_step_pipeline_job_needs_a_stepwise_project(project):
-    from annotation.models import GenerationKind
+    from training.models import GenerationKind
 
     with pytest.raises(ValidationError, match="step-wise"):
         generation_job_create(

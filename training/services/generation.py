@@ -1,11 +1,10 @@
-"""Candidate generation: a registered model samples K responses per item (on-policy candidates).
+"""Candidate generation: a registered model samples K responses per item (on-policy candidates), or
+checks a step-wise project's solutions and proposes Step-DPO pairs.
 
-A ``GenerationJob`` row is the source of truth (state, progress, error). ``generation_job_run`` claims the
-job with one conditional update, so a duplicate delivery does nothing. Each item's candidates and tasks
-are written in one transaction: a job that dies half-way leaves whole items only.
-
-Tasks per project type (docs/data-mapping.md): pairwise, every pair of the new candidates; ranking, one
-task with all of them; step-wise and factuality, one task per candidate (steps / sentences split here).
+A ``GenerationJob`` row is the source of truth (state, progress, error); the job core's lease
+(``jobs.leases``) makes a duplicate delivery do nothing.  Candidates are written through the annotation
+app's services (``annotation/services/candidates.py``), each item in one transaction, so a job that dies
+half-way leaves whole items only and its next attempt resumes with the items still to fill.
 """
 
 import hashlib
@@ -13,23 +12,26 @@ import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import timedelta
-from itertools import combinations
 
 from django.conf import settings as django_settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import Max
 
-from annotation.builders.arithmetic import split_steps
-from annotation.text.sentences import split_sentences
+from annotation.models import Project, TaskType
+from annotation.services.candidates import (
+    GENERATION_TYPES,
+    candidates_add,
+    item_prompt,
+    items_filled_by,
+    items_to_fill,
+)
+from annotation.services.step_pipeline import model_step_sampler, step_pipeline_run
 from jobs.leases import Lease, LeaseLost, job_claim
 from jobs.models import JobState
 from jobs.recovery import JobKind
 
-from ..models import Candidate, GenerationJob, GenerationKind, Item, Project, Task, TaskType
-
-GENERATION_TYPES = (TaskType.PAIRWISE, TaskType.RANKING, TaskType.STEPWISE, TaskType.FACTUALITY)
-STEP_INSTRUCTION = "Solve it step by step, one step per line, and end with: The answer is N."
+from ..models import GenerationJob, GenerationKind
+from .registry import model_entry_ensure_bundled
 
 # (prompts, settings, seed) -> one completion per prompt
 Sampler = Callable[[Sequence, "GenerationSettings", int], list[str]]
@@ -112,8 +114,6 @@ def generation_job_create(
     if kind == GenerationKind.STEP_PIPELINE and project.task_type != TaskType.STEPWISE:
         raise ValidationError("Automatic step checking runs on step-wise projects.")
     if model is None and spec is None:
-        from training.services.registry import model_entry_ensure_bundled
-
         model = model_entry_ensure_bundled()
     job = GenerationJob.objects.create(
         project=project,
@@ -158,9 +158,7 @@ def generation_job_run(*, job_id: int, sampler_factory: Callable[[str], Sampler]
     job = GenerationJob.objects.select_related("project").get(pk=job_id)
     try:
         if job.kind == GenerationKind.STEP_PIPELINE:
-            from .step_pipeline import step_pipeline_job_body
-
-            result = step_pipeline_job_body(job=job, lease=lease, sampler_factory=sampler_factory)
+            result = _step_pipeline_job_body(job=job, lease=lease, sampler_factory=sampler_factory)
         else:
             result = _candidates_job_body(job=job, lease=lease, sampler=sampler_factory(job.model_spec))
     except LeaseLost:
@@ -171,19 +169,10 @@ def generation_job_run(*, job_id: int, sampler_factory: Callable[[str], Sampler]
     lease.finish(JobState.SUCCEEDED, result=result)
 
 
-def items_to_fill(*, project: Project):
-    """Items that generation samples for: not gold, not Step-DPO proposals."""
-    return project.items.filter(is_gold=False).exclude(metadata__has_key="step_proposal").order_by("id")
-
-
 def _candidates_job_body(*, job: GenerationJob, lease: Lease, sampler: Sampler) -> dict:
     settings = GenerationSettings(**job.options)
     items = list(items_to_fill(project=job.project))
-    finished = set(  # a resumed job skips the items an earlier attempt already filled
-        Candidate.objects.filter(item__project=job.project, provenance__job=job.pk).values_list(
-            "item_id", flat=True
-        )
-    )
+    finished = items_filled_by(project=job.project, job_id=job.pk)  # a resumed job skips these
     generation_job_progress_set(lease=lease, done=len(finished), total=len(items))
     created = tasks = 0
     model_name = job.model.name if job.model else job.model_spec
@@ -200,41 +189,23 @@ def _candidates_job_body(*, job: GenerationJob, lease: Lease, sampler: Sampler) 
     return {**result, "resumed_after": len(finished)} if finished else result
 
 
-def item_prompt(item: Item, task_type: str):
-    """What the model is asked: the item's messages or prompt (step-wise adds the step instruction)."""
-    if item.messages:
-        return item.messages
-    if task_type == TaskType.STEPWISE:
-        return f"{item.prompt}\n\n{STEP_INSTRUCTION}"
-    return item.prompt
+def _step_pipeline_job_body(*, job: GenerationJob, lease: Lease, sampler_factory) -> dict:
+    """The job body for kind ``step_pipeline``: check the solutions, propose Step-DPO pairs."""
+    settings = GenerationSettings(**job.options)
+    sample = sampler_factory(job.model_spec)
 
+    def progress(done: int, total: int) -> None:
+        generation_job_progress_set(lease=lease, done=done, total=total)
 
-def candidates_add(*, item: Item, texts: list[str], provenance: dict) -> tuple[int, int]:
-    """Append sampled responses to an item and create the tasks its project type needs."""
-    task_type = item.project.task_type
-    with transaction.atomic():
-        top = item.candidates.aggregate(top=Max("position"))["top"]
-        start = 0 if top is None else top + 1
-        candidates = [
-            Candidate.objects.create(
-                item=item,
-                position=start + index,
-                text=text,
-                steps=(split_steps(text) or [text]) if task_type == TaskType.STEPWISE else None,
-                sentences=split_sentences(text) if task_type == TaskType.FACTUALITY else None,
-                provenance={**provenance, "sample_index": index},
-            )
-            for index, text in enumerate(texts)
-        ]
-        ids = [c.pk for c in candidates]
-        if task_type == TaskType.PAIRWISE:
-            groups = [list(pair) for pair in combinations(ids, 2)]
-        elif task_type == TaskType.RANKING:
-            groups = [ids] if len(ids) >= 2 else []
-        else:
-            groups = [[candidate_id] for candidate_id in ids]
-        Task.objects.bulk_create(Task(project=item.project, item=item, candidate_ids=g) for g in groups)
-    return len(candidates), len(groups)
+    provenance = {"kind": "model", "spec": job.model_spec, "job": job.pk, **asdict(settings)}
+    return step_pipeline_run(
+        project=job.project,
+        sampler=model_step_sampler(lambda prompts, s: sample(prompts, settings, s)),
+        n=settings.k,
+        seed=settings.seed,
+        provenance=provenance,
+        on_progress=progress,
+    )
 
 
 def generation_job_progress(job: GenerationJob) -> dict:

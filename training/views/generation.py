@@ -1,0 +1,117 @@
+"""Generation jobs (a model samples candidates for a project) and the automatic step check of a
+step-wise project, with its proposals to review.  Project managers only."""
+
+from django import forms
+from django.core.exceptions import ValidationError
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_GET, require_POST
+
+from annotation.access import project_member_required
+from annotation.forms import add_validation_error
+from annotation.services.step_pipeline import step_proposals
+
+from ..models import GenerationJob, GenerationKind, ModelEntry, ModelKind
+from ..services.generation import GenerationSettings, generation_job_create, generation_job_progress
+from ..services.registry import BUNDLED_NAME
+
+STOP_POLLING = 286  # htmx stops a polling element on this status
+
+
+class GenerationForm(forms.Form):
+    model = forms.ModelChoiceField(
+        queryset=ModelEntry.objects.none(), required=False, empty_label="SmolLM2-135M-Instruct (bundled)"
+    )
+    k = forms.IntegerField(min_value=1, max_value=16, initial=2, label="Responses per item (K)")
+    temperature = forms.FloatField(min_value=0.01, max_value=2, initial=0.8)
+    top_p = forms.FloatField(min_value=0.01, max_value=1, initial=0.95, label="Top-p")
+    max_new_tokens = forms.IntegerField(min_value=1, max_value=2048, initial=128, label="Max new tokens")
+    seed = forms.IntegerField(min_value=0, max_value=2**31 - 1, initial=0)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        entries = ModelEntry.objects.filter(kind=ModelKind.CAUSAL_LM).exclude(name=BUNDLED_NAME)
+        self.fields["model"].queryset = entries
+
+    def settings(self) -> GenerationSettings:
+        keys = ("k", "temperature", "top_p", "max_new_tokens", "seed")
+        return GenerationSettings(**{key: self.cleaned_data[key] for key in keys})
+
+
+def _start_job(request, form, kind: str):
+    """Validate the form and queue a job; returns the job or None (errors are on the form)."""
+    if not form.is_valid():
+        return None
+    try:
+        return generation_job_create(
+            project=request.project,
+            settings=form.settings(),
+            model=form.cleaned_data["model"],
+            kind=kind,
+            created_by=request.user,
+        )
+    except ValidationError as error:
+        add_validation_error(form, error)
+        return None
+
+
+def _generation_page(request, form, status=200):
+    jobs = GenerationJob.objects.filter(project=request.project, kind=GenerationKind.CANDIDATES)[:20]
+    context = {"project": request.project, "form": form, "jobs": jobs}
+    return render(request, "training/generation_list.html", context, status=status)
+
+
+@require_GET
+@project_member_required(manager=True)
+def generation_list(request, project_id):
+    return _generation_page(request, GenerationForm())
+
+
+@require_POST
+@project_member_required(manager=True)
+def generation_start(request, project_id):
+    form = GenerationForm(request.POST)
+    job = _start_job(request, form, GenerationKind.CANDIDATES)
+    if job is None:
+        return _generation_page(request, form, status=400)
+    return redirect("generation-detail", project_id=project_id, job_id=job.pk)
+
+
+@require_GET
+@project_member_required(manager=True)
+def generation_detail(request, project_id, job_id):
+    job = get_object_or_404(GenerationJob, pk=job_id, project=request.project)
+    context = {"project": request.project, "job": job, **generation_job_progress(job)}
+    if request.htmx:
+        response = render(request, "training/generation_job.html#job-progress", context)
+        if context["finished"]:
+            response.status_code = STOP_POLLING
+        return response
+    return render(request, "training/generation_job.html", context)
+
+
+def _steps_page(request, form, status=200):
+    project = request.project
+    jobs = GenerationJob.objects.filter(project=project, kind=GenerationKind.STEP_PIPELINE)[:10]
+    context = {
+        "project": project,
+        "form": form,
+        "jobs": jobs,
+        "proposals": step_proposals(project=project)[:50],
+    }
+    return render(request, "training/step_review.html", context, status=status)
+
+
+@require_GET
+@project_member_required(manager=True)
+def step_review(request, project_id):
+    return _steps_page(request, GenerationForm(initial={"k": 4}))
+
+
+@require_POST
+@project_member_required(manager=True)
+def step_pipeline_start(request, project_id):
+    form = GenerationForm(request.POST)
+    job = _start_job(request, form, GenerationKind.STEP_PIPELINE)
+    if job is None:
+        return _steps_page(request, form, status=400)
+    return redirect("generation-detail", project_id=project_id, job_id=job.pk)
