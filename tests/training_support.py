@@ -2,7 +2,8 @@
 
 import random
 
-from annotation.models import DatasetExample, DatasetVersion
+from annotation.models import Candidate, DatasetExample, DatasetVersion, Item, Judgment, Task, TaskType
+from annotation.services.versions import FreezeRule, dataset_version_freeze
 from training.engine.lm.tiny import tiny_llama, tiny_tokenizer
 from training.models import Location, ModelEntry
 
@@ -62,3 +63,39 @@ def tiny_params(tmp_path, **overrides) -> dict:
     }
     params.update(overrides)
     return params
+
+
+def ranking_version(project, annotator, *, items: int = 16, test_every: int = 4) -> DatasetVersion:
+    """A ranking project whose items rank three responses (lower case best, mixed, upper case worst),
+    judged by ``annotator``, frozen through the freeze service (every ``test_every``-th item held out)."""
+    project.task_type = TaskType.RANKING
+    project.save(update_fields=["task_type"])
+    for i, row in enumerate(synthetic_rows(items, seed=3)):
+        split = "test" if i % test_every == 0 else "train"
+        item = Item.objects.create(project=project, prompt=row["prompt"], split=split, content_hash=f"r{i}")
+        texts = (row["chosen"], f"{row['chosen']} {row['rejected']}", row["rejected"])
+        candidates = [Candidate.objects.create(item=item, position=k, text=t) for k, t in enumerate(texts)]
+        task = Task.objects.create(project=project, item=item, candidate_ids=[c.pk for c in candidates])
+        Judgment.objects.create(task=task, annotator=annotator, ranking=[[c.pk] for c in candidates])
+    return dataset_version_freeze(project=project, rule=FreezeRule(), created_by=annotator)
+
+
+def launch_form_data(form_page_context, base_model, version, **overrides) -> dict:
+    """What the launch form posts: every field at its shown initial value, then ``overrides``."""
+    form = form_page_context["form"]
+    data = {
+        name: ("" if field.initial is None else field.prepare_value(field.initial))
+        for name, field in form.fields.items()
+    }
+    data = {k: v for k, v in data.items() if not (isinstance(v, bool) and not v)}
+    data.update(
+        method=form.method,
+        base_model=base_model.pk,
+        dataset_version=version.pk,
+        queue="cpu",
+        run_token=form.fields["run_token"].initial,
+        max_steps=4,
+        learning_rate=0.001,
+    )
+    data.update(overrides)
+    return data

@@ -15,10 +15,10 @@ import typing
 from django import forms
 from django.core.exceptions import ValidationError
 
-from training.engine import METHODS
+from training.engine import METHODS, ConfigError
 
 from .models import ModelEntry, Queue
-from .services.jobs import FIXED_FIELDS, job_config_build
+from .services.jobs import FIXED_FIELDS, job_config_build, launch_problems
 from .services.paths import RUN_TOKEN, new_run_token
 
 
@@ -144,13 +144,12 @@ class LaunchForm(forms.Form):
         data = super().clean()
         if self.errors or not data.get("base_model") or not data.get("dataset_version"):
             return data
-        from training.engine import ConfigError
-
+        base_model, version = data["base_model"], data["dataset_version"]
         try:
             self.config = job_config_build(
                 params=self.params(),
-                base_model=data["base_model"],
-                dataset_version=data["dataset_version"],
+                base_model=base_model,
+                dataset_version=version,
                 run_token=data["run_token"],
             )
         except ConfigError as exc:
@@ -158,4 +157,9 @@ class LaunchForm(forms.Form):
             self.add_error(
                 field if field in self.fields else None, str(exc) if field not in self.fields else message
             )
+        problems = launch_problems(
+            method=self.method, base_model=base_model, dataset_version=version, queue=data["queue"]
+        )
+        for field, message in problems.items():
+            self.add_error(field if field in self.fields else None, message)
         return data

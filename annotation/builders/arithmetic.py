@@ -100,6 +100,12 @@ def split_steps(text: str) -> list[str]:
     return lines
 
 
+def join_steps(steps) -> str:
+    """Steps as Step-DPO's ``initial_reason_steps``: each ended by a newline, as imported Step-DPO rows
+    are, so that prompt + steps + the next step keeps that step on a line of its own ("" for no step)."""
+    return "".join(f"{step}\n" for step in steps)
+
+
 def _numbers(text: str) -> set[float]:
     return {float(n) for n in re.findall(NUMBER, text)}
 

@@ -18,7 +18,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from annotation.builders.arithmetic import problem_generate, solution_text, split_steps
+from annotation.builders.arithmetic import join_steps, problem_generate, solution_text, split_steps
 from annotation.builders.step_pairs import (  # noqa: F401 (re-exported for callers)
     StepPair,
     StepSampler,
@@ -104,7 +104,7 @@ def step_proposal_store(
             project=project,
             prompt=pair.prompt,
             metadata={
-                "initial_reason_steps": "\n".join(pair.initial_reason_steps),
+                "initial_reason_steps": join_steps(pair.initial_reason_steps),
                 "answer": pair.answer,
                 "step_proposal": {
                     "status": PROPOSED,

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from itertools import combinations
 from typing import Any
 
+from ..builders.arithmetic import join_steps
 from ..text.sentences import spans_for_sentences, split_sentences
 from .agreement import CATEGORIES, strict_majority
 
@@ -178,7 +179,7 @@ def step_label_rows(item: dict, candidate: dict, votes: list[Vote], rule):
             "prompt": item["prompt"],
             "chosen": fix,
             "rejected": steps[wrong],
-            "initial_reason_steps": "\n".join(steps[:wrong]),
+            "initial_reason_steps": join_steps(steps[:wrong]),
             "answer": None if answer is None else str(answer),
         }
         for fix in sorted(fixes)

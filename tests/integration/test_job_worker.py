@@ -11,7 +11,13 @@ from kombu import Connection
 
 from tests.factories import MembershipFactory, ProjectFactory, UserFactory
 from tests.integration.native import compose_command, native_env, running, wait_for
-from tests.training_support import dataset_version, tiny_model_entry, tiny_params
+from tests.training_support import (
+    dataset_version,
+    launch_form_data,
+    ranking_version,
+    tiny_model_entry,
+    tiny_params,
+)
 from training.models import Artifact, ArtifactKind, JobState, MetricPoint, ModelEntry, TrainingJob
 from training.services import jobs
 from training.services.jobs import training_job_launch
@@ -183,3 +189,41 @@ def test_cancel_through_the_api_stops_a_running_job_and_keeps_its_checkpoint(set
     checkpoint = Artifact.objects.get(job=job, kind=ArtifactKind.CHECKPOINT)
     assert checkpoint.path.endswith(f"checkpoint-{job.step}") and checkpoint.size > 0
     assert not ModelEntry.objects.filter(produced_by=job).exists()
+
+
+def test_curry_dpo_launched_from_the_form_on_a_frozen_ranking_version_trains_on_a_worker(
+    setup, tmp_path, client
+):
+    project = ProjectFactory()
+    MembershipFactory(project=project, user=setup["user"], role="manager")
+    version = ranking_version(project, setup["user"])
+    assert {"rank_gap", "rating_gap"} <= set(version.examples.first().row)  # the pair export Curry reads
+    client.force_login(setup["user"])
+    url = f"/projects/{project.pk}/jobs/new/?method=curry_dpo"
+    data = launch_form_data(
+        client.get(url).context,
+        setup["base"],
+        version,
+        action="launch",
+        n_stages=2,
+        batch_size=4,
+        max_steps="",
+        max_length=64,
+        warmup_ratio=0.0,
+        ref_cache_dir=str(tmp_path / "refcache"),
+    )
+    log = tmp_path / "worker.log"
+    with running(compose_command("worker"), env=_env(tmp_path), log_path=log):
+        assert client.post(url, data).status_code == 302
+        job = TrainingJob.objects.get(method="curry_dpo")
+        wait_for(_finished(job.pk), timeout=120, what="the worker to finish the job", log_path=log)
+    job.refresh_from_db()
+    assert job.state == JobState.SUCCEEDED, job.traceback
+    stages = dict(MetricPoint.objects.filter(job=job, name="curriculum/stage").values_list("step", "value"))
+    assert sorted(stages) == list(range(1, job.step + 1)) == _loss_steps(job)  # every stage's points
+    assert set(stages.values()) == {0.0, 1.0} and job.total_steps == job.step
+    produced = ModelEntry.objects.get(produced_by=job)
+    follow_up = training_job_launch(
+        params=tiny_params(tmp_path), base_model=produced, dataset_version=version, created_by=setup["user"]
+    )
+    assert follow_up.config["model"] == f"local:{produced.path}"

@@ -70,12 +70,27 @@ def test_a_wrong_step_with_a_correction_freezes_into_a_step_dpo_row(project, ann
     assert rows == [
         {
             "prompt": "Twice x is 6.",
-            "initial_reason_steps": "2x = 6.",
+            "initial_reason_steps": "2x = 6.\n",
             "chosen": "x = 3.",
             "rejected": "x = 4.",
             "answer": "3",
         }
     ]
+    # what Step-DPO trains on, prompt + steps so far + the step, keeps each step on its own line
+    row = rows[0]
+    assert (row["initial_reason_steps"] + row["chosen"]).splitlines() == ["2x = 6.", "x = 3."]
+
+
+def test_a_wrong_first_step_freezes_with_no_steps_before_it(project, annotator):
+    sd.steps_task(typed(project, TaskType.STEPWISE), prompt="Twice x is 6.", steps=("x = 4.", "Done."))
+    judgment_submit_steps(
+        assignment=take(project, annotator),
+        annotator=annotator,
+        step_labels=["wrong"],
+        corrected_step="x = 3.",
+    )
+    (row,) = rows_of(dataset_version_freeze(project=project, rule=FreezeRule()))
+    assert (row["initial_reason_steps"], row["chosen"], row["rejected"]) == ("", "x = 3.", "x = 4.")
 
 
 def test_a_solution_without_a_wrong_step_gives_no_row(project, annotator):

@@ -122,7 +122,7 @@ def test_run_stores_proposals_without_tasks_until_accepted(step_project, manager
     proposal = step_proposals(project=step_project).first()
     chosen, rejected = proposal.candidates.order_by("position")
     assert rejected.text == wrong_step(PROBLEM.steps[1])
-    assert proposal.metadata["initial_reason_steps"] == PROBLEM.steps[0]
+    assert proposal.metadata["initial_reason_steps"] == PROBLEM.steps[0] + "\n"
     assert not Task.objects.filter(item=proposal).exists()
     # running again proposes nothing new
     assert step_pipeline_run(project=step_project, sampler=fake_sampler(), n=6, seed=0)["proposals"] == 0

@@ -231,3 +231,37 @@ def test_run_without_a_final_checkpoint_succeeds_without_registering_a_model(
     assert training_job_run(job_id=job.pk) == JobState.SUCCEEDED
     assert not ModelEntry.objects.filter(produced_by=job).exists()
     assert Artifact.objects.filter(job=job, kind=ArtifactKind.CHECKPOINT).count() == 1  # checkpoint-2 only
+
+
+@pytest.mark.django_db(transaction=True)
+def test_fast_slow_dpo_from_the_launch_form_registers_a_model_with_an_evaluation_and_a_next_job(
+    tmp_path, base_model, version, manager, client, monkeypatch
+):
+    import training.services.jobs as jobs
+    from tests.training_support import launch_form_data
+
+    monkeypatch.setattr(jobs, "job_enqueue", lambda job: None)  # this test is the worker
+    client.force_login(manager)
+    url = f"/projects/{version.project_id}/jobs/new/?method=fast_slow_dpo"
+    data = launch_form_data(
+        client.get(url).context,
+        base_model,
+        version,
+        action="launch",
+        learning_rate=5e-2,
+        lora_r=2,
+        lora_target_modules="q_proj, v_proj",
+        max_length=64,
+        ref_cache_dir=str(tmp_path / "refcache"),
+    )
+    assert client.post(url, data).status_code == 302
+    job = TrainingJob.objects.get()
+    assert training_job_run(job_id=job.pk) == JobState.SUCCEEDED, TrainingJob.objects.get(pk=job.pk).error
+    produced = ModelEntry.objects.get(produced_by=job)
+    assert produced.path.endswith("final") and (Path(produced.path) / "config.json").is_file()
+    page = client.get(f"/projects/{version.project_id}/jobs/{job.pk}/evaluation/")
+    assert page.status_code == 200 and page.context["report"]["pairs"] == 8
+    assert "evaluation report skipped" not in (Path(job.config["output_dir"]) / "log.txt").read_text()
+    follow_up = _launch(tmp_path, produced, version, manager)
+    assert follow_up.config["model"] == f"local:{produced.path}"
+    assert training_job_run(job_id=follow_up.pk) == JobState.SUCCEEDED

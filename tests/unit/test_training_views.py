@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from tests.factories import UserFactory
-from tests.training_support import dataset_version, tiny_model_entry, tiny_params
+from tests.training_support import dataset_version, launch_form_data, tiny_model_entry, tiny_params
 from training.engine import config_from_dict
 from training.models import JobState, TrainingJob
 from training.services.jobs import training_job_launch
@@ -35,26 +35,6 @@ def job(tmp_path, base_model, version, manager):
     return training_job_launch(
         params=tiny_params(tmp_path), base_model=base_model, dataset_version=version, created_by=manager
     )
-
-
-def _post_data(form_page_context, base_model, version, **overrides):
-    form = form_page_context["form"]
-    data = {
-        name: ("" if field.initial is None else field.prepare_value(field.initial))
-        for name, field in form.fields.items()
-    }
-    data = {k: v for k, v in data.items() if not (isinstance(v, bool) and not v)}
-    data.update(
-        method=form.method,
-        base_model=base_model.pk,
-        dataset_version=version.pk,
-        queue="cpu",
-        run_token=form.fields["run_token"].initial,
-        max_steps=4,
-        learning_rate=0.001,
-    )
-    data.update(overrides)
-    return data
 
 
 def test_launch_form_shows_every_config_field_with_help_and_default(manager_client, project, version):
@@ -95,7 +75,7 @@ def test_launch_form_shows_invalid_values_inline_and_creates_nothing(
     manager_client, project, version, base_model
 ):
     url = f"/projects/{project.pk}/jobs/new/?method=dpo"
-    data = _post_data(manager_client.get(url).context, base_model, version, beta="-2", action="launch")
+    data = launch_form_data(manager_client.get(url).context, base_model, version, beta="-2", action="launch")
     page = manager_client.post(url, data)
     assert page.status_code == 422
     field_errors = page.context["form"].errors
@@ -108,7 +88,7 @@ def test_preview_shows_the_exact_yaml_the_worker_runs_then_launch_stores_it(
     manager_client, project, version, base_model
 ):
     url = f"/projects/{project.pk}/jobs/new/?method=dpo"
-    data = _post_data(manager_client.get(url).context, base_model, version, action="preview")
+    data = launch_form_data(manager_client.get(url).context, base_model, version, action="preview")
     preview = manager_client.post(url, data)
     assert preview.status_code == 200
     shown = yaml.safe_load(preview.context["preview"])
@@ -223,3 +203,63 @@ def test_a_metric_batch_keeps_stored_points_stores_nan_as_null_and_spans_stateme
     stored = dict(MetricPoint.objects.filter(job=job, name="loss").values_list("step", "value"))
     assert len(stored) == 1200 and stored[1] == 0.5 and stored[2] == 0.1
     assert MetricPoint.objects.get(job=job, name="grad_norm").value is None
+
+
+def test_a_method_is_refused_on_a_dataset_kind_it_cannot_train_on_before_anything_is_queued(
+    manager_client, manager, project, version, base_model, tmp_path
+):
+    from django.core.management import CommandError, call_command
+
+    project.task_type = "image_pair"
+    project.save()
+    url = f"/projects/{project.pk}/jobs/new/?method=dpo"
+    data = launch_form_data(manager_client.get(url).context, base_model, version, action="launch")
+    page = manager_client.post(url, data)
+    assert page.status_code == 422
+    error = page.context["form"].errors["dataset_version"][0]
+    assert "dpo trains on pairwise, ranking, stepwise, factuality datasets" in error and "image_pair" in error
+    api = manager_client.post(
+        "/api/jobs",
+        {"dataset_version_id": version.pk, "base_model_id": base_model.pk, "config": {"method": "dpo"}},
+        content_type="application/json",
+    )
+    assert api.status_code == 422 and "image_pair dataset" in str(api.json()["detail"])
+    config = tmp_path / "job.yaml"
+    config.write_text("method: mask_dpo\n")
+    project.task_type = "pairwise"
+    project.save()
+    with pytest.raises(CommandError, match="mask_dpo trains on factuality datasets"):
+        call_command(
+            "launch_job", str(config), "--dataset-version", str(version.pk), "--base-model", "tiny-llama"
+        )
+    assert not TrainingJob.objects.exists()
+
+
+def test_the_launch_form_offers_the_methods_of_the_projects_kind(manager_client, project, version):
+    page = manager_client.get(f"/projects/{project.pk}/jobs/new/")
+    assert "dpo" in page.context["methods"] and "curry_dpo" not in page.context["methods"]
+    project.task_type = "ranking"
+    project.save()
+    page = manager_client.get(f"/projects/{project.pk}/jobs/new/?method=curry_dpo")
+    assert {"dpo", "curry_dpo"} <= set(page.context["methods"]) and "mask_dpo" not in page.context["methods"]
+
+
+def test_the_launch_form_builds_the_engine_config_once_per_post(
+    manager_client, project, version, base_model, monkeypatch
+):
+    from training import forms
+    from training.services import jobs
+
+    calls = []
+    real = jobs.job_config_build
+
+    def counted(**kwargs):
+        calls.append(kwargs["params"]["method"])
+        return real(**kwargs)
+
+    monkeypatch.setattr(forms, "job_config_build", counted)
+    monkeypatch.setattr(jobs, "job_config_build", counted)
+    url = f"/projects/{project.pk}/jobs/new/?method=dpo"
+    data = launch_form_data(manager_client.get(url).context, base_model, version, action="launch")
+    assert manager_client.post(url, data).status_code == 302
+    assert calls == ["dpo"]

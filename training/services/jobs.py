@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from jobs.leases import Lease, job_claim
 from jobs.recovery import JobKind, stale_requeue
-from training.engine import ConfigError, config_from_dict, config_to_dict, planned_steps
+from training.engine import METHODS, ConfigError, config_from_dict, config_to_dict, planned_steps
 from training.engine.runtime.checkpoint import latest_checkpoint
 
 from ..models import JobState, ModelEntry, Queue, TrainingJob
@@ -38,13 +38,20 @@ def job_config_build(*, params: dict, base_model: ModelEntry, dataset_version, r
     return config_to_dict(config_from_dict(data))
 
 
-def _launch_problems(*, base_model: ModelEntry, dataset_version, queue: str) -> dict:
+def launch_problems(*, method: str, base_model: ModelEntry, dataset_version, queue: str) -> dict:
+    """Why a job of ``method`` on this model, version and queue cannot run, by field ({} when it can)."""
     problems = {}
     if queue not in Queue.values:
         problems["queue"] = f"queue must be one of {', '.join(Queue.values)}, not {queue!r}."
     if (problem := model_entry_problem(base_model)) is not None:
         problems["base_model"] = problem
-    if not dataset_version.examples.filter(split="train").exists():
+    kind = dataset_version.project.task_type
+    if method in METHODS and kind not in METHODS[method].accepts:
+        accepted = ", ".join(METHODS[method].accepts)
+        problems["dataset_version"] = (
+            f"{method} trains on {accepted} datasets; {dataset_version} is a {kind} dataset."
+        )
+    elif not dataset_version.examples.filter(split="train").exists():
         problems["dataset_version"] = f"{dataset_version} has no training rows."
     return problems
 
@@ -58,8 +65,10 @@ def training_job_launch(
     created_by=None,
     run_token: str | None = None,
 ) -> TrainingJob:
-    """Validate and queue a job; bad settings raise ValidationError naming the field (never the worker)."""
-    problems = _launch_problems(base_model=base_model, dataset_version=dataset_version, queue=queue)
+    """Build the engine config of ``params`` and queue the job; bad settings raise ValidationError naming
+    the field (never the worker)."""
+    problems = {}
+    config = None
     try:
         config = job_config_build(
             params=params,
@@ -72,6 +81,29 @@ def training_job_launch(
         problems[field if message else "config"] = str(exc)
     except ValueError as exc:
         problems["run_token"] = str(exc)
+    method = str(params.get("method", "dpo"))
+    problems.update(
+        launch_problems(method=method, base_model=base_model, dataset_version=dataset_version, queue=queue)
+    )
+    if problems:
+        raise ValidationError(problems)
+    return training_job_queue(
+        config=config,
+        base_model=base_model,
+        dataset_version=dataset_version,
+        queue=queue,
+        created_by=created_by,
+    )
+
+
+def training_job_queue(
+    *, config: dict, base_model: ModelEntry, dataset_version, queue: str = Queue.CPU, created_by=None
+) -> TrainingJob:
+    """Queue a job whose engine config is built (``job_config_build``, as the launch form does once per
+    POST); a model, version or queue it cannot run on raises ValidationError naming the field."""
+    problems = launch_problems(
+        method=config["method"], base_model=base_model, dataset_version=dataset_version, queue=queue
+    )
     if problems:
         raise ValidationError(problems)
     job = TrainingJob.objects.create(

@@ -13,7 +13,7 @@ from ..charts import flat
 from ..forms import LaunchForm
 from ..models import TrainingJob
 from ..selectors import job_for_user
-from ..services.jobs import training_job_launch
+from ..services.jobs import training_job_queue
 from ..services.registry import model_entry_ensure_bundled
 
 
@@ -72,13 +72,12 @@ def job_new(request, project_id):
         return _render(request, form, clone=clone, preview=config_yaml(form.config))
     data = form.cleaned_data
     try:
-        job = training_job_launch(
-            params=form.params(),
+        job = training_job_queue(
+            config=form.config,
             base_model=data["base_model"],
             dataset_version=data["dataset_version"],
             queue=data["queue"],
             created_by=request.user,
-            run_token=data["run_token"],
         )
     except ValidationError as exc:
         for field, errors in exc.message_dict.items():
@@ -87,12 +86,17 @@ def job_new(request, project_id):
     return redirect("job-detail", project_id=project_id, job_id=job.pk)
 
 
+def methods_for(task_type: str, *, also: str) -> list[str]:
+    """The methods that train on a project of ``task_type`` (and ``also``, the one the form shows)."""
+    return sorted(name for name, method in METHODS.items() if task_type in method.accepts or name == also)
+
+
 def _render(request, form, *, clone=None, preview=None, status=200):
     context = {
         "project": request.project,
         "form": form,
         "method": form.method,
-        "methods": sorted(METHODS),
+        "methods": methods_for(request.project.task_type, also=form.method),
         "clone": clone,
         "preview": preview,
         "method_doc": METHODS[form.method].doc,
