@@ -65,7 +65,8 @@ def _drop_postgres(name: str) -> None:
 def make_job(var: Path):
     """A queued job row on a one-row dataset version (metric points need a job to belong to)."""
     from annotation.models import DatasetExample, DatasetVersion, Project
-    from training.models import JobState, Location, ModelEntry, TrainingJob
+    from jobs.models import JobState
+    from training.models import Location, ModelEntry, TrainingJob
 
     project = Project.objects.create(name=f"bench {time.time()}")
     version = DatasetVersion.objects.create(

@@ -2,7 +2,7 @@
 
 from django.db import models
 
-from jobs.models import FINISHED_STATES, Job, JobState  # noqa: F401 - JobState: the app's job vocabulary
+from jobs.models import Job
 
 
 class ModelKind(models.TextChoices):

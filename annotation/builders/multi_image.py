@@ -1,6 +1,6 @@
 """MIA-DPO augmentations: turn a single-image question into a multi-image one, seeded, with Pillow.
 
-Three kinds (ALGORITHMS.md, MIA-DPO):
+Three kinds (docs/methods.md, MIA-DPO):
 
 * ``sequence`` — the target among 2–5 images shown in order as Image1 … ImageN;
 * ``grid`` — one collage of 2, 3, 4, 6 or 9 tiles of 448 px, each labelled "Image i";

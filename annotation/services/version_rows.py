@@ -237,7 +237,7 @@ def factuality_rows(item: dict, responses: list[tuple[dict, list[str]]]) -> list
     """Mask-DPO's pair: the response with the highest factual share (chosen) against the lowest.
 
     No row when the shares are equal, the chosen has no factual sentence or the rejected no
-    hallucinated one (ALGORITHMS.md, Mask-DPO). Ties on share go to the earlier response.
+    hallucinated one (docs/methods.md, Mask-DPO). Ties on share go to the earlier response.
     """
     if len(responses) < 2:
         return []

@@ -9,6 +9,7 @@ import signal
 import pytest
 from kombu import Connection
 
+from jobs.models import JobState
 from tests.factories import MembershipFactory, ProjectFactory, UserFactory
 from tests.integration.native import compose_command, native_env, running, wait_for
 from tests.training_support import (
@@ -18,7 +19,7 @@ from tests.training_support import (
     tiny_model_entry,
     tiny_params,
 )
-from training.models import Artifact, ArtifactKind, JobState, MetricPoint, ModelEntry, TrainingJob
+from training.models import Artifact, ArtifactKind, MetricPoint, ModelEntry, TrainingJob
 from training.services import jobs
 from training.services.jobs import training_job_launch
 from training.services.paths import log_path

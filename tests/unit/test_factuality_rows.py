@@ -1,4 +1,4 @@
-"""Factuality export rows follow Mask-DPO (ALGORITHMS.md): one highest-vs-lowest pair per prompt,
+"""Factuality export rows follow Mask-DPO (docs/methods.md): one highest-vs-lowest pair per prompt,
 exclusion rules, and per-sentence character spans the engine turns into token masks."""
 
 from annotation.services.version_rows import Vote, factuality_rows, sentence_label, sentence_verdicts

@@ -4,8 +4,9 @@ import pytest
 import yaml
 from django.core.management import CommandError, call_command
 
+from jobs.models import JobState
 from tests.training_support import dataset_version, tiny_model_entry, tiny_params
-from training.models import JobState, TrainingJob
+from training.models import TrainingJob
 from training.services.metrics import metrics_write_batch
 
 

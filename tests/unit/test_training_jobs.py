@@ -9,8 +9,9 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 
+from jobs.models import JobState
 from tests.training_support import dataset_version, tiny_model_entry, tiny_params
-from training.models import Artifact, ArtifactKind, JobState, Location, MetricPoint, ModelEntry, TrainingJob
+from training.models import Artifact, ArtifactKind, Location, MetricPoint, ModelEntry, TrainingJob
 from training.services.jobs import (
     training_job_cancel,
     training_job_claim,

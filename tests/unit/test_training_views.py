@@ -7,10 +7,11 @@ import json
 import pytest
 import yaml
 
+from jobs.models import JobState
 from tests.factories import UserFactory
 from tests.training_support import dataset_version, launch_form_data, tiny_model_entry, tiny_params
 from training.engine import config_from_dict
-from training.models import JobState, TrainingJob
+from training.models import TrainingJob
 from training.services.jobs import training_job_launch
 from training.services.metrics import metrics_write_batch
 

@@ -15,11 +15,12 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from jobs.leases import Lease, job_claim
+from jobs.models import JobState
 from jobs.recovery import JobKind, stale_requeue
 from training.engine import METHODS, ConfigError, config_from_dict, config_to_dict, planned_steps
 from training.engine.runtime.checkpoint import latest_checkpoint
 
-from ..models import JobState, ModelEntry, Queue, TrainingJob
+from ..models import ModelEntry, Queue, TrainingJob
 from .paths import dataset_file, new_run_token, run_dir
 from .registry import model_entry_problem
 

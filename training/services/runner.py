@@ -13,11 +13,12 @@ from pathlib import Path
 from django.db import close_old_connections, transaction
 
 from annotation.services.exports import export_write
+from jobs.models import JobState
 from training.engine import NonFiniteError, config_from_dict, train
 from training.engine.runtime.checkpoint import latest_checkpoint, load_state
 from training.engine.runtime.metrics import read_metrics
 
-from ..models import JobState, TrainingJob
+from ..models import TrainingJob
 from .artifacts import artifacts_record
 from .attempt import AttemptWatch, LeaseLostError
 from .evaluation import evaluation_run

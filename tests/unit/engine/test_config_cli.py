@@ -68,7 +68,9 @@ def test_cli_trains_writes_metrics_and_resumes(tmp_path, make_rows, capsys):
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(cfg))
     assert main(["train", str(path), "--no-progress"]) == 0
-    assert "succeeded after 2 steps" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "succeeded after 2 steps" in out and f"final model: {tmp_path / 'out' / 'final'}" in out
+    assert (tmp_path / "out" / "final" / "config.json").is_file()  # what the docstring promises
     metrics = read_metrics(tmp_path / "out" / "metrics.jsonl")
     assert [m["step"] for m in metrics if "loss" in m] == [1, 2]
     assert any("eval/rewards/accuracies" in m for m in metrics)

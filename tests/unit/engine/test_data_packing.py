@@ -78,6 +78,28 @@ def test_read_rows_filters_split(tmp_path):
     assert [r["prompt"] for r in read_rows(path, "test")] == ["a"]
 
 
+def test_an_image_datasets_zip_export_is_refused_by_name_not_decoded(tmp_path):
+    import zipfile
+
+    path = tmp_path / "version-3.jsonl"  # what the worker once saved an image-pair export as
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("data.jsonl", '{"caption": "a cat"}\n')
+    with pytest.raises(ValueError, match="a zip archive .* not preference rows"):
+        read_rows(path)
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [{"images": ["images/ab.png"]}, {"jpg_0": "images/a.png", "jpg_1": "images/b.png"}],
+)
+def test_rows_with_images_are_refused_rather_than_trained_as_text(tokenizer, extra):
+    row = {"prompt": "Which image?", "chosen": "the left", "rejected": "the right", **extra}
+    with pytest.raises(
+        ValueError, match="row 4: has images .* the text recipes would train on its text alone"
+    ):
+        tokenize_pair(row, tokenizer, 4)
+
+
 def test_plan_rows_respects_budget():
     pair = TokenizedPair((1,) * 5, (2,) * 3, (3,) * 2, (1.0,) * 3, (1.0,) * 2, 0)  # 10 tokens
     assert plan_rows([pair] * 5, 25) == [[0, 1], [2, 3], [4]]

@@ -14,7 +14,7 @@ from training.engine.runtime.loop import NonFiniteError, prepare, run
 from training.engine.runtime.metrics import read_metrics
 
 
-def setup_run(config):
+def prepared_recipe(config):
     """The DPO recipe of ``config``, set up (model, pairs, reference log-probs) and not yet trained."""
     return prepare(DPORecipe(config), config)
 
@@ -130,7 +130,7 @@ def test_interrupted_and_resumed_run_reproduces_uninterrupted_metrics(task, tmp_
 
 def test_nan_guard_names_step_and_metric(task, tmp_path):
     config = DPOConfig(**task(), output_dir=str(tmp_path / "o"), learning_rate=1e-3, max_steps=3, **FAST)
-    recipe = setup_run(config)
+    recipe = prepared_recipe(config)
     recipe.train_ref["chosen"][:] = float("nan")
     with pytest.raises(NonFiniteError, match=r"step 1: loss is nan"):
         run(recipe, config)
@@ -138,12 +138,14 @@ def test_nan_guard_names_step_and_metric(task, tmp_path):
 
 def test_reference_logps_are_cached_and_reused(task, tmp_path):
     data = task()
-    first = setup_run(DPOConfig(**data, output_dir=str(tmp_path / "a")))
-    again = setup_run(DPOConfig(**data, output_dir=str(tmp_path / "b")))
-    shorter = setup_run(DPOConfig(**data, output_dir=str(tmp_path / "c"), max_length=40))
+    first = prepared_recipe(DPOConfig(**data, output_dir=str(tmp_path / "a")))
+    again = prepared_recipe(DPOConfig(**data, output_dir=str(tmp_path / "b")))
+    shorter = prepared_recipe(DPOConfig(**data, output_dir=str(tmp_path / "c"), max_length=40))
     assert not first.ref_cached and again.ref_cached and not shorter.ref_cached
     torch.testing.assert_close(first.train_ref["chosen"], again.train_ref["chosen"])
-    other_model = setup_run(DPOConfig(**{**data, "model": "tiny:seed=1"}, output_dir=str(tmp_path / "d")))
+    other_model = prepared_recipe(
+        DPOConfig(**{**data, "model": "tiny:seed=1"}, output_dir=str(tmp_path / "d"))
+    )
     assert not other_model.ref_cached
 
 
@@ -151,7 +153,7 @@ def test_lora_trains_only_the_adapter_and_reference_is_base(task, tmp_path):
     config = DPOConfig(
         **task(), output_dir=str(tmp_path / "o"), lora=True, lora_r=4, learning_rate=1e-2, max_steps=3, **FAST
     )
-    recipe = setup_run(config)
+    recipe = prepared_recipe(config)
     base_before = {k: v.clone() for k, v in recipe.model.named_parameters() if "lora_" not in k}
     result = run(recipe, config)
     for name, param in recipe.model.named_parameters():
@@ -167,7 +169,7 @@ def test_lora_trains_only_the_adapter_and_reference_is_base(task, tmp_path):
 
 def test_full_finetune_gradients_reach_only_policy(task, tmp_path):
     config = DPOConfig(**task(), output_dir=str(tmp_path / "o"), learning_rate=1e-3, max_steps=1, **FAST)
-    recipe = setup_run(config)
+    recipe = prepared_recipe(config)
     assert not recipe.train_ref["chosen"].requires_grad and not recipe.train_ref["rejected"].requires_grad
     run(recipe, config)
     assert all(p.requires_grad for p in recipe.model.parameters())

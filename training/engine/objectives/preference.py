@@ -2,7 +2,7 @@
 
 Every objective takes sequence-level log-probs of the chosen (``w``) and rejected (``l``) responses under
 the policy and the reference, shape ``[B]``, and returns per-pair losses ``[B]`` plus the implicit rewards
-it uses.  Notation follows ALGORITHMS.md: ``ρ(y) = logp_θ(y) − logp_ref(y)``, ``h = ρ(y_w) − ρ(y_l)``.
+it uses.  Notation follows docs/methods.md: ``ρ(y) = logp_θ(y) − logp_ref(y)``, ``h = ρ(y_w) − ρ(y_l)``.
 Step-DPO and Mask-DPO are ``dpo`` on log-probs summed under their token masks (see ``data.py``).
 """
 
@@ -83,7 +83,7 @@ def sigmoid_norm_loss(lp: PairLogps, *, gamma: float = 0.05, beta: float = 0.1) 
 
 
 def sft_loss(lp: PairLogps, *, beta: float = 0.1) -> ObjectiveOutput:
-    """SFT add-on: ``−logp_θ(y_w)/|y_w|`` (its weight in the combination is the α of ALGORITHMS.md)."""
+    """SFT add-on: ``−logp_θ(y_w)/|y_w|`` (its weight in the combination is the α of docs/methods.md)."""
     rw, rl = _ratios(lp)
     return ObjectiveOutput(
         -lp.policy_chosen / lp.chosen_len.clamp(min=1.0), beta * rw.detach(), beta * rl.detach()
