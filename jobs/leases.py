@@ -17,7 +17,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from django.db import connection, models
+from django.db import connection, models, transaction
 from django.db.models import F, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -35,26 +35,28 @@ def job_claim(model: type[models.Model], *, pk: int, waiting: Q | None = None, *
     """Take a queued job (one that also matches ``waiting``) for this worker, setting ``fields`` too;
     returns the attempt's lease, or None when the job was not there to take."""
     now = timezone.now()
-    claimed = model.objects.filter(waiting or Q(), pk=pk, state=JobState.QUEUED).update(
-        state=JobState.RUNNING,
-        attempts=F("attempts") + 1,
-        heartbeat_at=now,
-        worker_host=socket.gethostname()[:200],
-        started_at=Coalesce(F("started_at"), now),
-        **fields,
-    )
-    if not claimed:
-        return None
-    return Lease(model, pk, model.objects.values_list("attempts", flat=True).get(pk=pk))
+    with transaction.atomic():  # the claim's row lock holds until its attempt number is read
+        claimed = model.objects.filter(waiting or Q(), pk=pk, state=JobState.QUEUED).update(
+            state=JobState.RUNNING,
+            attempts=F("attempts") + 1,
+            heartbeat_at=now,
+            worker_host=socket.gethostname()[:200],
+            started_at=Coalesce(F("started_at"), now),
+            **fields,
+        )
+        if not claimed:
+            return None
+        return Lease(model, pk, model.objects.values_list("attempts", flat=True).get(pk=pk))
 
 
 class Lease:
     """Attempt ``attempt``'s hold on job ``pk`` of ``model``; ``lost`` is set once a write finds the job
-    taken over."""
+    taken over, ``done`` once the attempt recorded its outcome (its lease ends without being lost)."""
 
     def __init__(self, model: type[models.Model], pk: int, attempt: int) -> None:
         self.model, self.pk, self.attempt = model, pk, attempt
         self.lost = threading.Event()
+        self.done = threading.Event()
 
     def __repr__(self) -> str:
         return f"<Lease {self.model.__name__} {self.pk} attempt {self.attempt}>"
@@ -69,7 +71,8 @@ class Lease:
         set) once it does not."""
         if self.mine.update(heartbeat_at=timezone.now(), **fields):
             return True
-        self.lost.set()
+        if not self.done.is_set():
+            self.lost.set()
         return False
 
     def renew(self, **fields) -> None:
@@ -79,7 +82,10 @@ class Lease:
 
     def finish(self, state: str, **fields) -> bool:
         """Record the attempt's outcome (``state`` and ``finished_at``), only while it owns the job."""
-        return self.write(state=state, finished_at=timezone.now(), **fields)
+        finished = self.write(state=state, finished_at=timezone.now(), **fields)
+        if finished:
+            self.done.set()
+        return finished
 
     @contextmanager
     def heartbeat(self, every: float, beat: Callable[[], bool] | None = None) -> Iterator[Lease]:
@@ -93,7 +99,7 @@ class Lease:
 
         def loop() -> None:
             try:
-                while not stop.wait(every):
+                while not stop.wait(every) and not self.done.is_set():
                     try:
                         if not beat():
                             return

@@ -1,14 +1,15 @@
 """Recovery of jobs whose worker died or whose task message was lost, for every kind of job alike.
 
-Each app describes its job kinds as ``JobKind`` rows; ``prefstudio/job_kinds.py`` lists them all and runs
-``recover`` periodically (Celery beat, and a thread in every worker, so deployments without beat recover
-too).  For each kind:
+Each app describes its job kinds as ``JobKind`` rows; ``prefstudio/job_kinds.py`` lists them all, and
+``prefstudio/tasks.py`` runs ``recover`` over them periodically (Celery beat, and a thread in every worker,
+so deployments without beat recover too).  For each kind:
 
 * ``stale_requeue``: RUNNING jobs silent for longer than the kind's stale limit are queued again (their
-  next attempt resumes or restarts, as the kind's run does), or failed once they used up their attempts;
-* ``lost_resend``: QUEUED jobs whose task went out longer than the stale limit ago are sent again, in case
-  the message was lost (a broker outage when it was sent).  A duplicate delivery is harmless: the claim is
-  conditional (``jobs.leases``).
+  next attempt resumes or restarts, as the kind's run does), failed once they used up their attempts, or
+  cancelled when a cancel was asked for while their worker was lost;
+* ``lost_resend``: QUEUED jobs whose task went out longer than the kind's resend limit ago are sent again,
+  in case the message was lost (a broker outage when it was sent).  A duplicate delivery is harmless: the
+  claim is conditional (``jobs.leases``).
 """
 
 from __future__ import annotations
@@ -47,7 +48,12 @@ class JobKind:
     """Further fields a stale job gets when it has no attempt left (or ``fail(job)``); ``error`` at least."""
     waiting: Q = field(default_factory=Q)
     """What else a queued job must match to be waiting for a worker (an import awaiting confirmation
-    is queued but has no task out)."""
+    is queued but has no task out; a training job whose cancel was asked for is not waiting)."""
+    resend_after: Callable[[], timedelta] | None = None
+    """How long a queued job may wait after its task was sent before it is sent again (None = the stale
+    limit).  Longer for kinds whose jobs queue behind long runs, so a waiting job is not resent often."""
+    cancel_field: str | None = None
+    """A boolean field asking the job to stop: a stale job with it set is cancelled, not queued again."""
 
 
 def recover(kinds: Sequence[JobKind]) -> dict[str, list[int]]:
@@ -75,7 +81,9 @@ def stale_requeue(kind: JobKind) -> list[int]:
     for job in kind.model.objects.filter(silent, state=JobState.RUNNING):
         stale = kind.model.objects.filter(silent, pk=job.pk, state=JobState.RUNNING, attempts=job.attempts)
         try:
-            if job.attempts >= max_attempts:
+            if kind.cancel_field and getattr(job, kind.cancel_field):
+                stale.update(state=JobState.CANCELLED, finished_at=now)
+            elif job.attempts >= max_attempts:
                 stale.update(state=JobState.FAILED, finished_at=now, **_fields(kind.fail, job))
             elif stale.update(state=JobState.QUEUED, heartbeat_at=now, **_fields(kind.requeue, job)):
                 requeued.append(job.pk)
@@ -88,10 +96,11 @@ def stale_requeue(kind: JobKind) -> list[int]:
 
 
 def lost_resend(kind: JobKind) -> list[int]:
-    """Send the task again for queued jobs whose task went out longer than the stale limit ago
+    """Send the task again for queued jobs whose task went out longer than the resend limit ago
     (``heartbeat_at``, else ``created_at``); returns their ids."""
     now = timezone.now()
-    waiting = Q(state=JobState.QUEUED) & kind.waiting & _silent_since(now - kind.stale_after())
+    limit = (kind.resend_after or kind.stale_after)()
+    waiting = Q(state=JobState.QUEUED) & kind.waiting & _silent_since(now - limit)
     resent = []
     for pk in kind.model.objects.filter(waiting).values_list("pk", flat=True):
         if kind.model.objects.filter(waiting, pk=pk).update(heartbeat_at=now):

@@ -188,15 +188,20 @@ CELERY_TASK_ROUTES = {"prefstudio.tasks.jobs_recover": {"queue": "cpu"}}
 CELERY_WORKER_PREFETCH_MULTIPLIER = int(os.environ.get("CELERY_WORKER_PREFETCH_MULTIPLIER", "1"))
 TRAINING_HEARTBEAT_SECONDS = float(os.environ.get("TRAINING_HEARTBEAT_SECONDS", "10"))
 TRAINING_HEARTBEAT_STALE_SECONDS = float(os.environ.get("TRAINING_HEARTBEAT_STALE_SECONDS", "120"))
-# How often every job kind's recovery runs (prefstudio/job_kinds.py), in beat and on a worker thread.
-TRAINING_STALE_CHECK_SECONDS = float(os.environ.get("TRAINING_STALE_CHECK_SECONDS", "60"))
-TRAINING_STALE_CHECK_IN_WORKER = env_bool("TRAINING_STALE_CHECK_IN_WORKER", True)
 TRAINING_MAX_ATTEMPTS = int(os.environ.get("TRAINING_MAX_ATTEMPTS", "3"))
+# A queued training job may wait behind long runs: its task is sent again (a lost message) after this.
+TRAINING_QUEUED_RESEND_SECONDS = float(os.environ.get("TRAINING_QUEUED_RESEND_SECONDS", "1800"))
+# How often the recovery of every job kind runs (prefstudio/job_kinds.py), in beat and on a thread of every
+# worker; the TRAINING_STALE_CHECK_* names these had when only training jobs were checked still work.
+JOB_RECOVERY_SECONDS = float(
+    os.environ.get("JOB_RECOVERY_SECONDS", os.environ.get("TRAINING_STALE_CHECK_SECONDS", "60"))
+)
+JOB_RECOVERY_IN_WORKER = env_bool("JOB_RECOVERY_IN_WORKER", env_bool("TRAINING_STALE_CHECK_IN_WORKER", True))
 TRAINING_CANCEL_POLL_SECONDS = float(os.environ.get("TRAINING_CANCEL_POLL_SECONDS", "1"))
 TRAINING_CANCEL_CHECK_SHARE = float(os.environ.get("TRAINING_CANCEL_CHECK_SHARE", "0.005"))
 TRAINING_METRICS_FLUSH_SECONDS = float(os.environ.get("TRAINING_METRICS_FLUSH_SECONDS", "2"))
 CELERY_BEAT_SCHEDULE = {
-    "jobs-recover": {"task": "prefstudio.tasks.jobs_recover", "schedule": TRAINING_STALE_CHECK_SECONDS},
+    "jobs-recover": {"task": "prefstudio.tasks.jobs_recover", "schedule": JOB_RECOVERY_SECONDS},
 }
 # A generation, freeze or import job that has not reported for this long lost its worker: it is requeued
 # (by the same recovery as training jobs).  Longer than its longest silent stage.

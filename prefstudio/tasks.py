@@ -23,7 +23,7 @@ def jobs_recover() -> dict[str, list[int]]:
 def _check_loop() -> None:
     from .job_kinds import recover_stale_jobs
 
-    while not _stop_checks.wait(settings.TRAINING_STALE_CHECK_SECONDS):
+    while not _stop_checks.wait(settings.JOB_RECOVERY_SECONDS):
         try:
             close_old_connections()
             requeued = {kind: ids for kind, ids in recover_stale_jobs().items() if ids}
@@ -35,7 +35,7 @@ def _check_loop() -> None:
 
 @worker_ready.connect
 def _start_checks(**_):
-    if settings.TRAINING_STALE_CHECK_IN_WORKER:
+    if settings.JOB_RECOVERY_IN_WORKER:
         threading.Thread(target=_check_loop, name="job-recovery", daemon=True).start()
 
 

@@ -11,12 +11,13 @@ that while the first still runs.  Instead ``training_run`` is acknowledged when 
 * the attempt claims the job with one conditional UPDATE (``queued → running``, ``attempts + 1``): a
   duplicate delivery, or a second worker, finds it not queued and does nothing;
 * while it runs, a thread refreshes ``heartbeat_at`` every TRAINING_HEARTBEAT_SECONDS;
-* the periodic recovery (``prefstudio/job_kinds.py``: Celery beat every TRAINING_STALE_CHECK_SECONDS, and
-  also a thread in every worker, so no beat process is required) finds running jobs whose heartbeat is
-  older than TRAINING_HEARTBEAT_STALE_SECONDS — the worker was killed or lost — and queues them again; the
-  next attempt resumes from the job's last checkpoint and drops metric points after it.  After
-  TRAINING_MAX_ATTEMPTS attempts the job fails with the reason.  A job still queued that long after its
-  task was sent has it sent again (the message may have been lost, or prefetched by a worker that died);
+* the periodic recovery (``prefstudio/job_kinds.py``: Celery beat every JOB_RECOVERY_SECONDS, and also a
+  thread in every worker, so no beat process is required) finds running jobs whose heartbeat is older
+  than TRAINING_HEARTBEAT_STALE_SECONDS — the worker was killed or lost — and queues them again; the next
+  attempt resumes from the job's last checkpoint and drops metric points after it.  After
+  TRAINING_MAX_ATTEMPTS attempts the job fails with the reason.  A job still queued
+  TRAINING_QUEUED_RESEND_SECONDS after its task was sent has it sent again (the message may have been
+  lost, or prefetched by a worker that died);
 * an attempt whose lease was taken over (its heartbeat finds ``attempts`` changed) stops at the next step
   without writing, so a job never has two writers.
 

@@ -13,7 +13,6 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.utils import timezone
 
 from jobs.leases import LeaseLost, job_claim
 from jobs.models import JobState
@@ -48,7 +47,8 @@ def freeze_job_run(*, job_id: int) -> None:
     job = FreezeJob.objects.select_related("project", "created_by").get(pk=job_id)
 
     def on_written(version) -> None:
-        lease.renew(state=JobState.SUCCEEDED, version=version, stage="done", finished_at=timezone.now())
+        if not lease.finish(JobState.SUCCEEDED, version=version, stage="done"):
+            raise LeaseLost(f"freeze job {job_id}: attempt {lease.attempt} no longer owns the job")
 
     try:
         with lease.heartbeat(settings.ANNOTATION_JOB_HEARTBEAT_SECONDS):

@@ -116,12 +116,7 @@ def import_job_run(*, import_id: int) -> None:
                 source_name=job.original_name,
                 progress=_validation_progress(lease),
                 write_progress=_write_stage(lease, base),
-                before_commit=lambda outcome: lease.renew(
-                    state=JobState.SUCCEEDED,
-                    report={**outcome.report(), "stage": "done"},
-                    error="",
-                    finished_at=timezone.now(),
-                ),
+                before_commit=lambda outcome: _succeed(lease, outcome),
             )
     except LeaseLost:
         logger.warning("import %s: attempt %s was taken over; it wrote nothing", import_id, lease.attempt)
@@ -137,6 +132,12 @@ def import_job_run(*, import_id: int) -> None:
         return
     if not outcome.ok:  # row errors: nothing was written
         lease.finish(JobState.FAILED, report={**outcome.report(), "stage": "done"}, error="")
+
+
+def _succeed(lease: Lease, outcome: ImportOutcome) -> None:
+    """Mark the import done inside the rows' transaction; a lost lease rolls the rows back."""
+    if not lease.finish(JobState.SUCCEEDED, report={**outcome.report(), "stage": "done"}, error=""):
+        raise LeaseLost(f"import {lease.pk}: attempt {lease.attempt} no longer owns the job")
 
 
 def _send(import_id: int) -> None:

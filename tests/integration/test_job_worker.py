@@ -42,7 +42,7 @@ def _env(tmp_path, **extra):
         ARTIFACT_ROOT=str(tmp_path / "artifacts"),
         TRAINING_HEARTBEAT_SECONDS="0.5",
         TRAINING_HEARTBEAT_STALE_SECONDS="8",
-        TRAINING_STALE_CHECK_SECONDS="1",
+        JOB_RECOVERY_SECONDS="1",
         TRAINING_METRICS_FLUSH_SECONDS="0.2",
         **extra,
     )

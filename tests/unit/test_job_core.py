@@ -65,3 +65,22 @@ def test_a_lease_writes_only_while_its_attempt_owns_the_job(training_job):
     assert lease.lost.is_set()
     training_job.refresh_from_db()
     assert (training_job.state, training_job.step) == (JobState.RUNNING, 2)
+
+
+def test_a_stale_job_whose_cancel_was_asked_for_ends_cancelled_not_queued(
+    training_job, django_capture_on_commit_callbacks
+):
+    job_claim(TrainingJob, pk=training_job.pk)
+    TrainingJob.objects.filter(pk=training_job.pk).update(
+        cancel_requested=True, heartbeat_at=timezone.now() - dt.timedelta(hours=1)
+    )
+    with django_capture_on_commit_callbacks(execute=False) as sent:
+        assert requeue_stale(TRAINING_JOBS) == []
+    training_job.refresh_from_db()
+    assert training_job.state == JobState.CANCELLED and training_job.finished_at and not sent
+
+
+def test_a_finished_attempt_ends_its_lease_without_counting_it_lost(training_job):
+    lease = job_claim(TrainingJob, pk=training_job.pk)
+    assert lease.finish(JobState.SUCCEEDED)
+    assert not lease.write() and not lease.lost.is_set() and lease.done.is_set()

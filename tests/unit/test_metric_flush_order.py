@@ -28,3 +28,25 @@ def test_a_later_flush_waits_for_an_earlier_one_to_commit(monkeypatch):
     sink.flush()
     background.join()
     assert committed == [3, 4]
+
+
+def test_a_failed_write_keeps_its_points_for_the_next_flush(monkeypatch):
+    import pytest
+    from django.db import DatabaseError
+
+    written, failures = [], ["database is locked"]
+
+    def flaky_write(*, job_id, points):
+        if failures:
+            raise DatabaseError(failures.pop())
+        written.extend(step for step, *_ in points)
+        return len(points)
+
+    monkeypatch.setattr(metrics, "metrics_write_batch", flaky_write)
+    sink = metrics.DbMetrics(job_id=1)
+    sink.log({"loss": 0.5}, 1)
+    with pytest.raises(DatabaseError):
+        sink.flush()
+    sink.log({"loss": 0.4}, 2)
+    sink.flush()
+    assert written == [1, 2] and not sink.pending()

@@ -85,3 +85,24 @@ def test_a_database_made_after_the_move_has_nothing_to_carry_over():
     with connection.schema_editor() as editor:
         migration.adopt_legacy_generation_jobs(apps, editor)
     assert not GenerationJob.objects.exists()
+
+
+def test_step_proposals_stored_before_the_separator_fix_end_their_steps_with_the_newline():
+    from annotation.models import Item
+
+    migration = importlib.import_module("annotation.migrations.0007_step_proposal_separator")
+    project = ProjectFactory(task_type="stepwise")
+    old = Item.objects.create(
+        project=project,
+        prompt="q",
+        content_hash="a",
+        metadata={"initial_reason_steps": "Step 1: 2 + 2 = 4.", "step_proposal": {"status": "proposed"}},
+    )
+    imported = Item.objects.create(
+        project=project, prompt="q", content_hash="b", metadata={"initial_reason_steps": "Step 1: as given."}
+    )
+    migration.end_steps_with_newline(apps, None)
+    old.refresh_from_db()
+    imported.refresh_from_db()
+    assert old.metadata["initial_reason_steps"] == "Step 1: 2 + 2 = 4.\n"
+    assert imported.metadata["initial_reason_steps"] == "Step 1: as given."  # not the studio's: untouched

@@ -10,13 +10,14 @@ from django.core.exceptions import ValidationError
 from django.utils import timezone
 
 from jobs.models import JobState
+from tests.job_support import requeue_stale
 from tests.training_support import dataset_version, tiny_model_entry, tiny_params
 from training.models import Artifact, ArtifactKind, Location, MetricPoint, ModelEntry, TrainingJob
 from training.services.jobs import (
+    TRAINING_JOBS,
     training_job_cancel,
     training_job_claim,
     training_job_launch,
-    training_job_requeue_stale,
 )
 from training.services.runner import training_job_run
 
@@ -153,11 +154,11 @@ def test_stale_running_job_is_requeued_then_failed_after_max_attempts(
         training_job_claim(job_id=job.pk)
         TrainingJob.objects.filter(pk=job.pk).update(heartbeat_at=long_ago)
         with django_capture_on_commit_callbacks(execute=True):  # the task goes out after the requeue commits
-            assert training_job_requeue_stale() == [job.pk]
+            assert requeue_stale(TRAINING_JOBS) == [job.pk]
         assert TrainingJob.objects.get(pk=job.pk).state == JobState.QUEUED and sent == [job.pk]
         training_job_claim(job_id=job.pk)
         TrainingJob.objects.filter(pk=job.pk).update(heartbeat_at=long_ago)
-        assert training_job_requeue_stale() == []
+        assert requeue_stale(TRAINING_JOBS) == []
     finally:
         jobs.job_enqueue = original
     job.refresh_from_db()
@@ -181,7 +182,7 @@ def test_lora_run_registers_a_merged_model_and_writes_the_evaluation_report(
     )
     assert training_job_run(job_id=job.pk) == JobState.SUCCEEDED
     produced = ModelEntry.objects.get(produced_by=job)
-    assert produced.is_adapter and produced.path.endswith("final")
+    assert not produced.is_adapter and produced.path.endswith("final")  # the adapter merged into the base
     kinds = set(Artifact.objects.filter(job=job).values_list("kind", flat=True))
     assert {ArtifactKind.ADAPTER, ArtifactKind.MODEL, ArtifactKind.EVAL_REPORT, ArtifactKind.SAMPLES} <= kinds
     client.force_login(manager)
@@ -211,7 +212,7 @@ def test_requeued_job_resumes_from_its_checkpoint_and_refills_unflushed_points(
     MetricPoint.objects.filter(job=job, step__gte=3).delete()
     long_ago = timezone.now() - dt.timedelta(hours=1)
     TrainingJob.objects.filter(pk=job.pk).update(state=JobState.RUNNING, heartbeat_at=long_ago, step=3)
-    assert training_job_requeue_stale() == [job.pk]
+    assert requeue_stale(TRAINING_JOBS) == [job.pk]
     assert training_job_run(job_id=job.pk) == JobState.SUCCEEDED
     job.refresh_from_db()
     assert job.attempts == 2 and job.step == 6

@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from jobs.leases import Lease, job_claim
 from jobs.models import JobState
-from jobs.recovery import JobKind, stale_requeue
+from jobs.recovery import JobKind
 from training.engine import METHODS, ConfigError, config_from_dict, config_to_dict, planned_steps
 from training.engine.runtime.checkpoint import latest_checkpoint
 
@@ -88,13 +88,7 @@ def training_job_launch(
     )
     if problems:
         raise ValidationError(problems)
-    return training_job_queue(
-        config=config,
-        base_model=base_model,
-        dataset_version=dataset_version,
-        queue=queue,
-        created_by=created_by,
-    )
+    return _job_create(config, base_model, dataset_version, queue, created_by)
 
 
 def training_job_queue(
@@ -107,6 +101,10 @@ def training_job_queue(
     )
     if problems:
         raise ValidationError(problems)
+    return _job_create(config, base_model, dataset_version, queue, created_by)
+
+
+def _job_create(config: dict, base_model: ModelEntry, dataset_version, queue: str, created_by) -> TrainingJob:
     job = TrainingJob.objects.create(
         method=config["method"],
         config=config,
@@ -179,11 +177,9 @@ TRAINING_JOBS = JobKind(
     requeue=_resume_fields,
     fail=_out_of_attempts,
     waiting=Q(cancel_requested=False),
+    resend_after=lambda: dt.timedelta(seconds=settings.TRAINING_QUEUED_RESEND_SECONDS),
+    cancel_field="cancel_requested",
 )
-"""A training run whose worker died resumes from its last checkpoint on the next attempt."""
-
-
-def training_job_requeue_stale() -> list[int]:
-    """Running jobs silent for TRAINING_HEARTBEAT_STALE_SECONDS: queued again to resume from their last
-    checkpoint, or failed once TRAINING_MAX_ATTEMPTS attempts have been used (the job core's check)."""
-    return stale_requeue(TRAINING_JOBS)
+"""A training run whose worker died resumes from its last checkpoint on the next attempt (or ends
+cancelled, when a cancel was asked for meanwhile); a queued one waits behind other runs, so its task is
+sent again only after TRAINING_QUEUED_RESEND_SECONDS."""

@@ -101,6 +101,11 @@ class DbMetrics:
                 points, self.buffer = self.buffer, []
                 step = self.step
             if points:
-                metrics_write_batch(job_id=self.job_id, points=points)
+                try:
+                    metrics_write_batch(job_id=self.job_id, points=points)
+                except Exception:
+                    with self.lock:  # kept for the next flush, ahead of what was logged meanwhile
+                        self.buffer[:0] = points
+                    raise
         if self.on_flush is not None:
             self.on_flush(step, points)

@@ -39,7 +39,7 @@ def model_entry_register_from_job(*, job, folder: Path) -> ModelEntry:
             "name": f"job-{job.pk}-{job.method}",
             "location": Location.JOB,
             "path": str(folder),
-            "is_adapter": bool(job.config.get("lora")),
+            "is_adapter": False,  # final/ holds full weights: a LoRA job's adapter is merged into it
             "base": job.base_model,
             "kind": job.base_model.kind,
         },

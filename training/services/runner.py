@@ -90,7 +90,7 @@ def training_job_run(*, job_id: int) -> str | None:
         close_old_connections()
 
 
-def _run_attempt(job: TrainingJob, watch: AttemptWatch, log: JobLog) -> str:
+def _run_attempt(job: TrainingJob, watch: AttemptWatch, log: JobLog) -> str | None:
     lease = watch.lease
 
     def on_flush(step: int, points) -> None:
@@ -128,15 +128,19 @@ def _run_attempt(job: TrainingJob, watch: AttemptWatch, log: JobLog) -> str:
     return _succeed(job, lease, result, log)
 
 
-def _succeed(job: TrainingJob, lease, result, log: JobLog) -> str:
+def _succeed(job: TrainingJob, lease, result, log: JobLog) -> str | None:
     folder = result.final_model
-    if folder is not None:
+    if folder is not None and not lease.lost.is_set():
         _evaluate(job, folder, result, log)
+    if lease.lost.is_set():
+        log.write("stopped: another attempt owns the job; this one records nothing")
+        return None
     artifacts_record(job=job)
     # One transaction: whoever sees the job succeeded also sees its registered model.
     with transaction.atomic():
         if not lease.finish(JobState.SUCCEEDED, step=result.step, total_steps=result.step):
-            return JobState.SUCCEEDED
+            log.write("stopped: another attempt owns the job; this one records nothing")
+            return None
         entry = model_entry_register_from_job(job=job, folder=folder) if folder is not None else None
     if entry is None:
         log.write(

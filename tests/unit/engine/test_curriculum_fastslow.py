@@ -89,7 +89,7 @@ def test_iterative_curry_dpo_resumed_inside_its_second_stage_reproduces_the_run(
 
     def cancel_late():
         calls["n"] += 1
-        return calls["n"] > 6
+        return calls["n"] > 7  # before steps 1-4, at the stage boundary, before steps 5 and 6
 
     cut = train(_curry_config(tmp_path, make_rows, "cut", epochs=2), should_cancel=cancel_late)
     assert cut.status == "cancelled" and cut.step == 6
@@ -102,6 +102,39 @@ def test_iterative_curry_dpo_resumed_inside_its_second_stage_reproduces_the_run(
         return [{k: v for k, v in r.items() if not k.startswith("throughput/")} for r in read_metrics(path)]
 
     assert comparable(tmp_path / "full" / "metrics.jsonl") == comparable(tmp_path / "cut" / "metrics.jsonl")
+
+
+def test_a_cancel_between_curry_stages_comes_before_the_next_stages_reference_pass(
+    tmp_path, make_rows, monkeypatch
+):
+    passes = []
+    real = CurryDPORecipe.stage_reference
+
+    def counted(self, index):
+        passes.append(index)
+        return real(self, index)
+
+    monkeypatch.setattr(CurryDPORecipe, "stage_reference", counted)
+    calls = {"n": 0}
+
+    def cancel_after_stage_0():
+        calls["n"] += 1
+        return calls["n"] > 2  # 2 steps in stage 0; the 3rd check is at the boundary
+
+    cut = train(_curry_config(tmp_path, make_rows, "cut"), should_cancel=cancel_after_stage_0)
+    assert cut.status == "cancelled" and cut.step == 2 and cut.last_checkpoint.name == "checkpoint-2"
+    assert passes == [0]  # stage 1's reference was never computed
+    resumed = train(_curry_config(tmp_path, make_rows, "cut"), resume=True)
+    assert resumed.status == "succeeded" and passes == [0, 0, 1]
+    train(_curry_config(tmp_path, make_rows, "full"))
+    strip = [
+        {k: v for k, v in r.items() if not k.startswith("throughput/")}
+        for r in read_metrics(tmp_path / "full" / "metrics.jsonl")
+    ]
+    assert strip == [
+        {k: v for k, v in r.items() if not k.startswith("throughput/")}
+        for r in read_metrics(tmp_path / "cut" / "metrics.jsonl")
+    ]
 
 
 def test_curriculum_reads_a_ranking_versions_pair_export_keeping_the_top_pairs():

@@ -128,6 +128,14 @@ def test_interrupted_and_resumed_run_reproduces_uninterrupted_metrics(task, tmp_
     assert full.eval_metrics == resumed.eval_metrics
 
 
+def test_resume_refuses_a_checkpoint_written_by_a_run_with_another_step_plan(task, tmp_path):
+    common = {**task(), "learning_rate": 1e-3, "max_steps": 4, "save_steps": 2, **FAST}
+    train(DPOConfig(**common, output_dir=str(tmp_path / "o")))
+    longer = DPOConfig(**{**common, "max_steps": 6}, output_dir=str(tmp_path / "o"))
+    with pytest.raises(ValueError, match="written by a run of 4 steps, this config plans 6"):
+        train(longer, resume=True)
+
+
 def test_nan_guard_names_step_and_metric(task, tmp_path):
     config = DPOConfig(**task(), output_dir=str(tmp_path / "o"), learning_rate=1e-3, max_steps=3, **FAST)
     recipe = prepared_recipe(config)

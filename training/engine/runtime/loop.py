@@ -121,6 +121,12 @@ def run(
     checkpoint = latest_checkpoint(out_dir) if resume else None
     state = load_state(checkpoint) if checkpoint is not None else None
     if state is not None:
+        planned = state.extra.get("plan_length", total)
+        if planned != total:
+            raise ValueError(
+                f"{checkpoint}: written by a run of {planned} steps, this config plans {total}; resume "
+                "with the config and data the checkpoint was written with"
+            )
         recipe.load(checkpoint)
         recipe.load_state_dict(state.extra.get("recipe", {}))
     start = state.step if state is not None else 0
@@ -161,6 +167,10 @@ def _run_stage(run_: _Run, index: int, stage: Stage, offset: int, start: int, st
     config, recipe, result = run_.config, run_.recipe, run_.result
     first = max(start, offset)
     resumed_inside = state is not None and first > offset
+    if offset and first == offset and should_cancel is not None and should_cancel():
+        # before a later stage's set-up (Curry-DPO's reference pass), not after it
+        result.status, result.last_checkpoint = "cancelled", run_.checkpoint(offset)
+        return False
     recipe.begin_stage(index, resumed=resumed_inside)
     recipe_groups = recipe.param_groups()
     run_.optimizer = build_optimizer(recipe_groups, config)
