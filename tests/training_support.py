@@ -59,7 +59,6 @@ def tiny_params(tmp_path, **overrides) -> dict:
         "warmup_ratio": 0.0,
         "save_steps": 2,
         "eval_steps": 3,
-        "ref_cache_dir": str(tmp_path / "refcache"),
     }
     params.update(overrides)
     return params

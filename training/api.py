@@ -11,9 +11,9 @@ from pydantic import Field
 from annotation.access import project_for
 from annotation.models import DatasetVersion
 
-from .models import ModelEntry, TrainingJob
-from .selectors import job_for_user, job_progress, jobs_for_project, metrics_after, models_available
-from .services.jobs import training_job_cancel, training_job_launch
+from .models import TrainingJob
+from .selectors import job_for_user, job_progress, jobs_for_project, metrics_after, models_for_user
+from .services.jobs import FIXED_FIELDS, training_job_cancel, training_job_launch
 
 router = Router(tags=["Training jobs"])
 
@@ -47,13 +47,15 @@ class JobOut(Schema):
 
 
 class ModelOut(Schema):
+    """A model the caller may start from (where it lives on the server is not shown)."""
+
     id: int
     name: str
     kind: str
     location: str
-    path: str
     is_adapter: bool
     produced_by_id: int | None
+    project_id: int | None
 
 
 class MetricsOut(Schema):
@@ -87,7 +89,7 @@ def job_out(job: TrainingJob) -> dict:
         "attempts": job.attempts,
         "error": job.error,
         "cancel_requested": job.cancel_requested,
-        "config": job.config,
+        "config": {k: v for k, v in job.config.items() if k not in FIXED_FIELDS},  # no server paths
         "created_at": job.created_at,
         "finished_at": job.finished_at,
     }
@@ -95,7 +97,7 @@ def job_out(job: TrainingJob) -> dict:
 
 @router.get("/models", response=list[ModelOut])
 def models_list(request):
-    return list(models_available())
+    return list(models_for_user(user=request.auth))
 
 
 @router.post("", response={201: JobOut, 403: Detail, 404: Detail, 422: Detail})
@@ -103,7 +105,7 @@ def jobs_create(request, payload: JobIn):
     """Validate and queue a job; a bad field is a 422 naming it (the worker never sees an invalid config)."""
     version = get_object_or_404(DatasetVersion, pk=payload.dataset_version_id)
     project_for(user=request.auth, project_id=version.project_id, manager=True)
-    base = get_object_or_404(ModelEntry, pk=payload.base_model_id)
+    base = get_object_or_404(models_for_user(user=request.auth), pk=payload.base_model_id)
     job = training_job_launch(
         params=payload.config,
         base_model=base,

@@ -17,9 +17,10 @@ from django.core.exceptions import ValidationError
 
 from training.engine import METHODS, ConfigError
 
-from .models import ModelEntry, Queue
+from .models import ModelEntry, Queue, TrainingJob
+from .selectors import models_for_user
 from .services.jobs import FIXED_FIELDS, job_config_build, launch_problems
-from .services.paths import RUN_TOKEN, new_run_token
+from .services.paths import new_run_token, run_token_sign, run_token_unsign
 
 
 @functools.cache
@@ -115,12 +116,12 @@ class LaunchForm(forms.Form):
     queue = forms.ChoiceField(choices=Queue.choices, initial=Queue.CPU, help_text="Worker queue: cpu or gpu.")
     run_token = forms.CharField(widget=forms.HiddenInput)
 
-    def __init__(self, *args, method: str, project, initial_config: dict | None = None, **kwargs):
+    def __init__(self, *args, method: str, project, user, initial_config: dict | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.method = method
-        self.fields["base_model"].queryset = ModelEntry.objects.order_by("location", "name")
+        self.fields["base_model"].queryset = models_for_user(user=user)
         self.fields["dataset_version"].queryset = project.versions.order_by("-number")
-        self.fields["run_token"].initial = new_run_token()
+        self.fields["run_token"].initial = run_token_sign(new_run_token())
         self.hyper_names = []
         for name, field in method_fields(method).items():
             if initial_config and name in initial_config:
@@ -135,9 +136,13 @@ class LaunchForm(forms.Form):
         return {"method": self.method, **{name: self.cleaned_data.get(name) for name in self.hyper_names}}
 
     def clean_run_token(self):
-        token = self.cleaned_data["run_token"]
-        if not RUN_TOKEN.match(token):
-            raise ValidationError("Invalid run token; reload the form.")
+        """The server-made token the form was rendered with; one a job already has is refused."""
+        try:
+            token = run_token_unsign(self.cleaned_data["run_token"])
+        except ValueError as exc:
+            raise ValidationError(str(exc)) from None
+        if TrainingJob.objects.filter(run_token=token).exists():
+            raise ValidationError("This form already launched a job; reload it to launch another.")
         return token
 
     def clean(self):

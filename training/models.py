@@ -27,6 +27,14 @@ class ModelEntry(models.Model):
     path = models.CharField(max_length=500, help_text="Bundled name, folder path or hub id.")
     is_adapter = models.BooleanField(default=False, help_text="A LoRA adapter rather than full weights.")
     base = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT, related_name="derived")
+    project = models.ForeignKey(
+        "annotation.Project",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="models",
+        help_text="The project of the job that produced it; empty for bundled and admin-registered models.",
+    )
     produced_by = models.OneToOneField(
         "TrainingJob", null=True, blank=True, on_delete=models.SET_NULL, related_name="produced_model"
     )
@@ -71,6 +79,14 @@ class TrainingJob(Job):
     running_since = models.DateTimeField(null=True, blank=True, help_text="When this attempt started.")
     cancel_requested = models.BooleanField(default=False)
     resume_from = models.CharField(max_length=500, blank=True, help_text="Checkpoint this attempt resumes.")
+    run_token = models.CharField(
+        max_length=32,
+        unique=True,
+        null=True,
+        blank=True,
+        editable=False,
+        help_text="Names its output folder.",
+    )
 
     class Meta:
         ordering = ["-created_at"]

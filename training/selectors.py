@@ -1,11 +1,12 @@
 """Read-side queries for the training pages, the API and the charts."""
 
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.http import Http404
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
 
 from annotation.access import project_for
+from annotation.models import Project
 
 from .models import Artifact, MetricPoint, ModelEntry, TrainingJob
 
@@ -39,8 +40,14 @@ def job_for_user(*, user, job_id: int, manager: bool = False, project_id: int | 
     return job
 
 
-def models_available() -> QuerySet[ModelEntry]:
-    return ModelEntry.objects.select_related("produced_by").order_by("location", "name")
+def models_for_user(*, user) -> QuerySet[ModelEntry]:
+    """The models ``user`` may see and start from: the global ones (bundled, admin-registered) and those
+    produced in the projects they belong to."""
+    entries = ModelEntry.objects.select_related("produced_by").order_by("location", "name")
+    if user.is_superuser:
+        return entries
+    mine = Q(project__isnull=True) | Q(project__in=Project.objects.filter(memberships__user=user))
+    return entries.filter(mine)
 
 
 def metrics_after(

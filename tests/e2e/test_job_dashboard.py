@@ -34,7 +34,6 @@ def _launch(page, live_server, project, version, base, tmp_path, *, max_steps: i
         "max_steps": str(max_steps),
         "learning_rate": "0.001",
         "max_length": "64",
-        "ref_cache_dir": str(tmp_path / "refcache"),
     }.items():
         page.fill(f"#id_{name}", value)
     page.click("#preview-config")

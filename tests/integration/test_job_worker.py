@@ -211,7 +211,6 @@ def test_curry_dpo_launched_from_the_form_on_a_frozen_ranking_version_trains_on_
         max_steps="",
         max_length=64,
         warmup_ratio=0.0,
-        ref_cache_dir=str(tmp_path / "refcache"),
     )
     log = tmp_path / "worker.log"
     with running(compose_command("worker"), env=_env(tmp_path), log_path=log):

@@ -254,7 +254,6 @@ def test_fast_slow_dpo_from_the_launch_form_registers_a_model_with_an_evaluation
         lora_r=2,
         lora_target_modules="q_proj, v_proj",
         max_length=64,
-        ref_cache_dir=str(tmp_path / "refcache"),
     )
     assert client.post(url, data).status_code == 302
     job = TrainingJob.objects.get()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -21,10 +21,11 @@ from training.engine import METHODS, ConfigError, config_from_dict, config_to_di
 from training.engine.runtime.checkpoint import latest_checkpoint
 
 from ..models import ModelEntry, Queue, TrainingJob
-from .paths import dataset_file, new_run_token, run_dir
+from .paths import dataset_file, new_run_token, reference_cache_dir, run_dir
 from .registry import model_entry_problem
 
-FIXED_FIELDS = ("model", "train_file", "output_dir", "eval_file")
+FIXED_FIELDS = ("model", "train_file", "output_dir", "eval_file", "ref_cache_dir")
+"""Config fields the server sets (every path): whatever a client sends for them is ignored."""
 
 
 def job_config_build(*, params: dict, base_model: ModelEntry, dataset_version, run_token: str) -> dict:
@@ -35,6 +36,7 @@ def job_config_build(*, params: dict, base_model: ModelEntry, dataset_version, r
         train_file=str(dataset_file(dataset_version)),
         output_dir=str(run_dir(run_token)),
         eval_file=None,
+        ref_cache_dir=str(reference_cache_dir()),
     )
     return config_to_dict(config_from_dict(data))
 
@@ -64,56 +66,69 @@ def training_job_launch(
     dataset_version,
     queue: str = Queue.CPU,
     created_by=None,
-    run_token: str | None = None,
 ) -> TrainingJob:
-    """Build the engine config of ``params`` and queue the job; bad settings raise ValidationError naming
-    the field (never the worker)."""
+    """Build the engine config of ``params`` and queue the job in a new output folder; bad settings raise
+    ValidationError naming the field (never the worker)."""
     problems = {}
-    config = None
+    config, run_token = None, new_run_token()
     try:
         config = job_config_build(
-            params=params,
-            base_model=base_model,
-            dataset_version=dataset_version,
-            run_token=run_token or new_run_token(),
+            params=params, base_model=base_model, dataset_version=dataset_version, run_token=run_token
         )
     except ConfigError as exc:
         field, _, message = str(exc).partition(": ")
         problems[field if message else "config"] = str(exc)
-    except ValueError as exc:
-        problems["run_token"] = str(exc)
     method = str(params.get("method", "dpo"))
     problems.update(
         launch_problems(method=method, base_model=base_model, dataset_version=dataset_version, queue=queue)
     )
     if problems:
         raise ValidationError(problems)
-    return _job_create(config, base_model, dataset_version, queue, created_by)
+    return _job_create(config, run_token, base_model, dataset_version, queue, created_by)
 
 
 def training_job_queue(
-    *, config: dict, base_model: ModelEntry, dataset_version, queue: str = Queue.CPU, created_by=None
+    *,
+    config: dict,
+    run_token: str,
+    base_model: ModelEntry,
+    dataset_version,
+    queue: str = Queue.CPU,
+    created_by=None,
 ) -> TrainingJob:
-    """Queue a job whose engine config is built (``job_config_build``, as the launch form does once per
-    POST); a model, version or queue it cannot run on raises ValidationError naming the field."""
+    """Queue a job whose engine config is built (``job_config_build`` with ``run_token``, as the launch
+    form does once per POST); a model, version or queue it cannot run on, or a run token some job already
+    has, raises ValidationError naming the field."""
     problems = launch_problems(
         method=config["method"], base_model=base_model, dataset_version=dataset_version, queue=queue
     )
+    if config.get("output_dir") != str(run_dir(run_token)):
+        problems["run_token"] = "The config does not write to this run's folder; reload the form."  # noqa: S105
     if problems:
         raise ValidationError(problems)
-    return _job_create(config, base_model, dataset_version, queue, created_by)
+    return _job_create(config, run_token, base_model, dataset_version, queue, created_by)
 
 
-def _job_create(config: dict, base_model: ModelEntry, dataset_version, queue: str, created_by) -> TrainingJob:
-    job = TrainingJob.objects.create(
-        method=config["method"],
-        config=config,
-        base_model=base_model,
-        dataset_version=dataset_version,
-        queue=queue,
-        created_by=created_by,
-        total_steps=estimate_total_steps(config, dataset_version),
-    )
+def _job_create(
+    config: dict, run_token: str, base_model: ModelEntry, dataset_version, queue: str, created_by
+) -> TrainingJob:
+    """The job row and its output folder, both new: a run token can name one job and one folder only."""
+    used = ValidationError({"run_token": "This form already launched a job; reload it to launch another."})
+    try:
+        with transaction.atomic():
+            job = TrainingJob.objects.create(
+                method=config["method"],
+                config=config,
+                run_token=run_token,
+                base_model=base_model,
+                dataset_version=dataset_version,
+                queue=queue,
+                created_by=created_by,
+                total_steps=estimate_total_steps(config, dataset_version),
+            )
+            run_dir(run_token).mkdir(parents=True)
+    except (IntegrityError, FileExistsError):
+        raise used from None
     transaction.on_commit(lambda: job_enqueue(job))
     return job
 

@@ -41,6 +41,7 @@ def model_entry_register_from_job(*, job, folder: Path) -> ModelEntry:
             "path": str(folder),
             "is_adapter": False,  # final/ holds full weights: a LoRA job's adapter is merged into it
             "base": job.base_model,
+            "project": job.dataset_version.project,
             "kind": job.base_model.kind,
         },
     )

@@ -11,6 +11,7 @@ from annotation.forms import add_validation_error
 from annotation.services.step_pipeline import step_proposals
 
 from ..models import GenerationJob, GenerationKind, ModelEntry, ModelKind
+from ..selectors import models_for_user
 from ..services.generation import GenerationSettings, generation_job_create, generation_job_progress
 from ..services.registry import BUNDLED_NAME
 
@@ -27,9 +28,9 @@ class GenerationForm(forms.Form):
     max_new_tokens = forms.IntegerField(min_value=1, max_value=2048, initial=128, label="Max new tokens")
     seed = forms.IntegerField(min_value=0, max_value=2**31 - 1, initial=0)
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, user, **kwargs):
         super().__init__(*args, **kwargs)
-        entries = ModelEntry.objects.filter(kind=ModelKind.CAUSAL_LM).exclude(name=BUNDLED_NAME)
+        entries = models_for_user(user=user).filter(kind=ModelKind.CAUSAL_LM).exclude(name=BUNDLED_NAME)
         self.fields["model"].queryset = entries
 
     def settings(self) -> GenerationSettings:
@@ -63,13 +64,13 @@ def _generation_page(request, form, status=200):
 @require_GET
 @project_member_required(manager=True)
 def generation_list(request, project_id):
-    return _generation_page(request, GenerationForm())
+    return _generation_page(request, GenerationForm(user=request.user))
 
 
 @require_POST
 @project_member_required(manager=True)
 def generation_start(request, project_id):
-    form = GenerationForm(request.POST)
+    form = GenerationForm(request.POST, user=request.user)
     job = _start_job(request, form, GenerationKind.CANDIDATES)
     if job is None:
         return _generation_page(request, form, status=400)
@@ -104,13 +105,13 @@ def _steps_page(request, form, status=200):
 @require_GET
 @project_member_required(manager=True)
 def step_review(request, project_id):
-    return _steps_page(request, GenerationForm(initial={"k": 4}))
+    return _steps_page(request, GenerationForm(initial={"k": 4}, user=request.user))
 
 
 @require_POST
 @project_member_required(manager=True)
 def step_pipeline_start(request, project_id):
-    form = GenerationForm(request.POST)
+    form = GenerationForm(request.POST, user=request.user)
     job = _start_job(request, form, GenerationKind.STEP_PIPELINE)
     if job is None:
         return _steps_page(request, form, status=400)

@@ -63,9 +63,11 @@ def job_new(request, project_id):
         method = "dpo"
     initial, hyper = _initial(request, project, method, clone)
     if request.method == "GET":
-        form = LaunchForm(method=method, project=project, initial=initial, initial_config=hyper)
+        form = LaunchForm(
+            method=method, project=project, user=request.user, initial=initial, initial_config=hyper
+        )
         return _render(request, form, clone=clone)
-    form = LaunchForm(request.POST, method=method, project=project)
+    form = LaunchForm(request.POST, method=method, project=project, user=request.user)
     if not form.is_valid():
         return _render(request, form, clone=clone, status=422)
     if request.POST.get("action") == "preview":
@@ -74,6 +76,7 @@ def job_new(request, project_id):
     try:
         job = training_job_queue(
             config=form.config,
+            run_token=data["run_token"],
             base_model=data["base_model"],
             dataset_version=data["dataset_version"],
             queue=data["queue"],
