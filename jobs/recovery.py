@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+from django.conf import settings
 from django.core.exceptions import ObjectDoesNotExist
 from django.db import models, transaction
 from django.db.models import Q
@@ -54,6 +55,17 @@ class JobKind:
     limit).  Longer for kinds whose jobs queue behind long runs, so a waiting job is not resent often."""
     cancel_field: str | None = None
     """A boolean field asking the job to stop: a stale job with it set is cancelled, not queued again."""
+
+
+def seconds_setting(name: str) -> Callable[[], timedelta]:
+    """A JobKind limit read from the setting ``name`` (seconds) at each check, so tests and deployments
+    can change it."""
+    return lambda: timedelta(seconds=getattr(settings, name))
+
+
+def setting(name: str) -> Callable[[], int]:
+    """A JobKind count read from the setting ``name`` at each check."""
+    return lambda: getattr(settings, name)
 
 
 def recover(kinds: Sequence[JobKind]) -> dict[str, list[int]]:

@@ -9,14 +9,13 @@ explains how).
 import logging
 import traceback
 from dataclasses import asdict
-from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
 
 from jobs.leases import LeaseLost, job_claim
 from jobs.models import JobState
-from jobs.recovery import JobKind
+from jobs.recovery import JobKind, seconds_setting, setting
 
 from ..models import FreezeJob, Project
 from .versions import FreezeError, FreezeRule, dataset_version_freeze
@@ -81,8 +80,8 @@ FREEZE_JOBS = JobKind(
     name="freeze",
     model=FreezeJob,
     enqueue=_send,
-    stale_after=lambda: timedelta(seconds=settings.ANNOTATION_JOB_STALE_SECONDS),
-    max_attempts=lambda: settings.ANNOTATION_JOB_MAX_ATTEMPTS,
+    stale_after=seconds_setting("ANNOTATION_JOB_STALE_SECONDS"),
+    max_attempts=setting("ANNOTATION_JOB_MAX_ATTEMPTS"),
     requeue={"stage": "", "stage_count": 0},
     fail=lambda job: {
         "stage": "done",

@@ -8,7 +8,6 @@ Stages (in ``ImportJob.report["stage"]``, the state stays QUEUED until a worker 
 import logging
 import traceback
 import uuid
-from datetime import timedelta
 from pathlib import Path
 
 from django.conf import settings
@@ -18,7 +17,7 @@ from django.utils import timezone
 
 from jobs.leases import Lease, LeaseLost, job_claim
 from jobs.models import JobState
-from jobs.recovery import JobKind
+from jobs.recovery import JobKind, seconds_setting, setting
 
 from ..importers import FileFormatError
 from ..models import ImportJob, Project
@@ -150,8 +149,8 @@ IMPORT_JOBS = JobKind(
     name="import",
     model=ImportJob,
     enqueue=_send,
-    stale_after=lambda: timedelta(seconds=settings.ANNOTATION_JOB_STALE_SECONDS),
-    max_attempts=lambda: settings.ANNOTATION_JOB_MAX_ATTEMPTS,
+    stale_after=seconds_setting("ANNOTATION_JOB_STALE_SECONDS"),
+    max_attempts=setting("ANNOTATION_JOB_MAX_ATTEMPTS"),
     requeue=lambda job: {"report": {**job.report, "stage": "queued"}, "rows_done": 0},
     fail=lambda job: {
         "report": {**job.report, "stage": "done", "errors": []},

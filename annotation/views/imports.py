@@ -8,13 +8,12 @@ from django.template.defaultfilters import filesizeformat
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from jobs.models import JobState
+from jobs.pages import job_page
 
 from ..access import project_member_required
 from ..importers import FileFormatError
 from ..models import ImportJob
 from ..services.import_jobs import ALLOWED_EXTENSIONS, import_job_confirm, import_job_create
-
-STOP_POLLING = 286  # htmx stops a polling element on this status
 
 
 class ImportUploadForm(forms.Form):
@@ -75,12 +74,9 @@ def _context(project, job: ImportJob) -> dict:
 def import_detail(request, project_id, import_id):
     job = get_object_or_404(ImportJob, pk=import_id, project=request.project)
     context = _context(request.project, job)
-    if request.htmx:
-        response = render(request, "annotation/import_detail.html#import-progress", context)
-        if context["finished"]:
-            response.status_code = STOP_POLLING
-        return response
-    return render(request, "annotation/import_detail.html", context)
+    return job_page(
+        request, "annotation/import_detail.html", "import-progress", context, finished=context["finished"]
+    )
 
 
 @require_POST

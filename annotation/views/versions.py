@@ -12,6 +12,7 @@ from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
 from jobs.models import JobState
+from jobs.pages import job_page
 
 from ..access import project_member_required
 from ..models import DatasetVersion, FreezeJob
@@ -19,7 +20,6 @@ from ..services.agreement import project_agreement
 from ..services.exports import SPLITS, export_filename, export_write, jsonl_lines, ordered
 from ..services.freeze_jobs import freeze_job_create
 from ..services.versions import FreezeRule, version_rows
-from .imports import STOP_POLLING
 
 SAMPLE_ROWS = 20
 
@@ -113,12 +113,7 @@ def freeze_job_detail(request, project_id, job_id):
         return redirect(target)
     finished = job.state == JobState.FAILED
     context = {"project": request.project, "job": job, "finished": finished, "rule": _rule_text(job.rule)}
-    if request.htmx:
-        response = render(request, "annotation/freeze_job.html#freeze-progress", context)
-        if finished:
-            response.status_code = STOP_POLLING
-        return response
-    return render(request, "annotation/freeze_job.html", context)
+    return job_page(request, "annotation/freeze_job.html", "freeze-progress", context, finished=finished)
 
 
 def _rule_text(rule: dict) -> str:

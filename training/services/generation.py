@@ -11,9 +11,7 @@ import hashlib
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from datetime import timedelta
 
-from django.conf import settings as django_settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
@@ -28,7 +26,7 @@ from annotation.services.candidates import (
 from annotation.services.step_pipeline import model_step_sampler, step_pipeline_run
 from jobs.leases import Lease, LeaseLost, job_claim
 from jobs.models import JobState
-from jobs.recovery import JobKind
+from jobs.recovery import JobKind, seconds_setting, setting
 
 from ..models import GenerationJob, GenerationKind
 from .registry import model_entry_ensure_bundled
@@ -142,8 +140,8 @@ GENERATION_JOBS = JobKind(
     name="generation",
     model=GenerationJob,
     enqueue=_enqueue,
-    stale_after=lambda: timedelta(seconds=django_settings.ANNOTATION_JOB_STALE_SECONDS),
-    max_attempts=lambda: django_settings.ANNOTATION_JOB_MAX_ATTEMPTS,
+    stale_after=seconds_setting("ANNOTATION_JOB_STALE_SECONDS"),
+    max_attempts=setting("ANNOTATION_JOB_MAX_ATTEMPTS"),
     fail=lambda job: {"error": f"The worker stopped reporting {job.attempts} times; giving up."},
 )
 """Generations whose worker died resume where they stopped: the heartbeat is written after each item, so

@@ -5,10 +5,8 @@ only transport), so a duplicate delivery, a second worker or a late heartbeat ne
 does not own (``jobs.leases``).
 """
 
-import datetime as dt
 from pathlib import Path
 
-from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import F, Q
@@ -16,7 +14,7 @@ from django.utils import timezone
 
 from jobs.leases import Lease, job_claim
 from jobs.models import JobState
-from jobs.recovery import JobKind
+from jobs.recovery import JobKind, seconds_setting, setting
 from training.engine import METHODS, ConfigError, config_from_dict, config_to_dict, planned_steps
 from training.engine.runtime.checkpoint import latest_checkpoint
 
@@ -187,12 +185,12 @@ TRAINING_JOBS = JobKind(
     name="training",
     model=TrainingJob,
     enqueue=lambda pk: job_enqueue(TrainingJob.objects.get(pk=pk)),
-    stale_after=lambda: dt.timedelta(seconds=settings.TRAINING_HEARTBEAT_STALE_SECONDS),
-    max_attempts=lambda: settings.TRAINING_MAX_ATTEMPTS,
+    stale_after=seconds_setting("TRAINING_HEARTBEAT_STALE_SECONDS"),
+    max_attempts=setting("TRAINING_MAX_ATTEMPTS"),
     requeue=_resume_fields,
     fail=_out_of_attempts,
     waiting=Q(cancel_requested=False),
-    resend_after=lambda: dt.timedelta(seconds=settings.TRAINING_QUEUED_RESEND_SECONDS),
+    resend_after=seconds_setting("TRAINING_QUEUED_RESEND_SECONDS"),
     cancel_field="cancel_requested",
 )
 """A training run whose worker died resumes from its last checkpoint on the next attempt (or ends

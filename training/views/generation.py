@@ -9,13 +9,12 @@ from django.views.decorators.http import require_GET, require_POST
 from annotation.access import project_member_required
 from annotation.forms import add_validation_error
 from annotation.services.step_pipeline import step_proposals
+from jobs.pages import job_page
 
 from ..models import GenerationJob, GenerationKind, ModelEntry, ModelKind
 from ..selectors import models_for_user
 from ..services.generation import GenerationSettings, generation_job_create, generation_job_progress
 from ..services.registry import BUNDLED_NAME
-
-STOP_POLLING = 286  # htmx stops a polling element on this status
 
 
 class GenerationForm(forms.Form):
@@ -82,12 +81,9 @@ def generation_start(request, project_id):
 def generation_detail(request, project_id, job_id):
     job = get_object_or_404(GenerationJob, pk=job_id, project=request.project)
     context = {"project": request.project, "job": job, **generation_job_progress(job)}
-    if request.htmx:
-        response = render(request, "training/generation_job.html#job-progress", context)
-        if context["finished"]:
-            response.status_code = STOP_POLLING
-        return response
-    return render(request, "training/generation_job.html", context)
+    return job_page(
+        request, "training/generation_job.html", "job-progress", context, finished=context["finished"]
+    )
 
 
 def _steps_page(request, form, status=200):

@@ -10,10 +10,10 @@ from django.http import FileResponse, Http404, JsonResponse, StreamingHttpRespon
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
-from django_htmx.http import HttpResponseStopPolling
 
 from annotation.access import project_member_required
 from annotation.models import Role
+from jobs.pages import STOP_POLLING, job_page
 
 from ..charts import chart_panels
 from ..models import Artifact
@@ -28,8 +28,6 @@ from ..selectors import (
 from ..services.artifacts import artifact_path
 from ..services.joblog import log_tail
 from ..services.jobs import training_job_cancel
-
-STOP_POLLING = HttpResponseStopPolling.status_code
 
 
 def _cursor(request) -> int:
@@ -84,12 +82,7 @@ def _detail_context(request, job) -> dict:
 def job_detail(request, project_id, job_id):
     job = job_for_user(user=request.user, job_id=job_id, project_id=project_id)
     context = _detail_context(request, job)
-    if request.htmx:
-        response = render(request, "training/job_detail.html#job-progress", context)
-        if job.finished:
-            response.status_code = STOP_POLLING
-        return response
-    return render(request, "training/job_detail.html", context)
+    return job_page(request, "training/job_detail.html", "job-progress", context, finished=job.finished)
 
 
 @require_GET
