@@ -4,6 +4,7 @@ Production differs only by environment variables (see README "Deployment").
 """
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -43,6 +44,7 @@ INSTALLED_APPS = [
     "django_htmx",
     "template_partials",
     "ninja",
+    "axes",
     "prefstudio",
     "jobs",
     "annotation",
@@ -51,15 +53,19 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "prefstudio.uploads.RequestBodyLimitMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "prefstudio.uploads.AnonymousBodyMiddleware",
     "django.contrib.auth.middleware.LoginRequiredMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    "prefstudio.csp.ContentSecurityPolicyMiddleware",
+    "axes.middleware.AxesMiddleware",  # last, as axes asks: turns a lockout into its page
 ]
 
 ROOT_URLCONF = "prefstudio.urls"
@@ -83,7 +89,11 @@ TEMPLATES = [
 DATABASES = {
     "default": dj_database_url.parse(
         os.environ.get("DATABASE_URL", f"sqlite:///{VAR_DIR / 'prefstudio.sqlite3'}"),
-        conn_max_age=int(os.environ.get("DB_CONN_MAX_AGE", "0")),
+        # Persistent connections (seconds; 0 closes one after each request): a new PostgreSQL connection
+        # costs more than the annotate screen's queries. Checked before reuse, so a restarted server is
+        # only a reconnect.
+        conn_max_age=int(os.environ.get("DB_CONN_MAX_AGE", "60")),
+        conn_health_checks=True,
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
@@ -108,6 +118,22 @@ LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"
 
+# Login throttling (django-axes): LOGIN_FAILURE_LIMIT failed logins for one username from one address lock
+# that pair out for LOGIN_COOLOFF_SECONDS (a failure during the lockout starts it again); 429 and a page.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = int(os.environ.get("LOGIN_FAILURE_LIMIT", "5"))
+AXES_COOLOFF_TIME = timedelta(seconds=float(os.environ.get("LOGIN_COOLOFF_SECONDS", "900")))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+# API tokens: API_TOKEN_FAILURE_LIMIT failed bearer tokens from one address get 429 until
+# API_TOKEN_COOLOFF_SECONDS after the last failure (counted in the database: every worker sees it).
+API_TOKEN_FAILURE_LIMIT = int(os.environ.get("API_TOKEN_FAILURE_LIMIT", "10"))
+API_TOKEN_COOLOFF_SECONDS = float(os.environ.get("API_TOKEN_COOLOFF_SECONDS", "900"))
+
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True
@@ -130,9 +156,23 @@ ARTIFACT_ROOT = Path(os.environ.get("ARTIFACT_ROOT", VAR_DIR / "artifacts"))
 MODEL_CACHE = Path(os.environ.get("MODEL_CACHE", VAR_DIR / "models"))
 
 # Uploads: imports are streamed to disk; requests bodies other than files stay small.
-IMPORT_MAX_UPLOAD_BYTES = int(os.environ.get("IMPORT_MAX_UPLOAD_BYTES", str(512 * 1024 * 1024)))
+# UPLOAD_MAX_BYTES bounds the files of one request, and (with DATA_UPLOAD_MAX_MEMORY_SIZE for the other
+# fields) every request body by its Content-Length before it is read (prefstudio/uploads.py); the import
+# worker reads it too. IMPORT_MAX_UPLOAD_BYTES is its former name.
+UPLOAD_MAX_BYTES = int(
+    os.environ.get("UPLOAD_MAX_BYTES", os.environ.get("IMPORT_MAX_UPLOAD_BYTES", str(512 * 1024 * 1024)))
+)
+FILE_UPLOAD_HANDLERS = [
+    "prefstudio.uploads.UploadLimitHandler",
+    "django.core.files.uploadhandler.MemoryFileUploadHandler",
+    "django.core.files.uploadhandler.TemporaryFileUploadHandler",
+]
 IMPORT_MAX_IMAGE_BYTES = int(os.environ.get("IMPORT_MAX_IMAGE_BYTES", str(20 * 1024 * 1024)))
 IMPORT_MAX_IMAGE_PIXELS = int(os.environ.get("IMPORT_MAX_IMAGE_PIXELS", str(40_000_000)))
+# Characters one imported field may hold: a prompt, one response, any other column (row errors past them).
+IMPORT_MAX_PROMPT_CHARS = int(os.environ.get("IMPORT_MAX_PROMPT_CHARS", str(200_000)))
+IMPORT_MAX_RESPONSE_CHARS = int(os.environ.get("IMPORT_MAX_RESPONSE_CHARS", str(200_000)))
+IMPORT_MAX_FIELD_CHARS = int(os.environ.get("IMPORT_MAX_FIELD_CHARS", str(20_000)))
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 
@@ -150,6 +190,17 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
     }
     for _sub in ("queue", "processed", "control"):
         (_broker_dir / _sub).mkdir(parents=True, exist_ok=True)
+else:
+    # A broker that is down or hangs must cost a request seconds, not its thread (jobs/sending.py).
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"socket_connect_timeout": 3, "socket_timeout": 10}
+CELERY_BROKER_CONNECTION_TIMEOUT = 3
+# A send gives up after about a second when the broker is down; the job waits for the recovery's resend.
+CELERY_TASK_PUBLISH_RETRY_POLICY = {
+    "max_retries": 2,
+    "interval_start": 0,
+    "interval_step": 0.5,
+    "interval_max": 1,
+}
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_DEFAULT_QUEUE = "cpu"
@@ -169,6 +220,14 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
 SESSION_COOKIE_HTTPONLY = True
+# Sent on every response (prefstudio/csp.py). No inline script anywhere; styles allow inline attributes
+# (progress bars' widths, plotly's own <style> rules).
+CONTENT_SECURITY_POLICY = os.environ.get(
+    "CONTENT_SECURITY_POLICY",
+    "default-src 'self'; img-src 'self' data:; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+    "font-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'self'; form-action 'self'; "
+    "frame-ancestors 'none'",
+)
 
 LOGGING = {
     "version": 1,
@@ -194,9 +253,15 @@ TRAINING_QUEUED_RESEND_SECONDS = float(os.environ.get("TRAINING_QUEUED_RESEND_SE
 # How often the recovery of every job kind runs (prefstudio/job_kinds.py), in beat and on a thread of every
 # worker; the TRAINING_STALE_CHECK_* names these had when only training jobs were checked still work.
 JOB_RECOVERY_SECONDS = float(
-    os.environ.get("JOB_RECOVERY_SECONDS", os.environ.get("TRAINING_STALE_CHECK_SECONDS", "60"))
+    os.environ.get("JOB_RECOVERY_SECONDS", os.environ.get("TRAINING_STALE_CHECK_SECONDS", "30"))
 )
 JOB_RECOVERY_IN_WORKER = env_bool("JOB_RECOVERY_IN_WORKER", env_bool("TRAINING_STALE_CHECK_IN_WORKER", True))
+# A queued job whose task the broker did not take (it was down) is sent again after this many seconds; the
+# recovery runs every JOB_RECOVERY_SECONDS, so keep that short too where outages matter.
+JOB_UNDELIVERED_RESEND_SECONDS = float(os.environ.get("JOB_UNDELIVERED_RESEND_SECONDS", "20"))
+# torch intra-op threads per training or generation job; 0 = the cores this worker may use divided by its
+# concurrency (training/services/threads.py), so concurrent jobs do not oversubscribe the CPU.
+TRAINING_TORCH_THREADS = int(os.environ.get("TRAINING_TORCH_THREADS", "0"))
 TRAINING_CANCEL_POLL_SECONDS = float(os.environ.get("TRAINING_CANCEL_POLL_SECONDS", "1"))
 TRAINING_CANCEL_CHECK_SHARE = float(os.environ.get("TRAINING_CANCEL_CHECK_SHARE", "0.005"))
 TRAINING_METRICS_FLUSH_SECONDS = float(os.environ.get("TRAINING_METRICS_FLUSH_SECONDS", "2"))

@@ -11,6 +11,7 @@ urlpatterns = [
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("accounts/token/", views.api_token, name="api-token"),
+    path("accounts/token/<int:token_id>/revoke/", views.api_token_revoke_view, name="api-token-revoke"),
     path("admin/", admin.site.urls),
     path("api/", api_urls()),
     path("", include("training.urls")),

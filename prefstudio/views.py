@@ -1,12 +1,16 @@
+from datetime import timedelta
+
+from django.contrib import messages
 from django.contrib.auth.decorators import login_not_required
 from django.db import connection
 from django.http import JsonResponse
-from django.shortcuts import render
-from django.views.decorators.http import require_GET, require_http_methods
+from django.shortcuts import redirect, render
+from django.utils import timezone
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from annotation.selectors import projects_for_user
 
-from .services import api_token_create
+from .services import api_token_create, api_token_revoke
 
 
 @require_GET
@@ -23,10 +27,26 @@ def healthz(request):
     return JsonResponse({"ok": True})
 
 
+TOKEN_LIFETIMES = {"30": 30, "90": 90, "365": 365}  # days, as the token form offers them
+
+
 @require_http_methods(["GET", "POST"])
 def api_token(request):
     raw = None
     if request.method == "POST":
-        raw = api_token_create(user=request.user, name=request.POST.get("name") or "default")
+        days = TOKEN_LIFETIMES.get(request.POST.get("expires_in_days", ""), 90)
+        raw = api_token_create(
+            user=request.user,
+            name=request.POST.get("name") or "default",
+            expires_at=timezone.now() + timedelta(days=days),
+        )
     tokens = request.user.api_tokens.order_by("-created_at")
-    return render(request, "api_token.html", {"raw_token": raw, "tokens": tokens})
+    context = {"raw_token": raw, "tokens": tokens, "now": timezone.now(), "lifetimes": TOKEN_LIFETIMES}
+    return render(request, "api_token.html", context)
+
+
+@require_POST
+def api_token_revoke_view(request, token_id):
+    if api_token_revoke(user=request.user, token_id=token_id):
+        messages.success(request, "Token revoked: it is refused from now on.")
+    return redirect("api-token")

@@ -4,11 +4,11 @@ from django import forms
 from django.conf import settings
 from django.contrib import messages
 from django.shortcuts import get_object_or_404, redirect, render
-from django.template.defaultfilters import filesizeformat
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from jobs.models import JobState
 from jobs.pages import job_page
+from prefstudio.uploads import upload_limit_message, upload_was_cut_off
 
 from ..access import project_member_required
 from ..importers import FileFormatError
@@ -21,16 +21,16 @@ class ImportUploadForm(forms.Form):
         help_text=f"{', '.join(ALLOWED_EXTENSIONS)}; images go in a .zip next to the data file."
     )
 
+    def __init__(self, *args, cut_off: bool = False, **kwargs):
+        super().__init__(*args, **kwargs)
+        if cut_off:  # the upload handler stopped the file at the limit: say so instead of "required"
+            self.fields["file"].error_messages["required"] = upload_limit_message()
+
     def clean_file(self):
         upload = self.cleaned_data["file"]
         if not upload.name.lower().endswith(ALLOWED_EXTENSIONS):
             raise forms.ValidationError(
                 f"Unsupported file type: upload one of {', '.join(ALLOWED_EXTENSIONS)}."
-            )
-        limit = settings.IMPORT_MAX_UPLOAD_BYTES
-        if upload.size > limit:
-            raise forms.ValidationError(
-                f"The file is {filesizeformat(upload.size)}; the upload limit is {filesizeformat(limit)}."
             )
         return upload
 
@@ -38,8 +38,12 @@ class ImportUploadForm(forms.Form):
 @require_http_methods(["GET", "POST"])
 @project_member_required(manager=True)
 def import_upload(request, project_id):
-    form = ImportUploadForm(request.POST or None, request.FILES or None)
-    if request.method == "POST" and form.is_valid():
+    posted = request.method == "POST"
+    data, files = (
+        (request.POST, request.FILES) if posted else (None, None)
+    )  # parsed here, so cut_off is known
+    form = ImportUploadForm(data, files, cut_off=upload_was_cut_off(request))
+    if posted and form.is_valid():
         try:
             job = import_job_create(
                 project=request.project, user=request.user, upload=form.cleaned_data["file"]
@@ -49,7 +53,7 @@ def import_upload(request, project_id):
         else:
             return redirect("import-detail", project_id=project_id, import_id=job.pk)
     status = 400 if form.errors else 200
-    context = {"project": request.project, "form": form, "max_bytes": settings.IMPORT_MAX_UPLOAD_BYTES}
+    context = {"project": request.project, "form": form, "max_bytes": settings.UPLOAD_MAX_BYTES}
     return render(request, "annotation/import_upload.html", context, status=status)
 
 

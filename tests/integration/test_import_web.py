@@ -158,10 +158,10 @@ def test_import_upload_is_forbidden_to_annotators(annotator_client, project):
 
 
 def test_import_upload_refuses_a_file_over_the_size_limit(manager_client, project, settings):
-    settings.IMPORT_MAX_UPLOAD_BYTES = 100
+    settings.UPLOAD_MAX_BYTES = 100
     response = upload(manager_client, project, "prefs.jsonl", jsonl_bytes(trl_rows(10)))
     assert response.status_code == 400
-    assert "the upload limit is 100\xa0bytes" in response.content.decode()
+    assert "larger than the upload limit of 100\xa0bytes" in response.content.decode()
     assert not ImportJob.objects.exists()
 
 
