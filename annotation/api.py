@@ -56,6 +56,10 @@ class FieldErrors(Schema):
     detail: list[dict] = Field(description="[{loc: [...], msg: ...}]")
 
 
+BODY_ERRORS = {400: Detail, 422: FieldErrors}
+"""What a route with a JSON body answers to one it cannot parse (400) or that fails validation (422)."""
+
+
 def _field_errors(errors: dict):
     """Django form errors as ninja's 422 shape: ``{"detail": [{"loc": [...], "msg": ...}]}``."""
     raise Unprocessable(
@@ -63,7 +67,7 @@ def _field_errors(errors: dict):
     )
 
 
-@router.get("/projects", response=list[ProjectOut])
+@router.get("/projects", response={200: list[ProjectOut]})
 def projects_list(request):
     user = request.auth
     return [
@@ -72,18 +76,20 @@ def projects_list(request):
     ]
 
 
-@router.post("/projects", response={201: ProjectOut, 403: Detail, 422: FieldErrors})
+@router.post("/projects", response={201: ProjectOut, 403: Detail, 409: Detail, **BODY_ERRORS})
 def projects_create(request, payload: ProjectIn):
     if not request.auth.is_staff:
         raise PermissionDenied("Only staff users can create projects.")
     form = ProjectForm(data=payload.model_dump())
     if not form.is_valid():
+        if [error.code for error in form.errors.as_data().get("name", [])] == ["unique"]:
+            return Status(409, {"detail": " ".join(form.errors["name"])})
         _field_errors(form.errors)
     project = project_create(created_by=request.auth, **form.cleaned_data)
     return Status(201, project_out(project, "manager"))
 
 
-@router.get("/projects/{project_id}", response={200: ProjectOut, 404: Detail})
+@router.get("/projects/{project_id}", response={200: ProjectOut, 404: Detail, 422: FieldErrors})
 def projects_get(request, project_id: int):
     project, role = project_for(user=request.auth, project_id=project_id)
     return project_out(project, role, overview=True)
@@ -91,7 +97,7 @@ def projects_get(request, project_id: int):
 
 @router.post(
     "/projects/{project_id}/imports",
-    response={201: ImportOut, 400: Detail, 403: Detail, 404: Detail, 422: ImportErrorOut},
+    response={201: ImportOut, 400: Detail, 403: Detail, 404: Detail, 422: ImportErrorOut | FieldErrors},
 )
 def imports_create(request, project_id: int, file: File[UploadedFile]):
     """Validate and import a file within the request (same rules, report and import record as the page)."""
@@ -101,10 +107,9 @@ def imports_create(request, project_id: int, file: File[UploadedFile]):
         raise Unprocessable(
             [{"loc": ["file"], "msg": f"Upload a {', '.join(sorted(IMPORT_SUFFIXES))} file."}]
         )
-    if file.size > settings.IMPORT_MAX_UPLOAD_BYTES:
-        raise Unprocessable(
-            [{"loc": ["file"], "msg": f"The file is over {settings.IMPORT_MAX_UPLOAD_BYTES} bytes."}]
-        )
+    if file.size > settings.UPLOAD_MAX_BYTES:  # UploadLimitHandler stops such a file; this is a backstop
+        message = f"The file is over {settings.UPLOAD_MAX_BYTES} bytes."
+        raise Unprocessable([{"loc": ["file"], "msg": message}])
     try:
         job, outcome = import_job_run_inline(project=project, user=request.auth, upload=file)
     except FileFormatError as exc:
@@ -127,7 +132,9 @@ def imports_create(request, project_id: int, file: File[UploadedFile]):
     return Status(201, {**out, "import_id": job.pk})
 
 
-@router.get("/projects/{project_id}/tasks/next", response={200: TaskOut, 204: None, 404: Detail})
+@router.get(
+    "/projects/{project_id}/tasks/next", response={200: TaskOut, 204: None, 404: Detail, 422: FieldErrors}
+)
 def tasks_next(request, project_id: int):
     project, _ = project_for(user=request.auth, project_id=project_id)
     assignment = assignment_take_next(project=project, annotator=request.auth)
@@ -136,9 +143,7 @@ def tasks_next(request, project_id: int):
     return task_out(assignment)
 
 
-@router.post(
-    "/assignments/{assignment_id}/judgment", response={201: JudgmentOut, 404: Detail, 422: FieldErrors}
-)
+@router.post("/assignments/{assignment_id}/judgment", response={201: JudgmentOut, 404: Detail, **BODY_ERRORS})
 def judgments_create(request, assignment_id: int, payload: JudgmentIn):
     assignment = get_object_or_404(
         Assignment.objects.select_related("task__project"), pk=assignment_id, annotator=request.auth
@@ -150,7 +155,7 @@ def judgments_create(request, assignment_id: int, payload: JudgmentIn):
 
 @router.post(
     "/projects/{project_id}/versions",
-    response={201: VersionOut, 400: Detail, 403: Detail, 404: Detail, 422: FieldErrors},
+    response={201: VersionOut, 403: Detail, 404: Detail, **BODY_ERRORS},
 )
 def versions_create(request, project_id: int, payload: FreezeIn):
     project, _ = project_for(user=request.auth, project_id=project_id, manager=True)
@@ -175,7 +180,7 @@ def _version_for_manager(user, version_id: int) -> DatasetVersion:
     return version
 
 
-@router.get("/versions/{version_id}", response={200: VersionOut, 403: Detail, 404: Detail})
+@router.get("/versions/{version_id}", response={200: VersionOut, 403: Detail, 404: Detail, 422: FieldErrors})
 def versions_get(request, version_id: int):
     return version_out(_version_for_manager(request.auth, version_id))
 

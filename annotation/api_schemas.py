@@ -4,7 +4,7 @@ from datetime import datetime
 from typing import Literal
 
 from ninja import Schema
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from .models import Assignment, DatasetVersion, Project, TaskType
 from .selectors import project_overview
@@ -12,7 +12,27 @@ from .selectors import project_overview
 TaskTypeName = Literal[tuple(TaskType.values)]  # type: ignore[valid-type]
 
 
-class ProjectIn(Schema):
+def _json_kind(value) -> str:
+    if value is None:
+        return "null"
+    kinds = {list: "a list", str: "a string", bool: "a boolean"}
+    return kinds.get(type(value), "a number" if isinstance(value, int | float) else type(value).__name__)
+
+
+class BodyIn(Schema):
+    """A JSON request body, which must be an object: ninja's Schema reads any value through attribute
+    access, so a list, a string or null would otherwise pass as an object whose fields all take their
+    defaults (a ``[]`` posted to freeze made a version)."""
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _an_object(cls, data, handler):
+        if not isinstance(data, dict | Schema):
+            raise ValueError(f"The request body must be a JSON object, not {_json_kind(data)}.")
+        return handler(data)
+
+
+class ProjectIn(BodyIn):
     name: str = Field(min_length=1, max_length=200)
     task_type: TaskTypeName = "pairwise"
     overlap: int = Field(1, ge=1, le=50)
@@ -114,7 +134,7 @@ def task_out(assignment: Assignment) -> dict:
     }
 
 
-class JudgmentIn(Schema):
+class JudgmentIn(BodyIn):
     choice: Literal["a", "b", "tie", "both_bad"]
     strength: int | None = Field(None, ge=1, le=3)
     rationale: str = Field("", max_length=5000)
@@ -129,7 +149,7 @@ class JudgmentOut(Schema):
     created_at: datetime
 
 
-class FreezeIn(Schema):
+class FreezeIn(BodyIn):
     min_votes: int = Field(1, ge=1, le=1000)
     min_strength: int | None = Field(None, ge=1, le=3)
     drop_ties: bool = True

@@ -6,6 +6,7 @@ No Django here: ``annotation.services.imports`` stores what ``validate_source`` 
 from .detect import FORMAT_NAMES, TASK_TYPES, Format
 from .pipeline import Limits, Validation, validate_source
 from .records import CandidateIn, FileFormatError, Issue, JudgmentIn, RowIn, StagedImage, TaskIn
+from .screening import FieldLimits
 from .sources import DataSource, open_source
 
 __all__ = [
@@ -13,6 +14,7 @@ __all__ = [
     "TASK_TYPES",
     "CandidateIn",
     "DataSource",
+    "FieldLimits",
     "FileFormatError",
     "Format",
     "Issue",

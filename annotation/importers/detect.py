@@ -2,6 +2,8 @@
 
 from dataclasses import dataclass
 
+from annotation.text.storable import key_name
+
 from .records import FileFormatError
 
 FORMAT_NAMES = ("trl", "responses", "hh", "stepwise", "pickapic", "multi_image", "factuality")
@@ -79,7 +81,7 @@ def _detect_name(record: dict, task_type: str) -> str:
         return "factuality" if has_sentences or task_type == "factuality" else "responses"
     if {"chosen", "rejected"} <= keys:
         return "hh" if "prompt" not in keys and _looks_like_hh(record["chosen"]) else "trl"
-    columns = ", ".join(sorted(keys)[:20]) or "(none)"
+    columns = ", ".join(key_name(key) for key in sorted(keys)[:20]) or "(none)"
     raise FileFormatError(
         f"Cannot tell the format from the columns ({columns}). Expected TRL preference columns "
         "(prompt, chosen, rejected), a responses list (prompt, responses), Anthropic HH (chosen, rejected "

@@ -131,7 +131,7 @@ def decode_csv_record(record: dict) -> dict:
         if key in _STRUCTURED_CSV_COLUMNS and value.lstrip().startswith("["):
             try:
                 parsed = json.loads(value)
-            except json.JSONDecodeError:
+            except (ValueError, RecursionError):  # not JSON, a 5000-digit number, nested too deep
                 parsed = value
             decoded[key] = parsed if isinstance(parsed, list) else value
         else:

@@ -8,6 +8,7 @@ import hashlib
 import re
 import warnings
 import zipfile
+import zlib
 from io import BytesIO
 from pathlib import Path
 
@@ -15,6 +16,11 @@ from PIL import Image
 
 from .records import RowError, StagedImage
 
+ZIP_ERRORS = (
+    zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError, ValueError, OSError
+)  # fmt: skip
+"""What reading a damaged zip member raises: a failed CRC, a corrupt deflate stream, an unknown
+compression method, an encrypted member (RuntimeError), a bad header."""
 EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "BMP": "bmp", "TIFF": "tiff"}
 
 
@@ -54,7 +60,10 @@ class ZipImageFiles:
             raise RowError(field, f"image {ref!r} is not in the zip (looked for {name!r})") from None
         if info.file_size > max_bytes:
             raise RowError(field, f"image is {info.file_size} bytes, over the limit of {max_bytes} bytes")
-        return self.archive.read(info)
+        try:
+            return self.archive.read(info)
+        except ZIP_ERRORS as exc:
+            raise RowError(field, f"image {ref!r} cannot be read from the zip: {exc}") from None
 
 
 class DirImageFiles:

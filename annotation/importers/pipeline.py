@@ -14,6 +14,7 @@ from .multi_image import parse_multi_image
 from .pickapic import parse_pickapic
 from .readers import open_records
 from .records import FileFormatError, Issue, RowError, RowIn
+from .screening import FieldLimits, screen_record
 from .sources import DataSource
 from .stepwise import parse_stepwise
 from .trl import parse_pair, parse_responses
@@ -51,6 +52,7 @@ class Limits:
     max_image_bytes: int
     max_image_pixels: int
     max_issues: int = MAX_ISSUES
+    fields: FieldLimits = field(default_factory=FieldLimits)
 
 
 def validate_source(
@@ -79,7 +81,7 @@ def validate_source(
     )
     result = Validation(fmt, fmt.describe(source.label), stream.total)
     ctx = ParseContext(fmt=fmt, task_type=task_type, stager=stager)
-    _collect(records, ctx, result, existing or {}, limits.max_issues, progress, max_rows)
+    _collect(records, ctx, result, existing or {}, limits, progress, max_rows)
     return result
 
 
@@ -101,14 +103,15 @@ def _peek_record(records: Iterator) -> tuple[dict, Iterator]:
     raise FileFormatError("The file holds no rows.")
 
 
-def _collect(records, ctx, result: Validation, existing, max_issues, progress, max_rows) -> None:
-    parse = PARSERS[ctx.fmt.name]
+def _collect(records, ctx, result: Validation, existing, limits: Limits, progress, max_rows) -> None:
+    parse, max_issues = PARSERS[ctx.fmt.name], limits.max_issues
     seen: dict[str, int] = {}
     done = 0
     for line, record in records:
         try:
             if isinstance(record, RowError):
                 raise record
+            screen_record(record, limits.fields)
             row = parse(record, line, ctx)
             row.content_hash = content_hash(row.content())
             _check_duplicate(row, seen, existing)

@@ -15,6 +15,7 @@ from .records import FileFormatError, RowError
 FILE_KINDS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 KIND_LABELS = {"jsonl": "JSONL", "json": "JSON", "csv": "CSV", "parquet": "Parquet"}
 LINE = "(line)"
+TOO_DEEP = "nested too deeply (lists or objects about a thousand levels deep)"
 
 csv.field_size_limit(2**31 - 1)  # long responses are normal; the upload size limit bounds them
 
@@ -75,6 +76,12 @@ def _jsonl(path: Path) -> Iterator[tuple[int, dict | RowError]]:
             except json.JSONDecodeError as exc:
                 yield number, RowError(LINE, f"not valid JSON: {exc.msg} (column {exc.colno})")
                 continue
+            except RecursionError:
+                yield number, RowError(LINE, TOO_DEEP)
+                continue
+            except ValueError as exc:  # a number of over 4300 digits
+                yield number, RowError(LINE, f"not valid JSON: {exc}")
+                continue
             if not isinstance(record, dict):
                 yield number, RowError(LINE, f"expected a JSON object, got {type_name(record)}")
                 continue
@@ -94,6 +101,10 @@ def _json(path: Path) -> RecordStream:
         return RecordStream(
             1, iter([(exc.lineno, RowError(LINE, f"not valid JSON: {exc.msg} (column {exc.colno})"))])
         )
+    except RecursionError:
+        raise FileFormatError(f"The JSON file cannot be read: it is {TOO_DEEP}.") from None
+    except ValueError as exc:  # a number of over 4300 digits
+        raise FileFormatError(f"The JSON file cannot be read: {exc}.") from None
     if not isinstance(records, list):
         raise FileFormatError(f"A .json file must hold a list of records, not {type_name(records)}.")
     return RecordStream(len(records), _json_items(records))

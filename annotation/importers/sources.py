@@ -8,9 +8,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from .images import DirImageFiles, NoImageFiles, ZipImageFiles
+from .images import ZIP_ERRORS, DirImageFiles, NoImageFiles, ZipImageFiles
 from .readers import FILE_KINDS, KIND_LABELS, kind_for
 from .records import FileFormatError
+
+COPY_CHUNK = 1024 * 1024
 
 
 @dataclass
@@ -51,7 +53,7 @@ def open_source(
 def _open_zip(path: Path):
     try:
         archive = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError) as exc:
+    except ZIP_ERRORS as exc:
         raise FileFormatError(f"Cannot open the zip file: {exc}") from exc
     with archive:
         yield archive
@@ -77,7 +79,23 @@ def _zip_source(archive: zipfile.ZipFile, work_dir: Path, max_data_bytes: int | 
         )
     suffix = Path(info.filename).suffix.lower()
     data_path = work_dir / f"data{suffix}"
-    with archive.open(info) as source, open(data_path, "wb") as target:
-        shutil.copyfileobj(source, target, 1024 * 1024)
+    try:
+        _extract(archive, info, data_path, max_data_bytes)
+    except ZIP_ERRORS as exc:
+        raise FileFormatError(f"Cannot read {info.filename!r} from the zip: {exc}") from exc
     base = info.filename.rsplit("/", 1)[0] if "/" in info.filename else ""
     return DataSource(data_path, FILE_KINDS[suffix], True, ZipImageFiles(archive, base), work_dir)
+
+
+def _extract(archive: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path, max_bytes: int | None) -> None:
+    """Copy one member out, checking its CRC (zipfile does, at the end) and never writing past
+    ``max_bytes`` whatever its header claims."""
+    written = 0
+    with archive.open(info) as source, open(target, "wb") as out:
+        while chunk := source.read(COPY_CHUNK):
+            written += len(chunk)
+            if max_bytes is not None and written > max_bytes:
+                raise FileFormatError(
+                    f"The data file in the zip unpacks to over {max_bytes} bytes, the upload limit."
+                )
+            out.write(chunk)

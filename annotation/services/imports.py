@@ -10,7 +10,7 @@ from pathlib import Path
 
 from django.conf import settings
 
-from ..importers import FileFormatError, Issue, Limits, open_source, validate_source
+from ..importers import FieldLimits, FileFormatError, Issue, Limits, open_source, validate_source
 from ..models import Item, Project
 from .import_write import rows_write
 
@@ -46,7 +46,13 @@ class ImportOutcome:
 
 def import_limits() -> Limits:
     return Limits(
-        max_image_bytes=settings.IMPORT_MAX_IMAGE_BYTES, max_image_pixels=settings.IMPORT_MAX_IMAGE_PIXELS
+        max_image_bytes=settings.IMPORT_MAX_IMAGE_BYTES,
+        max_image_pixels=settings.IMPORT_MAX_IMAGE_PIXELS,
+        fields=FieldLimits(
+            prompt_chars=settings.IMPORT_MAX_PROMPT_CHARS,
+            response_chars=settings.IMPORT_MAX_RESPONSE_CHARS,
+            field_chars=settings.IMPORT_MAX_FIELD_CHARS,
+        ),
     )
 
 
@@ -72,9 +78,7 @@ def preferences_import(
     (whatever it writes commits with the rows; if it raises, nothing is kept).  Raises FileFormatError
     when the file cannot be read or does not fit the project.
     """
-    with open_source(
-        path, images_from_dir=images_from_dir, max_data_bytes=settings.IMPORT_MAX_UPLOAD_BYTES
-    ) as src:
+    with open_source(path, images_from_dir=images_from_dir, max_data_bytes=settings.UPLOAD_MAX_BYTES) as src:
         validation = validate_source(
             src,
             task_type=project.task_type,
@@ -108,7 +112,7 @@ def preferences_import(
 
 def preferences_preview(*, project: Project, path: Path, rows: int = PREVIEW_ROWS) -> dict:
     """The detected format and the first rows, normalized (for the page shown before confirming)."""
-    with open_source(path, max_data_bytes=settings.IMPORT_MAX_UPLOAD_BYTES) as src:
+    with open_source(path, max_data_bytes=settings.UPLOAD_MAX_BYTES) as src:
         validation = validate_source(
             src,
             task_type=project.task_type,

@@ -9,6 +9,7 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 
+from ..text import text_problem
 from .version_rows import sentence_texts
 
 RATIONALE_MAX = 5000
@@ -26,6 +27,8 @@ def candidate_sentences(*, sentences: list | None, text: str) -> list[str]:
 def rationale_errors(rationale: str) -> dict[str, str]:
     if len(rationale) > RATIONALE_MAX:
         return {"rationale": f"The rationale is {len(rationale)} characters; at most {RATIONALE_MAX}."}
+    if problem := text_problem(rationale):
+        return {"rationale": f"The rationale {problem}."}
     return {}
 
 
@@ -102,6 +105,8 @@ def step_fields(*, step_labels: Any, corrected_step: str, n_steps: int, rational
         errors["corrected_step"] = (
             f"The correction is {len(corrected_step)} characters; at most {CORRECTION_MAX}."
         )
+    elif problem := text_problem(corrected_step):
+        errors["corrected_step"] = f"The correction {problem}."
     _raise(errors)
     return {
         "step_labels": list(step_labels),
@@ -124,6 +129,8 @@ def _sentence_error(index: int, entry: Any) -> str | None:
         return (
             f"Sentence {index + 1}: the correction is {len(correction)} characters; at most {CORRECTION_MAX}."
         )
+    if problem := text_problem(correction):
+        return f"Sentence {index + 1}: the correction {problem}."
     return None
 
 

@@ -1,5 +1,6 @@
-"""Text utilities: sentence splitting for factuality labelling."""
+"""Text utilities: sentence splitting for factuality labelling, and text the database can store."""
 
 from .sentences import sentence_spans, split_sentences
+from .storable import key_name, text_problem, value_problems
 
-__all__ = ["sentence_spans", "split_sentences"]
+__all__ = ["key_name", "sentence_spans", "split_sentences", "text_problem", "value_problems"]

@@ -109,9 +109,9 @@ def test_staff_create_projects_with_the_page_validation(manager_api, annotator_a
     created = manager_api.post("/projects", {"name": "New one", "task_type": "ranking", "overlap": 3})
     assert created.status_code == 201
     assert created.json()["role"] == "manager" and created.json()["task_type"] == "ranking"
-    duplicate = manager_api.post("/projects", {"name": "New one"})
-    assert duplicate.status_code == 422
-    assert duplicate.json()["detail"][0]["loc"] == ["body", "name"]
+    duplicate = manager_api.post("/projects", {"name": "New one"})  # a conflict, not invalid input
+    assert duplicate.status_code == 409
+    assert duplicate.json() == {"detail": "Project with this Name already exists."}
     bad_type = manager_api.post("/projects", {"name": "x", "task_type": "video"})
     assert bad_type.status_code == 422 and "task_type" in bad_type.json()["detail"][0]["loc"]
     assert annotator_api.post("/projects", {"name": "mine"}).status_code == 403

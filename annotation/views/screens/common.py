@@ -12,6 +12,7 @@ from django.urls import reverse
 
 from ...models import Asset, Candidate, Choice
 from ...rendering import model_text_to_safe_html
+from ...text import value_problems
 
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 SIDES = {"left": 0, "right": 1}
@@ -81,12 +82,28 @@ def asset_image(asset: Asset) -> dict:
     }
 
 
+MAX_JSON_DEPTH = 8
+"""The screens' JSON fields are lists of labels or groups: anything deeper is not theirs."""
+
+
+def _screen_json(raw: str) -> Any:
+    """``json.loads`` that refuses (ValueError) what the screens never write: nesting thousands deep
+    (Python's parser raises RecursionError) or deeper than theirs, text the database cannot store."""
+    try:
+        value = json.loads(raw)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+    if value_problems(value, "", max_depth=MAX_JSON_DEPTH)[1]:
+        raise ValueError("not the screen's JSON")
+    return value
+
+
 def json_field(raw: str | None, *, field: str, what: str) -> Any:
     """A JSON form field written by the screen's script; a clear field error when it is not JSON."""
     if raw in (None, ""):
         return None
     try:
-        return json.loads(raw)
+        return _screen_json(raw)
     except (TypeError, ValueError):
         raise ValidationError(
             {field: f"The {what} could not be read; reload the page and try again."}
@@ -105,6 +122,6 @@ def side_to_choice(side: str, *, shown_order: list[int], candidate_ids: list[int
 def json_or_none(raw: str | None) -> Any:
     """What the page sent, for re-rendering after an error: None when it is not JSON."""
     try:
-        return json.loads(raw) if raw else None
+        return _screen_json(raw) if raw else None
     except (TypeError, ValueError):
         return None

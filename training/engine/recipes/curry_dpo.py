@@ -29,7 +29,7 @@ from training.engine.lm.data import read_rows
 from training.engine.recipes.dpo import DPORecipe
 from training.engine.recipes.dpo_configs import PreferenceConfig
 from training.engine.runtime.config import ConfigError
-from training.engine.runtime.optim import step_plan
+from training.engine.runtime.optim import step_count, step_plan
 from training.engine.runtime.recipe import MicroStep, Stage
 
 
@@ -120,7 +120,7 @@ class CurryDPORecipe(DPORecipe):
         sizes = [
             len(s) for s in stages([(0, None)] * n_train_rows, config.n_stages if config.iterative else 1)
         ]
-        return sum(len(step_plan(n, config, shuffle=False)) for n in sizes)
+        return sum(step_count(n, config) for n in sizes)
 
     def load_pairs(self):
         config = self.config

@@ -17,6 +17,16 @@ class ConfigError(ValueError):
     """A config field has a bad value; the message names the field."""
 
 
+MAX_EPOCHS = 1000
+"""The most epochs of a run without ``max_steps``."""
+MAX_STEPS = 10_000_000
+"""The most optimizer steps a run may plan (and the cap on every step count and cadence): a plan past it
+would take years, and a job row's ``total_steps`` must hold it."""
+MAX_BATCH = 65_536
+"""The most examples per micro-batch, and micro-batches per optimizer step."""
+MAX_SEED = 2**32 - 1
+
+
 def require(ok: bool, name: str, message: str) -> None:
     if not ok:
         raise ConfigError(f"{name}: {message}")
@@ -31,6 +41,11 @@ def require_positive(value: Any, name: str, *, allow_none: bool = False, integer
         name,
         f"must be a positive {'integer' if integer else 'number'}, got {value!r}",
     )
+
+
+def require_at_most(value: Any, name: str, limit: int) -> None:
+    """For a value already known to be a number (or None): at most ``limit``."""
+    require(value is None or value <= limit, name, f"must be at most {limit:,}, got {value!r}")
 
 
 def require_fraction(value: Any, name: str) -> None:
@@ -99,13 +114,15 @@ class RunConfig:
             require(isinstance(value, str) and value.strip() != "", name, "must be a non-empty string")
         for name in ("learning_rate", "adam_epsilon"):
             require_positive(getattr(self, name), name)
-        for name in ("batch_size", "gradient_accumulation_steps", "epochs", "logging_steps"):
-            require_positive(getattr(self, name), name, integer=True)
-        for name in ("max_steps", "eval_steps", "save_steps"):
-            require_positive(getattr(self, name), name, integer=True, allow_none=True)
+        self._check_counts()
         require_positive(self.max_grad_norm, "max_grad_norm", allow_none=True)
         for name in ("adam_beta1", "adam_beta2", "warmup_ratio"):
             require_fraction(getattr(self, name), name)
+        require(
+            isinstance(self.weight_decay, int | float) and math.isfinite(self.weight_decay),
+            "weight_decay",
+            f"must be a number, got {self.weight_decay!r}",
+        )
         require(self.weight_decay >= 0, "weight_decay", f"must be ≥ 0, got {self.weight_decay}")
         require(
             self.lr_scheduler in {"constant", "linear", "cosine"},
@@ -117,4 +134,21 @@ class RunConfig:
             isinstance(self.device, str) and DEVICE_PATTERN.fullmatch(self.device) is not None,
             "device",
             f"auto, cpu, cuda or cuda:N, got {self.device!r}",
+        )
+
+    def _check_counts(self) -> None:
+        """Step counts, cadences, batch sizes and the seed: whole numbers within bounds."""
+        limits = {"epochs": None if self.max_steps else MAX_EPOCHS, "logging_steps": MAX_STEPS}
+        limits.update(batch_size=MAX_BATCH, gradient_accumulation_steps=MAX_BATCH)
+        for name, limit in limits.items():
+            require_positive(getattr(self, name), name, integer=True)
+            if limit is not None:  # with max_steps, later epochs are never planned: any count is harmless
+                require_at_most(getattr(self, name), name, limit)
+        for name in ("max_steps", "eval_steps", "save_steps"):
+            require_positive(getattr(self, name), name, integer=True, allow_none=True)
+            require_at_most(getattr(self, name), name, MAX_STEPS)
+        require(
+            isinstance(self.seed, int) and not isinstance(self.seed, bool) and 0 <= self.seed <= MAX_SEED,
+            "seed",
+            f"must be a whole number from 0 to {MAX_SEED}, got {self.seed!r}",
         )

@@ -61,6 +61,13 @@ def build_scheduler(
     return LambdaLR(optimizer, [group_lambda(i) for i in range(len(optimizer.param_groups))])
 
 
+def step_count(n_examples: int, config: RunConfig) -> int:
+    """``len(step_plan(n_examples, config))``, counted without building the plan."""
+    micro_batches = math.ceil(n_examples / config.batch_size)
+    total = config.epochs * math.ceil(micro_batches / config.gradient_accumulation_steps)
+    return min(total, config.max_steps) if config.max_steps else total
+
+
 def step_plan(n_examples: int, config: RunConfig, *, shuffle: bool | None = None) -> list[list[list[int]]]:
     """Every optimizer step's micro-batches (lists of example positions), over all epochs, seeded.
 
