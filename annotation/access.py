@@ -7,13 +7,15 @@ from django.http import Http404
 from django.shortcuts import get_object_or_404
 
 from .models import Project, Role
-from .selectors import project_role
+from .selectors import member_role_subquery
 
 
 def project_for(*, user, project_id: int, manager: bool = False) -> tuple[Project, str]:
     """Fetch a project the user belongs to; 404 for outsiders, 403 for annotators on manager actions."""
-    project = get_object_or_404(Project, pk=project_id)
-    role = project_role(user=user, project=project)
+    project = get_object_or_404(
+        Project.objects.annotate(member_role=member_role_subquery(user=user)), pk=project_id
+    )
+    role = Role.MANAGER if user.is_superuser else project.member_role  # as project_role, in the same query
     if role is None:
         raise Http404("No such project.")
     if manager and role != Role.MANAGER:

@@ -92,7 +92,10 @@ class Item(models.Model):
 
     class Meta:
         ordering = ["id"]
-        indexes = [models.Index(fields=["project", "content_hash"])]
+        indexes = [
+            models.Index(fields=["project", "content_hash"]),
+            models.Index(fields=["project"], condition=models.Q(is_gold=True), name="item_gold_by_project"),
+        ]
 
     def __str__(self):
         return f"item {self.pk} of {self.project_id}"
@@ -142,10 +145,18 @@ class Task(models.Model):
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="tasks")
     item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="tasks")
     candidate_ids = models.JSONField(help_text="Ordered candidate ids: [a, b] for a pair, N for a ranking.")
+    complete = models.BooleanField(  # db_default: the import writes tasks with raw INSERTs
+        default=False,
+        db_default=False,
+        help_text="Holds the project's overlap of done assignments (kept by services.progress).",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["id"]
+        indexes = [  # the queue's pick: the first incomplete task of a project by id, in O(log n)
+            models.Index(fields=["project", "id"], condition=models.Q(complete=False), name="task_queue_open")
+        ]
 
     def __str__(self):
         return f"task {self.pk} ({self.project_id})"
@@ -178,6 +189,38 @@ class Assignment(models.Model):
 
     def __str__(self):
         return f"task {self.task_id} for {self.annotator_id} ({self.state})"
+
+
+class ProjectProgress(models.Model):
+    """A project's queue counters, kept in the transactions that change them (``services.progress``)."""
+
+    project = models.OneToOneField(Project, on_delete=models.CASCADE, related_name="progress")
+    tasks = models.IntegerField(default=0)
+    tasks_complete = models.IntegerField(default=0, help_text="Tasks with ``complete`` set.")
+    judgments_done = models.IntegerField(default=0, help_text="Done assignments (human judgments).")
+
+    def __str__(self):
+        return f"progress of {self.project_id}: {self.judgments_done} done, {self.tasks} tasks"
+
+
+class AnnotatorProgress(models.Model):
+    """One annotator's counters in one project (``services.progress``)."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    annotator = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    done = models.IntegerField(default=0)
+    skipped = models.IntegerField(default=0)
+    final_open = models.IntegerField(
+        default=0, help_text="Incomplete tasks this annotator has done or skipped (not theirs to take)."
+    )
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["project", "annotator"], name="annotator_progress_once")
+        ]
+
+    def __str__(self):
+        return f"progress of {self.annotator_id} in {self.project_id}"
 
 
 class Choice(models.TextChoices):
@@ -248,6 +291,10 @@ class ImportJob(Job):
 
     def __str__(self):
         return f"import {self.pk} into {self.project_id}: {self.state}"
+
+    @property
+    def awaiting_broker(self) -> bool:
+        return super().awaiting_broker and self.report.get("stage") == "queued"  # not a preview
 
 
 class DatasetVersion(models.Model):

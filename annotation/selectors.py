@@ -1,6 +1,6 @@
 """Read-side queries used by views, the API and charts."""
 
-from django.db.models import QuerySet
+from django.db.models import OuterRef, QuerySet, Subquery
 
 from .models import Membership, Project, Role
 
@@ -10,6 +10,11 @@ def projects_for_user(*, user) -> QuerySet[Project]:
     if user.is_superuser:
         return Project.objects.all()
     return Project.objects.filter(memberships__user=user).distinct()
+
+
+def member_role_subquery(*, user) -> Subquery:
+    """The user's membership role in the outer query's project (``None`` for outsiders)."""
+    return Subquery(Membership.objects.filter(project=OuterRef("pk"), user=user).values("role")[:1])
 
 
 def project_role(*, user, project: Project) -> str | None:
@@ -73,8 +78,8 @@ def task_live_slots_subquery(*, now):
 
 
 def tasks_open_for_annotator(*, project: Project, annotator, now) -> QuerySet:
-    """Tasks the annotator may still take: never held by them (or only held and left to expire),
-    with a free slot. Ordered by id."""
+    """Tasks the annotator may still take: incomplete, never held by them (or only held and left to
+    expire), with a free slot. Ordered by id."""
     from django.db.models import Exists, OuterRef
 
     from .models import Assignment, AssignmentState, Task
@@ -83,7 +88,7 @@ def tasks_open_for_annotator(*, project: Project, annotator, now) -> QuerySet:
         state=AssignmentState.ACTIVE, expires_at__lte=now
     )
     return (
-        Task.objects.filter(project=project)
+        Task.objects.filter(project=project, complete=False)  # index task_queue_open, in id order
         .alias(live_slots=task_live_slots_subquery(now=now))
         .filter(live_slots__lt=project.overlap)
         .exclude(Exists(own_final))
@@ -91,29 +96,65 @@ def tasks_open_for_annotator(*, project: Project, annotator, now) -> QuerySet:
     )
 
 
-def annotation_progress(*, project: Project, annotator, now=None) -> dict:
-    """Progress for the annotate screen: the annotator's done/skipped/remaining and the project's total."""
-    from django.utils import timezone
+def annotation_progress(*, project: Project, annotator) -> dict:
+    """Progress for the annotate screen, from the queue counters (two indexed rows, whatever the size).
 
-    from .models import Assignment, AssignmentState, Task
+    ``remaining`` is the project's incomplete tasks (fewer done assignments than its overlap) that the
+    annotator has neither done nor skipped; tasks held by others right now still count as remaining.
+    """
+    from .models import AnnotatorProgress, ProjectProgress
 
-    now = now or timezone.now()
-    own = Assignment.objects.filter(task__project=project, annotator=annotator)
-    done = own.filter(state=AssignmentState.DONE).count()
-    skipped = own.filter(state=AssignmentState.SKIPPED).count()
-    active = own.filter(state=AssignmentState.ACTIVE, expires_at__gt=now).count()
-    remaining = tasks_open_for_annotator(project=project, annotator=annotator, now=now).count() + active
-    wanted = Task.objects.filter(project=project).count() * project.overlap
-    project_done = Assignment.objects.filter(task__project=project, state=AssignmentState.DONE).count()
+    totals = ProjectProgress.objects.filter(project=project).values(*_PROJECT_COUNTERS).first()
+    totals = totals or project_counts(project_id=project.pk)  # no write has created the row yet
+    own = (
+        AnnotatorProgress.objects.filter(project=project, annotator=annotator).values(*_OWN_COUNTERS).first()
+    )
+    own = own or annotator_counts(project_id=project.pk, annotator_id=annotator.pk)
+    done, wanted = own["done"], totals["tasks"] * project.overlap
+    remaining = max(0, totals["tasks"] - totals["tasks_complete"] - own["final_open"])
+    project_done = totals["judgments_done"]
     return {
         "done": done,
-        "skipped": skipped,
+        "skipped": own["skipped"],
         "remaining": remaining,
         "percent_mine": round(100 * done / (done + remaining), 1) if done + remaining else 100.0,
         "project_done": project_done,
         "project_wanted": wanted,
         "project_percent": round(100 * min(project_done, wanted) / wanted, 1) if wanted else 0.0,
     }
+
+
+_PROJECT_COUNTERS = ("tasks", "tasks_complete", "judgments_done")
+_OWN_COUNTERS = ("done", "skipped", "final_open")
+FINAL_STATES = ("done", "skipped")  # AssignmentState.DONE, SKIPPED: the annotator is finished with the task
+
+
+def project_counts(*, project_id: int) -> dict[str, int]:
+    """Selector: the project's counters recounted from the tasks and assignments (O(tasks))."""
+    from .models import Assignment, AssignmentState, Task
+
+    tasks = Task.objects.filter(project_id=project_id)
+    return {
+        "tasks": tasks.count(),
+        "tasks_complete": tasks.filter(complete=True).count(),
+        "judgments_done": Assignment.objects.filter(
+            task__project_id=project_id, state=AssignmentState.DONE
+        ).count(),
+    }
+
+
+def annotator_counts(*, project_id: int, annotator_id: int) -> dict[str, int]:
+    """Selector: one annotator's counters recounted from their assignments in the project."""
+    from django.db.models import Count, Q
+
+    from .models import Assignment, AssignmentState
+
+    own = Assignment.objects.filter(task__project_id=project_id, annotator_id=annotator_id)
+    return own.aggregate(
+        done=Count("pk", filter=Q(state=AssignmentState.DONE)),
+        skipped=Count("pk", filter=Q(state=AssignmentState.SKIPPED)),
+        final_open=Count("pk", filter=Q(state__in=FINAL_STATES, task__complete=False)),
+    )
 
 
 def assignment_for_annotator(*, project: Project, annotator, assignment_id: int):

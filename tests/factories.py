@@ -6,6 +6,7 @@ import factory
 from django.contrib.auth import get_user_model
 
 from annotation.models import Candidate, Item, Membership, Project, Role, Task, TaskType
+from annotation.services.progress import progress_tasks_added
 
 PASSWORD = "correct-horse-battery"
 
@@ -69,4 +70,6 @@ def pair_task(project: Project, *, prompt: str | None = None, texts=("Answer A",
     """An item with two candidates and the task that shows them as a pair."""
     item = ItemFactory(project=project, **({"prompt": prompt} if prompt else {}))
     candidates = [CandidateFactory(item=item, position=i, text=text) for i, text in enumerate(texts)]
-    return Task.objects.create(project=project, item=item, candidate_ids=[c.pk for c in candidates])
+    task = Task.objects.create(project=project, item=item, candidate_ids=[c.pk for c in candidates])
+    progress_tasks_added(project_id=project.pk, count=1)  # as the services that create tasks do
+    return task

@@ -22,6 +22,8 @@ from django.utils import timezone
 
 from ..models import Assignment, AssignmentState, Project, Task
 from ..selectors import assignment_live_q, tasks_open_for_annotator
+from ..text import text_problem
+from .progress import progress_assignment_skipped
 
 SKIP_REASON_MAX = 300
 _rng = random.SystemRandom()
@@ -36,7 +38,7 @@ def _shuffled(ids: list[int]) -> list[int]:
 
 def _resumable(*, project: Project, annotator, now: datetime) -> Assignment | None:
     return (
-        Assignment.objects.select_related("task")
+        Assignment.objects.select_related("task__item")  # the panel shows the item: no second query
         .filter(task__project=project, annotator=annotator, state=AssignmentState.ACTIVE, expires_at__gt=now)
         .order_by("created_at", "id")
         .first()
@@ -50,7 +52,8 @@ def _lock_open_task(*, project: Project, annotator, now: datetime, regular_only:
     if regular_only:
         open_tasks = open_tasks.filter(item__is_gold=False)
     for _ in range(_MAX_PICKS):
-        task = open_tasks.exclude(pk__in=passed).select_for_update(skip_locked=True, of=("self",)).first()
+        candidates = open_tasks.exclude(pk__in=passed).select_related("item")  # the panel shows the item
+        task = candidates.select_for_update(skip_locked=True, of=("self",)).first()
         if task is None:
             return None
         live = task.assignments.filter(assignment_live_q(now=now)).exclude(annotator=annotator).count()
@@ -91,18 +94,26 @@ def assignment_take_next(*, project: Project, annotator, now: datetime | None = 
         task = _take_task(project=project, annotator=annotator, now=now)
         if task is None:
             return None
-        expires_at = now + timedelta(minutes=project.assignment_ttl_minutes)
-        shown_order = _shuffled(task.candidate_ids)
-        assignment, created = Assignment.objects.get_or_create(
-            task=task,
-            annotator=annotator,
-            defaults={"shown_order": shown_order, "expires_at": expires_at},
-        )
-        if not created:  # our own expired hold: take it again
-            assignment.state = AssignmentState.ACTIVE
-            assignment.shown_order = shown_order
-            assignment.expires_at = expires_at
-            assignment.save(update_fields=["state", "shown_order", "expires_at"])
+        return _hold(task=task, annotator=annotator, now=now, ttl_minutes=project.assignment_ttl_minutes)
+
+
+def _hold(*, task: Task, annotator, now: datetime, ttl_minutes: int) -> Assignment:
+    """A new assignment, or our own expired hold taken again (same row, new order and expiry): one upsert."""
+    assignment = Assignment(
+        task=task,
+        annotator=annotator,
+        state=AssignmentState.ACTIVE,
+        shown_order=_shuffled(task.candidate_ids),
+        expires_at=now + timedelta(minutes=ttl_minutes),
+    )
+    Assignment.objects.bulk_create(
+        [assignment],
+        update_conflicts=True,
+        unique_fields=["task", "annotator"],
+        update_fields=["state", "shown_order", "expires_at"],
+    )
+    if assignment.pk is None:  # a database that returns no ids from an upsert
+        assignment = Assignment.objects.get(task=task, annotator=annotator)
     return assignment
 
 
@@ -118,9 +129,12 @@ def assignment_skip(*, assignment: Assignment, annotator, reason: str) -> Assign
         raise ValidationError(
             {"reason": f"The reason is {len(reason)} characters; at most {SKIP_REASON_MAX}."}
         )
+    if problem := text_problem(reason):
+        raise ValidationError({"reason": f"The reason {problem}."})
     if assignment.annotator_id != annotator.pk:
         raise ValidationError("This task is assigned to someone else.")
     with transaction.atomic():
+        task = Task.objects.select_for_update().get(pk=assignment.task_id)  # same lock order as submitting
         locked = Assignment.objects.select_for_update().get(pk=assignment.pk)
         if locked.state == AssignmentState.SKIPPED:
             return locked
@@ -129,4 +143,5 @@ def assignment_skip(*, assignment: Assignment, annotator, reason: str) -> Assign
         locked.state = AssignmentState.SKIPPED
         locked.skip_reason = reason
         locked.save(update_fields=["state", "skip_reason"])
+        progress_assignment_skipped(task=task, annotator_id=annotator.pk)
     return locked

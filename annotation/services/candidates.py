@@ -15,6 +15,7 @@ from annotation.builders.arithmetic import split_steps
 from annotation.text.sentences import split_sentences
 
 from ..models import Candidate, Item, Project, Task, TaskType
+from .progress import progress_tasks_added
 
 GENERATION_TYPES = (TaskType.PAIRWISE, TaskType.RANKING, TaskType.STEPWISE, TaskType.FACTUALITY)
 STEP_INSTRUCTION = "Solve it step by step, one step per line, and end with: The answer is N."
@@ -66,4 +67,5 @@ def candidates_add(*, item: Item, texts: list[str], provenance: dict) -> tuple[i
         else:
             groups = [[candidate_id] for candidate_id in ids]
         Task.objects.bulk_create(Task(project=item.project, item=item, candidate_ids=g) for g in groups)
+        progress_tasks_added(project_id=item.project_id, count=len(groups))
     return len(candidates), len(groups)

@@ -16,6 +16,7 @@ from django.utils import timezone
 from ..importers import RowIn
 from ..models import Candidate, Item, ItemImage, Judgment, JudgmentSource, Project, Task
 from .assets import assets_store_staged
+from .progress import progress_tasks_added
 
 WRITE_CHUNK = 2000
 Progress = Callable[[int, int], None]
@@ -130,6 +131,7 @@ def rows_write(
                 counts[key] += value
             if progress is not None:
                 progress(start + len(chunk), len(rows))
+        progress_tasks_added(project_id=project.pk, count=counts["tasks"])
         if before_commit is not None:
             before_commit(counts)
     return counts

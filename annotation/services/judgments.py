@@ -21,8 +21,8 @@ from django.utils import timezone
 from ..models import Assignment, AssignmentState, Candidate, Choice, Judgment, JudgmentSource, Task
 from ..selectors import assignment_live_q
 from . import judgment_payloads as payloads
+from .progress import progress_assignment_done
 
-RATIONALE_MAX = 5000
 _MS_MAX = 2**31 - 1
 _STRENGTH_REQUIRED = {Choice.A, Choice.B}
 
@@ -35,8 +35,7 @@ def _validate(*, choice: str, strength: int | None, rationale: str) -> None:
         errors["strength"] = "Say how strongly you prefer it (1 slightly, 2 clearly, 3 much better)."
     if strength is not None and strength not in (1, 2, 3):
         errors["strength"] = f"Strength must be 1, 2 or 3, not {strength}."
-    if len(rationale) > RATIONALE_MAX:
-        errors["rationale"] = f"The rationale is {len(rationale)} characters; at most {RATIONALE_MAX}."
+    errors.update(payloads.rationale_errors(rationale))
     if errors:
         raise ValidationError(errors)
 
@@ -116,6 +115,9 @@ def _store(
         )
         locked.state = AssignmentState.DONE
         locked.save(update_fields=["state"])
+        progress_assignment_done(
+            task=locked.task, annotator_id=annotator.pk, overlap=locked.task.project.overlap
+        )
     return judgment
 
 

@@ -19,6 +19,7 @@ from annotation.builders.multi_image import KINDS, augment, png_bytes
 
 from ..models import Candidate, Item, ItemImage, Judgment, JudgmentSource, Project, Task, TaskType
 from .assets import asset_create_from_bytes
+from .progress import progress_tasks_added
 
 MAX_ITEMS = 500
 
@@ -141,6 +142,7 @@ def _copy_candidates_and_tasks(item: Item, new: Item, target: Project) -> None:
         copy = Task.objects.create(
             project=target, item=new, candidate_ids=[by_old[c] for c in task.candidate_ids]
         )
+        progress_tasks_added(project_id=target.pk, count=1)
         for judgment in task.judgments.all():
             if judgment.source == JudgmentSource.IMPORTED:
                 Judgment.objects.create(

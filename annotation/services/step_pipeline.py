@@ -39,6 +39,7 @@ from ..models import (
     Task,
     TaskType,
 )
+from .progress import progress_assignment_done, progress_tasks_added
 
 PROPOSED, ACCEPTED, REJECTED = "proposed", "accepted", "rejected"
 
@@ -204,4 +205,6 @@ def step_proposal_review(*, item: Item, reviewer, accept: bool) -> Item:
                 shown_order=ids,
                 rationale="Accepted Step-DPO proposal (automatic step check).",
             )
+            progress_tasks_added(project_id=task.project_id, count=1)
+            progress_assignment_done(task=task, annotator_id=reviewer.pk, overlap=item.project.overlap)
     return item

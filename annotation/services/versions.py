@@ -2,12 +2,13 @@
 
 import hashlib
 import json
+import tempfile
 from collections import Counter
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass, field, fields
+from itertools import islice
 
 from django.db import connection, transaction
-from django.db.models import Max
 
 from ..models import (
     Candidate,
@@ -26,6 +27,8 @@ from .agreement import CATEGORIES, flip_rate, krippendorff_alpha
 from .gold import gold_stats
 
 BULK_CHUNK = 2000
+TASK_BATCH = 2000
+ITEM_FIELDS = ("id", "prompt", "messages", "metadata", "split")
 
 
 class FreezeError(ValueError):
@@ -97,43 +100,74 @@ def _parse_value(key: str, raw: str):
 
 
 @dataclass
-class ProjectData:
+class TaskBatch:
+    """Up to ``TASK_BATCH`` tasks in (item, id) order, with what their rows are built from."""
+
+    tasks: list[tuple[int, int, list[int]]]
     items: dict[int, dict]
     candidates: dict[int, dict]
-    tasks: list[tuple[int, int, list[int]]]
     votes: dict[int, list[vr.Vote]]
-    human: dict[int, dict[int, str]]
+
+
+@dataclass
+class ProjectData:
+    """A project's freeze input, read lazily: ``batches`` queries as it is consumed, and fills ``human``
+    (each human annotator's current pairwise choice per task, for agreement) as it goes."""
+
+    task_count: int
+    batches: Iterator[TaskBatch]
+    human: dict[int, dict[int, str]] = field(default_factory=dict)
 
 
 def project_data_load(*, project: Project) -> ProjectData:
-    """Selector: everything a freeze reads, in a fixed number of queries (no per-task queries)."""
-    items = {
-        row["id"]: {**row, "images": []}
-        for row in Item.objects.filter(project=project).values(
-            "id", "prompt", "messages", "metadata", "split"
-        )
-    }
-    images = ItemImage.objects.filter(item__project=project).order_by("item_id", "position")
+    """Selector: everything a freeze reads, streamed in task batches (a few queries per batch, none per
+    task), so memory stays bounded by the batch rather than the project."""
+    tasks = Task.objects.filter(project=project).order_by("item_id", "id")
+    data = ProjectData(task_count=tasks.count(), batches=iter(()))
+    rows = tasks.values_list("id", "item_id", "candidate_ids").iterator(chunk_size=TASK_BATCH)
+    data.batches = (_batch_load(project, batch, data.human) for batch in _chunks(rows, TASK_BATCH))
+    return data
+
+
+def _chunks(iterable: Iterable, size: int) -> Iterator[list]:
+    iterator = iter(iterable)
+    while chunk := list(islice(iterator, size)):
+        yield chunk
+
+
+def _batch_load(project: Project, tasks: list, human: dict) -> TaskBatch:
+    """The batch's items, candidates and votes, selected by the batch's item id range (the tasks come in
+    item order; a range is far cheaper to send than thousands of ids)."""
+    span = (tasks[0][1], tasks[-1][1])
+    rows = Item.objects.filter(project=project, pk__range=span)
+    items = {row["id"]: {**row, "images": []} for row in rows.values(*ITEM_FIELDS)}
+    images = ItemImage.objects.filter(item__project=project, item__id__range=span).order_by(
+        "item_id", "position"
+    )
     for item_id, sha, file_name in images.values_list("item_id", "asset__sha256", "asset__file"):
         items[item_id]["images"].append(vr.image_name(sha, file_name))
-    candidates = {}
+    candidates = _candidates(Candidate.objects.filter(item__project=project, item__id__range=span))
+    missing = {c for _, _, ids in tasks for c in ids} - candidates.keys()
+    if missing:  # a task naming another item's candidate (or a deleted one)
+        candidates |= _candidates(Candidate.objects.filter(pk__in=missing, item__project=project))
+    judgments = Judgment.objects.filter(task__project=project, task__item__id__range=span)
+    return TaskBatch(tasks=tasks, items=items, candidates=candidates, votes=_current_votes(judgments, human))
+
+
+def _candidates(queryset) -> dict[int, dict]:
+    out = {}
     values = ("id", "item_id", "text", "messages", "sentences", "steps", "asset__sha256", "asset__file")
-    for row in Candidate.objects.filter(item__project=project).values(*values).iterator(chunk_size=5000):
+    for row in queryset.values(*values):
         sha, file_name = row.pop("asset__sha256"), row.pop("asset__file")
-        candidates[row["id"]] = {**row, "image": vr.image_name(sha, file_name) if sha else None}
-    tasks = list(
-        Task.objects.filter(project=project)
-        .order_by("item_id", "id")
-        .values_list("id", "item_id", "candidate_ids")
-    )
-    votes, human = _current_votes(project)
-    return ProjectData(items=items, candidates=candidates, tasks=tasks, votes=votes, human=human)
+        out[row["id"]] = {**row, "image": vr.image_name(sha, file_name) if sha else None}
+    return out
 
 
-def _current_votes(project: Project):
-    """Newest judgment per (task, human annotator) and every imported judgment, as Votes."""
+def _current_votes(judgments, human: dict[int, dict[int, str]]) -> dict[int, list[vr.Vote]]:
+    """Newest judgment per (task, human annotator) and every imported judgment, as Votes; each human
+    annotator's pairwise choice is added to ``human``."""
     rows = (
-        Judgment.objects.filter(task__project=project, superseded_by__isnull=True)
+        judgments.filter(superseded_by__isnull=True)
         .order_by("id")
         .values_list(
             "id",
@@ -150,20 +184,7 @@ def _current_votes(project: Project):
         )
     )
     keyed: dict[int, dict] = {}
-    human: dict[int, dict[int, str]] = {}
-    for (
-        pk,
-        task_id,
-        annotator_id,
-        source,
-        choice,
-        strength,
-        ranking,
-        labels,
-        steps,
-        fix,
-        ratings,
-    ) in rows.iterator(chunk_size=5000):
+    for pk, task_id, annotator_id, source, choice, strength, ranking, labels, steps, fix, ratings in rows:
         imported = source == JudgmentSource.IMPORTED or annotator_id is None
         key = ("imported", pk) if imported else ("human", annotator_id)
         keyed.setdefault(task_id, {})[key] = vr.Vote(
@@ -171,42 +192,100 @@ def _current_votes(project: Project):
         )
         if not imported and choice in CATEGORIES:
             human.setdefault(task_id, {})[annotator_id] = choice
-    return {task_id: list(by_key.values()) for task_id, by_key in keyed.items()}, human
+    return {task_id: list(by_key.values()) for task_id, by_key in keyed.items()}
 
 
-def rows_build(*, task_type: str, data: ProjectData, rule: FreezeRule):
-    """``([(item_id, row)], dropped: Counter, votes_counted)`` for every task of the project."""
-    out, dropped, counted = [], Counter(), 0
-    factual: dict[int, list] = {}
-    for task_id, item_id, candidate_ids in data.tasks:
-        votes = data.votes.get(task_id, [])
-        if not rule.drop_both_bad:
-            votes = [v for v in votes if v.choice != "both_bad"]
-        counted += len(votes)
-        item = data.items[item_id]
-        candidates = [data.candidates[c] for c in candidate_ids if c in data.candidates]
-        if task_type == TaskType.FACTUALITY:
+@dataclass
+class BuiltRows:
+    """``rows_build``'s result: the rows spooled to a temporary file in order, and what the split and the
+    stats need (rows per item, the items' fixed splits), so no list of every row is held."""
+
+    spool: "RowSpool"
+    dropped: Counter
+    counted: int
+    per_item: Counter = field(default_factory=Counter)
+    fixed: dict[int, str] = field(default_factory=dict)
+    conversational: bool = False
+
+    @property
+    def examples(self) -> int:
+        return sum(self.per_item.values())
+
+
+class RowSpool:
+    """``(item_id, row)`` pairs written once to an anonymous temporary file, read back in order."""
+
+    def __init__(self):
+        self.file = tempfile.TemporaryFile()  # noqa: SIM115 -- closed by close() or collection
+
+    def write(self, item_id: int, row: dict) -> None:
+        self.file.write(json.dumps([item_id, row], ensure_ascii=False).encode() + b"\n")
+
+    def __iter__(self) -> Iterator[tuple[int, dict]]:
+        self.file.seek(0)
+        for line in self.file:
+            item_id, row = json.loads(line)
+            yield item_id, row
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def rows_build(*, task_type: str, data: ProjectData, rule: FreezeRule) -> BuiltRows:
+    """Build every task's rows, in (item, task) order, into a spool (see BuiltRows)."""
+    built = BuiltRows(spool=RowSpool(), dropped=Counter(), counted=0)
+    factual: tuple[int, dict, list] | None = None  # the current item's responses (factuality)
+    for batch in data.batches:
+        for task_id, item_id, candidate_ids in batch.tasks:
+            votes = batch.votes.get(task_id, [])
+            if not rule.drop_both_bad:
+                votes = [v for v in votes if v.choice != "both_bad"]
+            built.counted += len(votes)
+            item = batch.items[item_id]
+            candidates = [batch.candidates[c] for c in candidate_ids if c in batch.candidates]
+            if task_type != TaskType.FACTUALITY:
+                rows, reason = _task_rows(task_type, item, candidates, votes, rule)
+                _built_add(built, item, rows, reason)
+                continue
             verdicts, reason = _factuality_verdicts(candidates, votes, rule)
             if reason:
-                dropped[reason] += 1
-            else:
-                factual.setdefault(item_id, []).append((candidates[0], verdicts))
-            continue
-        if task_type == TaskType.STEPWISE and len(candidates) == 1:  # a labelled solution
-            rows, reason = vr.step_label_rows(item, candidates[0], votes, rule)
-        elif task_type == TaskType.RANKING:
-            rows, reason = vr.ranking_rows(item, candidates, votes, rule)
-        else:
-            rows, reason = vr.pair_rows(task_type, item, candidates, votes, rule)
-        if reason:
-            dropped[reason] += 1
-        out.extend((item_id, row) for row in rows)
-    for item_id, responses in factual.items():
-        rows = vr.factuality_rows(data.items[item_id], responses)
-        if not rows:
-            dropped["no_contrast"] += len(responses)
-        out.extend((item_id, row) for row in rows)
-    return out, dropped, counted
+                built.dropped[reason] += 1
+                continue
+            if factual is not None and factual[0] != item_id:
+                _factual_flush(built, factual)
+                factual = None
+            factual = factual or (item_id, item, [])
+            factual[2].append((candidates[0], verdicts))
+    if factual is not None:
+        _factual_flush(built, factual)
+    return built
+
+
+def _task_rows(task_type, item, candidates, votes, rule):
+    if task_type == TaskType.STEPWISE and len(candidates) == 1:  # a labelled solution
+        return vr.step_label_rows(item, candidates[0], votes, rule)
+    if task_type == TaskType.RANKING:
+        return vr.ranking_rows(item, candidates, votes, rule)
+    return vr.pair_rows(task_type, item, candidates, votes, rule)
+
+
+def _factual_flush(built: BuiltRows, factual: tuple[int, dict, list]) -> None:
+    _, item, responses = factual
+    rows = vr.factuality_rows(item, responses)
+    if not rows:
+        built.dropped["no_contrast"] += len(responses)
+    _built_add(built, item, rows, None)
+
+
+def _built_add(built: BuiltRows, item: dict, rows: list[dict], reason: str | None) -> None:
+    if reason:
+        built.dropped[reason] += 1
+    for row in rows:
+        built.spool.write(item["id"], row)
+        built.per_item[item["id"]] += 1
+        built.conversational = built.conversational or isinstance(row.get("prompt"), list)
+    if rows and item["split"]:
+        built.fixed[item["id"]] = item["split"]
 
 
 def _factuality_verdicts(candidates, votes, rule):
@@ -216,10 +295,18 @@ def _factuality_verdicts(candidates, votes, rule):
     return vr.sentence_verdicts(votes, len(sentences), rule)
 
 
-def content_hash_of(rows: list[tuple[str, dict]], rule: FreezeRule, seed: int) -> str:
-    payload = {"rule": asdict(rule), "seed": seed, "rows": [[split, row] for split, row in rows]}
-    canonical = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()
+def _canonical(value) -> str:
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
+def content_hash_of(rows: Iterable[tuple[str, dict]], rule: FreezeRule, seed: int) -> str:
+    """sha256 of the canonical JSON of ``{"rows": [[split, row], …], "rule": …, "seed": …}``, hashed as the
+    rows stream by (the same bytes as dumping the whole payload at once, without holding it)."""
+    digest = hashlib.sha256(b'{"rows":[')
+    for n, pair in enumerate(rows):
+        digest.update((("," if n else "") + _canonical(list(pair))).encode())
+    digest.update(f'],"rule":{_canonical(asdict(rule))},"seed":{_canonical(seed)}}}'.encode())
+    return digest.hexdigest()
 
 
 def dataset_version_freeze(
@@ -232,7 +319,12 @@ def dataset_version_freeze(
     on_stage: Callable[[str, int], None] | None = None,
     on_written: Callable[[DatasetVersion], None] | None = None,
 ) -> DatasetVersion:
-    """Aggregate current votes by ``rule`` into a new immutable, numbered version with a seeded split.
+    """Aggregate current votes by ``rule`` into a new immutable, numbered version with a seeded split; when
+    the project's latest version holds exactly these rows (the same rule, seed and split of the same votes:
+    a retried freeze), that version is returned instead of a duplicate.
+
+    Memory stays bounded by a batch of tasks, not the project: the project is read in batches, the rows
+    are spooled to a temporary file, then read back twice (the content hash, then the COPY).
 
     ``on_stage(stage, count)`` hears ``loading``, ``aggregating`` (tasks) and ``writing`` (examples).
     ``on_written(version)`` runs inside the version's transaction once its examples are in: whatever it
@@ -242,44 +334,46 @@ def dataset_version_freeze(
     report = on_stage or (lambda stage, count: None)
     report("loading", 0)
     data = project_data_load(project=project)
-    report("aggregating", len(data.tasks))
-    built, dropped, counted = rows_build(task_type=project.task_type, data=data, rule=rule)
-    if not built:
-        reasons = (
-            ", ".join(f"{reason}: {n}" for reason, n in sorted(dropped.items())) or "the project has no tasks"
+    report("aggregating", data.task_count)
+    built = rows_build(task_type=project.task_type, data=data, rule=rule)
+    try:
+        if not built.per_item:
+            reasons = ", ".join(f"{reason}: {n}" for reason, n in sorted(built.dropped.items()))
+            raise FreezeError(f"No task qualifies under this rule ({reasons or 'the project has no tasks'}).")
+        splits = vr.assign_splits(built.per_item, built.fixed, seed=seed, test_fraction=test_fraction)
+        stats = {**_stats(built, splits, data), **gold_stats(project=project)}
+        report("writing", built.examples)
+        return _version_store(
+            project=project,
+            rule=rule,
+            seed=seed,
+            test_fraction=test_fraction,
+            rows=lambda: _split_rows(built, splits),
+            stats=stats,
+            conversational=built.conversational,
+            created_by=created_by,
+            on_written=on_written,
         )
-        raise FreezeError(f"No task qualifies under this rule ({reasons}).")
-    conversational = any(isinstance(row.get("prompt"), list) for _, row in built)
-    if conversational:
-        built = [(item_id, vr.make_conversational(row)) for item_id, row in built]
-    fixed = {i: item["split"] for i, item in data.items.items() if item["split"]}
-    splits = vr.assign_splits({i for i, _ in built}, fixed, seed=seed, test_fraction=test_fraction)
-    rows = [(splits[item_id], row) for item_id, row in built]
-    stats = {**_stats(rows, data, dropped, counted), **gold_stats(project=project)}
-    report("writing", len(rows))
-    return _version_store(
-        project=project,
-        rule=rule,
-        seed=seed,
-        test_fraction=test_fraction,
-        rows=rows,
-        stats=stats,
-        conversational=conversational,
-        created_by=created_by,
-        on_written=on_written,
-    )
+    finally:
+        built.spool.close()
 
 
-def _stats(rows, data: ProjectData, dropped: Counter, counted: int) -> dict:
+def _split_rows(built: BuiltRows, splits: dict[int, str]) -> Iterator[tuple[str, dict]]:
+    """The spooled rows as ``(split, row)``, all conversational when any row is."""
+    for item_id, row in built.spool:
+        yield splits[item_id], vr.make_conversational(row) if built.conversational else row
+
+
+def _stats(built: BuiltRows, splits: dict[int, str], data: ProjectData) -> dict:
     flip = flip_rate(data.human)
-    n_test = sum(1 for split, _ in rows if split == "test")
+    n_test = sum(n for item_id, n in built.per_item.items() if splits[item_id] == "test")
     return {
-        "examples": len(rows),
-        "train": len(rows) - n_test,
+        "examples": built.examples,
+        "train": built.examples - n_test,
         "test": n_test,
-        "tasks_considered": len(data.tasks),
-        "tasks_dropped": dict(sorted(dropped.items())),
-        "votes": counted,
+        "tasks_considered": data.task_count,
+        "tasks_dropped": dict(sorted(built.dropped.items())),
+        "votes": built.counted,
         "agreement_alpha": krippendorff_alpha(data.human),
         "label_flip_rate": flip["epsilon"],
         "label_flip_pairs": flip["pairs"],
@@ -290,8 +384,17 @@ def _stats(rows, data: ProjectData, dropped: Counter, counted: int) -> dict:
 def _version_store(
     *, project, rule, seed, test_fraction, rows, stats, conversational, created_by, on_written=None
 ):
+    """``rows()`` streams the version's ``(split, row)`` pairs (called twice: hash, then insert). The hash
+    is computed in a first pass, before anything is written, so a retried freeze writes nothing."""
     Project.objects.select_for_update().filter(pk=project.pk).first()
-    number = (DatasetVersion.objects.filter(project=project).aggregate(n=Max("number"))["n"] or 0) + 1
+    content_hash = content_hash_of(rows(), rule, seed)
+    latest = DatasetVersion.objects.filter(project=project).order_by("-number").first()
+    if latest is not None and (latest.content_hash, latest.test_fraction) == (content_hash, test_fraction):
+        # The same rule on the same votes again (a retried freeze): the version already exists.
+        if on_written is not None:
+            on_written(latest)
+        return latest
+    number = (latest.number if latest else 0) + 1
     version = DatasetVersion.objects.create(
         project=project,
         number=number,
@@ -299,18 +402,18 @@ def _version_store(
         seed=seed,
         test_fraction=test_fraction,
         stats=stats,
-        content_hash=content_hash_of(rows, rule, seed),
+        content_hash=content_hash,
         conversational=conversational,
         created_by=created_by,
     )
-    _examples_insert(version, rows)
+    _examples_insert(version, rows())
     if on_written is not None:
         on_written(version)
     return version
 
 
-def _examples_insert(version: DatasetVersion, rows: list[tuple[str, dict]]) -> None:
-    """PostgreSQL: one COPY (100k rows in seconds); elsewhere bulk_create in chunks."""
+def _examples_insert(version: DatasetVersion, rows: Iterable[tuple[str, dict]]) -> None:
+    """Stream ``rows`` in: on PostgreSQL one COPY (100k rows in seconds), elsewhere bulk_create in chunks."""
     if connection.vendor == "postgresql":
         table = DatasetExample._meta.db_table
         with (
@@ -322,10 +425,10 @@ def _examples_insert(version: DatasetVersion, rows: list[tuple[str, dict]]) -> N
             for index, (split, row) in enumerate(rows):
                 copy.write_row((version.pk, index, split, json.dumps(row, ensure_ascii=False)))
         return
-    for start in range(0, len(rows), BULK_CHUNK):
+    for chunk in _chunks(enumerate(rows), BULK_CHUNK):
         DatasetExample.objects.bulk_create(
-            DatasetExample(version=version, index=start + i, split=split, row=row)
-            for i, (split, row) in enumerate(rows[start : start + BULK_CHUNK])
+            DatasetExample(version=version, index=index, split=split, row=row)
+            for index, (split, row) in chunk
         )
 
 

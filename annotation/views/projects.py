@@ -8,6 +8,7 @@ from ..forms import MemberForm, ProjectForm, ProjectSettingsForm
 from ..models import Role
 from ..rendering import markdown_to_safe_html
 from ..selectors import project_overview
+from ..services.progress import project_progress_refresh
 from ..services.projects import project_create as project_create_service
 from ..services.projects import project_member_remove, project_member_set
 
@@ -49,6 +50,8 @@ def project_settings(request, project_id):
         form = ProjectSettingsForm(request.POST, instance=project)
         if form.is_valid():
             form.save()
+            if "overlap" in form.changed_data:  # which tasks are complete, and every count, change
+                project_progress_refresh(project=project)
             messages.success(request, "Settings saved.")
             return redirect("project-settings", project_id=project.pk)
     elif request.method == "POST" and request.POST.get("action") == "member":

@@ -9,6 +9,7 @@ from django.utils import timezone
 from annotation.models import Assignment, AssignmentState, Judgment, JudgmentSource
 from annotation.selectors import annotation_progress
 from annotation.services.assignments import assignment_skip, assignment_take_next
+from annotation.services.judgments import judgment_submit
 from tests.factories import UserFactory, pair_task
 
 pytestmark = pytest.mark.django_db
@@ -150,7 +151,7 @@ def test_progress_counts_the_annotators_work_and_the_projects(project, users):
     for _ in range(3):
         pair_task(project)
     first = assignment_take_next(project=project, annotator=users[0])
-    Assignment.objects.filter(pk=first.pk).update(state=AssignmentState.DONE)
+    judgment_submit(assignment=first, annotator=users[0], choice="tie", strength=None)
     progress = annotation_progress(project=project, annotator=users[0])
     assert (progress["done"], progress["remaining"]) == (1, 2)
     assert (progress["project_done"], progress["project_wanted"]) == (1, 6)
