@@ -27,7 +27,14 @@ class Job(models.Model):
         default=0, help_text="Workers that claimed it (a lost one is requeued)."
     )
     heartbeat_at = models.DateTimeField(
-        null=True, blank=True, help_text="Running: the worker's last report. Queued: when its task was sent."
+        null=True,
+        blank=True,
+        help_text="Running: the worker's last report. Queued: when its task was sent.",
+    )
+    sent_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="When the broker accepted its task; empty while the job waits for the broker.",
     )
     worker_host = models.CharField(max_length=200, blank=True)
     error = models.TextField(blank=True)
@@ -45,3 +52,12 @@ class Job(models.Model):
     @property
     def finished(self) -> bool:
         return self.state in FINISHED_STATES
+
+    @property
+    def awaiting_broker(self) -> bool:
+        """Queued, but the broker has not taken its task (it was down): the recovery sends it again."""
+        return self.state == JobState.QUEUED and self.sent_at is None
+
+    @property
+    def state_label(self) -> str:
+        return "Waiting for the broker" if self.awaiting_broker else self.get_state_display()

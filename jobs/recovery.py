@@ -7,9 +7,12 @@ so deployments without beat recover too).  For each kind:
 * ``stale_requeue``: RUNNING jobs silent for longer than the kind's stale limit are queued again (their
   next attempt resumes or restarts, as the kind's run does), failed once they used up their attempts, or
   cancelled when a cancel was asked for while their worker was lost;
-* ``lost_resend``: QUEUED jobs whose task went out longer than the kind's resend limit ago are sent again,
-  in case the message was lost (a broker outage when it was sent).  A duplicate delivery is harmless: the
-  claim is conditional (``jobs.leases``).
+* ``lost_resend``: QUEUED jobs whose task the broker never took (``sent_at`` empty: it was down when the
+  job was created or requeued) are sent again after JOB_UNDELIVERED_RESEND_SECONDS; those whose task went
+  out longer than the kind's resend limit ago are sent again too, in case the broker lost the message.  A
+  duplicate delivery is harmless: the claim is conditional (``jobs.leases``).
+
+Every send goes through ``jobs.sending.job_send``, which never raises and records whether it was delivered.
 """
 
 from __future__ import annotations
@@ -21,11 +24,12 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.core.exceptions import ObjectDoesNotExist
-from django.db import models, transaction
+from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
 from .models import JobState
+from .sending import job_send_on_commit
 
 logger = logging.getLogger(__name__)
 
@@ -97,9 +101,11 @@ def stale_requeue(kind: JobKind) -> list[int]:
                 stale.update(state=JobState.CANCELLED, finished_at=now)
             elif job.attempts >= max_attempts:
                 stale.update(state=JobState.FAILED, finished_at=now, **_fields(kind.fail, job))
-            elif stale.update(state=JobState.QUEUED, heartbeat_at=now, **_fields(kind.requeue, job)):
+            elif stale.update(
+                state=JobState.QUEUED, heartbeat_at=now, sent_at=None, **_fields(kind.requeue, job)
+            ):
                 requeued.append(job.pk)
-                transaction.on_commit(lambda pk=job.pk: kind.enqueue(pk))
+                job_send_on_commit(kind, job.pk)
         except ObjectDoesNotExist:  # deleted meanwhile
             continue
     if requeued:
@@ -108,19 +114,25 @@ def stale_requeue(kind: JobKind) -> list[int]:
 
 
 def lost_resend(kind: JobKind) -> list[int]:
-    """Send the task again for queued jobs whose task went out longer than the resend limit ago
-    (``heartbeat_at``, else ``created_at``); returns their ids."""
+    """Send the task again for queued jobs the broker never took, once their last try
+    (``heartbeat_at``, else ``created_at``) is JOB_UNDELIVERED_RESEND_SECONDS old, and for those whose task
+    went out longer than the kind's resend limit ago; returns their ids."""
     now = timezone.now()
-    limit = (kind.resend_after or kind.stale_after)()
-    waiting = Q(state=JobState.QUEUED) & kind.waiting & _silent_since(now - limit)
+    undelivered = Q(sent_at__isnull=True) & _silent_since(now - undelivered_resend_after())
+    delivered = Q(sent_at__isnull=False) & _silent_since(now - (kind.resend_after or kind.stale_after)())
+    waiting = Q(state=JobState.QUEUED) & kind.waiting & (undelivered | delivered)
     resent = []
     for pk in kind.model.objects.filter(waiting).values_list("pk", flat=True):
         if kind.model.objects.filter(waiting, pk=pk).update(heartbeat_at=now):
             resent.append(pk)
-            transaction.on_commit(lambda pk=pk: kind.enqueue(pk))
+            job_send_on_commit(kind, pk)
     if resent:
-        logger.warning("%s jobs %s waited past the stale limit: task sent again", kind.name, resent)
+        logger.warning("%s jobs %s had no delivered task: sent again", kind.name, resent)
     return resent
+
+
+def undelivered_resend_after() -> timedelta:
+    return timedelta(seconds=settings.JOB_UNDELIVERED_RESEND_SECONDS)
 
 
 def _silent_since(cutoff) -> Q:

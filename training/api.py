@@ -9,6 +9,7 @@ from ninja import Query, Router, Schema, Status
 from pydantic import Field
 
 from annotation.access import project_for
+from annotation.api_schemas import BodyIn
 from annotation.models import DatasetVersion
 
 from .models import TrainingJob
@@ -18,7 +19,7 @@ from .services.jobs import FIXED_FIELDS, training_job_cancel, training_job_launc
 router = Router(tags=["Training jobs"])
 
 
-class JobIn(Schema):
+class JobIn(BodyIn):
     dataset_version_id: int
     base_model_id: int
     queue: str = "cpu"
@@ -29,6 +30,7 @@ class JobOut(Schema):
     id: int
     method: str
     state: str
+    waiting_for_broker: bool
     step: int
     total_steps: int | None
     percent: int
@@ -77,6 +79,7 @@ def job_out(job: TrainingJob) -> dict:
         "id": job.pk,
         "method": job.method,
         "state": job.state,
+        "waiting_for_broker": job.awaiting_broker,
         "step": job.step,
         "total_steps": job.total_steps,
         "percent": progress["percent"],
@@ -95,14 +98,15 @@ def job_out(job: TrainingJob) -> dict:
     }
 
 
-@router.get("/models", response=list[ModelOut])
+@router.get("/models", response={200: list[ModelOut]})
 def models_list(request):
     return list(models_for_user(user=request.auth))
 
 
-@router.post("", response={201: JobOut, 403: Detail, 404: Detail, 422: Detail})
+@router.post("", response={202: JobOut, 400: Detail, 403: Detail, 404: Detail, 422: Detail})
 def jobs_create(request, payload: JobIn):
-    """Validate and queue a job; a bad field is a 422 naming it (the worker never sees an invalid config)."""
+    """Validate and queue a job (202: it runs once a worker takes it, ``waiting_for_broker`` while the broker
+    is down); a bad field is a 422 naming it (the worker never sees an invalid config)."""
     version = get_object_or_404(DatasetVersion, pk=payload.dataset_version_id)
     project_for(user=request.auth, project_id=version.project_id, manager=True)
     base = get_object_or_404(models_for_user(user=request.auth), pk=payload.base_model_id)
@@ -113,27 +117,32 @@ def jobs_create(request, payload: JobIn):
         queue=payload.queue,
         created_by=request.auth,
     )
-    return Status(201, job_out(TrainingJob.objects.select_related("dataset_version").get(pk=job.pk)))
+    return Status(202, job_out(TrainingJob.objects.select_related("dataset_version").get(pk=job.pk)))
 
 
-@router.get("", response={200: list[JobOut], 404: Detail})
+@router.get("", response={200: list[JobOut], 404: Detail, 422: Detail})
 def jobs_list(request, project_id: int):
     project, _ = project_for(user=request.auth, project_id=project_id)
     return [job_out(job) for job in jobs_for_project(project=project)]
 
 
-@router.get("/{job_id}", response={200: JobOut, 404: Detail})
+@router.get("/{job_id}", response={200: JobOut, 404: Detail, 422: Detail})
 def jobs_get(request, job_id: int):
     return job_out(job_for_user(user=request.auth, job_id=job_id))
 
 
 class MetricsQuery(Schema):
     after: int = Field(0, ge=0, description="The last step the caller holds; points after it are returned.")
-    names: str = Field("", description="Comma-separated metric names (all when empty).")
+    names: str = Field(
+        "",
+        max_length=10_000,
+        pattern=r"^[^\x00-\x1f]*$",
+        description="Comma-separated metric names (all when empty).",
+    )
     limit: int = Field(5000, ge=1, le=100_000)
 
 
-@router.get("/{job_id}/metrics", response={200: MetricsOut, 404: Detail})
+@router.get("/{job_id}/metrics", response={200: MetricsOut, 404: Detail, 422: Detail})
 def jobs_metrics(request, job_id: int, query: Query[MetricsQuery]):
     job = job_for_user(user=request.auth, job_id=job_id)
     names = [n for n in query.names.split(",") if n] or None
@@ -141,7 +150,7 @@ def jobs_metrics(request, job_id: int, query: Query[MetricsQuery]):
     return {"points": points, "cursor": cursor, "more": more, "state": job.state, "finished": job.finished}
 
 
-@router.post("/{job_id}/cancel", response={200: JobOut, 403: Detail, 404: Detail})
+@router.post("/{job_id}/cancel", response={200: JobOut, 403: Detail, 404: Detail, 422: Detail})
 def jobs_cancel(request, job_id: int):
     job = training_job_cancel(job=job_for_user(user=request.auth, job_id=job_id, manager=True))
     return job_out(job)

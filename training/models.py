@@ -95,6 +95,10 @@ class TrainingJob(Job):
     def __str__(self):
         return f"job {self.pk} ({self.method})"
 
+    @property
+    def awaiting_broker(self) -> bool:
+        return super().awaiting_broker and not self.cancel_requested
+
 
 class GenerationKind(models.TextChoices):
     CANDIDATES = "candidates", "Candidate generation"

@@ -16,6 +16,7 @@ from django.db import transaction
 from jobs.leases import LeaseLost, job_claim
 from jobs.models import JobState
 from jobs.recovery import JobKind, seconds_setting, setting
+from jobs.sending import job_send_on_commit
 
 from ..models import FreezeJob, Project
 from .versions import FreezeError, FreezeRule, dataset_version_freeze
@@ -26,12 +27,16 @@ logger = logging.getLogger(__name__)
 def freeze_job_create(
     *, project: Project, user, rule: FreezeRule, seed: int, test_fraction: float
 ) -> FreezeJob:
-    """Queue a freeze; the worker task is sent once the job row is committed."""
+    """Queue a freeze; the worker task is sent once the job row is committed.  The same freeze asked again
+    while one is still queued (a user retrying while the broker is down) returns that job."""
+    wanted = {"rule": asdict(rule), "seed": seed, "test_fraction": test_fraction}
     with transaction.atomic():
-        job = FreezeJob.objects.create(
-            project=project, created_by=user, rule=asdict(rule), seed=seed, test_fraction=test_fraction
-        )
-        transaction.on_commit(lambda: _send(job.pk))
+        Project.objects.select_for_update().filter(pk=project.pk).first()
+        for job in FreezeJob.objects.filter(project=project, state=JobState.QUEUED):
+            if {"rule": job.rule, "seed": job.seed, "test_fraction": job.test_fraction} == wanted:
+                return job
+        job = FreezeJob.objects.create(project=project, created_by=user, **wanted)
+        job_send_on_commit(FREEZE_JOBS, job.pk)
     return job
 
 

@@ -18,6 +18,7 @@ from django.utils import timezone
 from jobs.leases import Lease, LeaseLost, job_claim
 from jobs.models import JobState
 from jobs.recovery import JobKind, seconds_setting, setting
+from jobs.sending import job_send_on_commit
 
 from ..importers import FileFormatError
 from ..models import ImportJob, Project
@@ -91,7 +92,7 @@ def import_job_confirm(*, job: ImportJob) -> bool:
         job.report = {**job.report, "stage": "queued"}
         job.heartbeat_at = timezone.now()  # when the task was sent (the stale check resends a lost one)
         job.save(update_fields=["report", "heartbeat_at"])
-        transaction.on_commit(lambda: _send(job.pk))
+        job_send_on_commit(IMPORT_JOBS, job.pk)
     return True
 
 

@@ -5,6 +5,7 @@ import tempfile
 from dataclasses import asdict
 
 from django import forms
+from django.contrib import messages
 from django.http import FileResponse, Http404, HttpResponseBadRequest, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -108,6 +109,8 @@ def freeze_job_detail(request, project_id, job_id):
     job = get_object_or_404(FreezeJob.objects.select_related("version"), pk=job_id, project=request.project)
     if job.state == JobState.SUCCEEDED:
         target = reverse("version-detail", args=[request.project.pk, job.version_id])
+        if job.version.created_at < job.created_at:
+            messages.info(request, f"No new version: {job.version} already holds exactly these rows.")
         if request.htmx:
             return HttpResponseClientRedirect(target)
         return redirect(target)

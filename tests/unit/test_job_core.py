@@ -5,13 +5,17 @@ import datetime as dt
 import pytest
 from django.apps import apps
 from django.utils import timezone
+from kombu.exceptions import OperationalError
 
 from jobs.leases import job_claim
 from jobs.models import Job, JobState
+from jobs.recovery import lost_resend
+from jobs.sending import job_send
 from prefstudio.job_kinds import JOB_KINDS, recover_stale_jobs
 from tests.job_support import requeue_stale
 from tests.training_support import dataset_version, tiny_model_entry, tiny_params
 from training.models import TrainingJob
+from training.services import jobs
 from training.services.jobs import TRAINING_JOBS, training_job_launch
 
 
@@ -45,6 +49,43 @@ def test_a_training_job_whose_task_message_was_lost_is_sent_again(
     assert len(sent) == 1
     training_job.refresh_from_db()
     assert training_job.state == JobState.QUEUED and training_job.heartbeat_at is not None
+
+
+def test_an_undelivered_task_is_resent_soon_and_a_delivered_one_only_after_the_kinds_limit(
+    training_job, settings, monkeypatch, django_capture_on_commit_callbacks
+):
+    settings.JOB_UNDELIVERED_RESEND_SECONDS = 10
+    sent = []
+
+    def broker_down(job):
+        raise OperationalError("Error 111 connecting to redis. Connection refused.")
+
+    monkeypatch.setattr(jobs, "job_enqueue", broker_down)
+    assert job_send(TRAINING_JOBS, training_job.pk) is False  # logged, never raised
+    training_job.refresh_from_db()
+    assert training_job.awaiting_broker and training_job.state_label == "Waiting for the broker"
+
+    def age(**fields):
+        ago = {name: timezone.now() - dt.timedelta(seconds=s) for name, s in fields.items()}
+        TrainingJob.objects.filter(pk=training_job.pk).update(**ago)
+
+    def resent() -> list[int]:
+        with django_capture_on_commit_callbacks(execute=True):
+            return lost_resend(TRAINING_JOBS)
+
+    age(created_at=5)
+    assert resent() == []  # younger than the short limit
+    age(created_at=15)
+    assert resent() == [training_job.pk]  # the broker still down: still undelivered
+    monkeypatch.setattr(jobs, "job_enqueue", lambda job: sent.append(job.pk))
+    age(heartbeat_at=15)
+    assert resent() == [training_job.pk] and sent == [training_job.pk]
+    training_job.refresh_from_db()
+    assert training_job.sent_at is not None and training_job.state_label == "Waiting for a worker"
+    age(heartbeat_at=60)
+    assert resent() == []  # delivered: it may be waiting behind other runs
+    age(heartbeat_at=settings.TRAINING_QUEUED_RESEND_SECONDS + 60)
+    assert resent() == [training_job.pk] and sent == [training_job.pk] * 2
 
 
 def test_a_cancelled_request_is_never_claimed_or_resent(training_job, django_capture_on_commit_callbacks):

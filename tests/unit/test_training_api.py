@@ -35,7 +35,7 @@ def _create(client, version, base_model, config):
 
 def test_api_creates_lists_gets_and_cancels_a_job(manager_client, project, version, base_model, tmp_path):
     created = _create(manager_client, version, base_model, tiny_params(tmp_path))
-    assert created.status_code == 201, created.content
+    assert created.status_code == 202, created.content
     job_id = created.json()["id"]
     assert created.json()["state"] == "queued" and created.json()["config"]["max_steps"] == 6
     listed = manager_client.get("/api/jobs", {"project_id": project.pk}).json()

@@ -6,6 +6,7 @@ from django.contrib.auth import get_user_model
 from django.core.files.base import ContentFile
 from django.core.management import CommandError, call_command
 from django.urls import reverse
+from django.utils import timezone
 from PIL import Image
 
 from annotation.models import (
@@ -103,7 +104,19 @@ def test_imported_preferences_freeze_without_annotation(project, manager):
     assert version.stats["tasks_considered"] == 3
     assert version.stats["train"] + version.stats["test"] == 3
     assert version.conversational is False
-    assert dataset_version_freeze(project=project, rule=FreezeRule()).number == 2
+
+
+def test_freezing_the_same_rows_again_returns_the_version_just_made(project):
+    tasks = [pair_task(project, prompt=f"Prompt {i}", texts=(f"good {i}", f"bad {i}")) for i in range(3)]
+    for task in tasks[:2]:
+        imported(task)
+    first = dataset_version_freeze(project=project, rule=FreezeRule())
+    assert dataset_version_freeze(project=project, rule=FreezeRule()) == first  # a retried freeze
+    assert dataset_version_freeze(project=project, rule=FreezeRule(), test_fraction=0.5).number == 2
+    assert dataset_version_freeze(project=project, rule=FreezeRule()).number == 3  # v2 came between
+    imported(tasks[2])
+    assert dataset_version_freeze(project=project, rule=FreezeRule()).number == 4  # new votes
+    assert DatasetVersion.objects.filter(project=project).count() == 4
 
 
 def test_majority_picks_chosen_and_drops_ties_both_bad_and_split_votes(project, raters):
@@ -405,6 +418,9 @@ def test_freeze_job_page_polls_and_names_the_stage_until_done(
         response = manager_client.post(reverse("version-freeze", args=[project.pk]), FREEZE_FORM)
     assert len(sent) == 1  # the task is sent only once the job row is committed
     job = FreezeJob.objects.get()
+    page = manager_client.get(response["Location"]).content.decode()
+    assert "Waiting for the broker" in page and 'hx-trigger="every 1s"' in page  # not sent yet
+    FreezeJob.objects.filter(pk=job.pk).update(sent_at=timezone.now())
     page = manager_client.get(response["Location"]).content.decode()
     assert "Waiting for a worker" in page and 'hx-trigger="every 1s"' in page
     assert "min_votes=1, min_strength=none, drop_ties=true, drop_both_bad=true, min_agreement=0.5" in page

@@ -12,9 +12,11 @@ from django.db import IntegrityError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from annotation.text import value_problems
 from jobs.leases import Lease, job_claim
 from jobs.models import JobState
 from jobs.recovery import JobKind, seconds_setting, setting
+from jobs.sending import job_send_on_commit
 from training.engine import METHODS, ConfigError, config_from_dict, config_to_dict, planned_steps
 from training.engine.runtime.checkpoint import latest_checkpoint
 
@@ -24,11 +26,16 @@ from .registry import model_entry_problem
 
 FIXED_FIELDS = ("model", "train_file", "output_dir", "eval_file", "ref_cache_dir")
 """Config fields the server sets (every path): whatever a client sends for them is ignored."""
+CONFIG_MAX_DEPTH = 6
+"""Lists and objects nested in a config (``extra_losses`` entries hold a ``params`` object: three)."""
 
 
 def job_config_build(*, params: dict, base_model: ModelEntry, dataset_version, run_token: str) -> dict:
-    """The engine config dict (``config_to_dict``) for these parameters; ConfigError names a bad field."""
+    """The engine config dict (``config_to_dict``) for these parameters; ConfigError names a bad field
+    (text the database cannot store and nesting no config has are refused before the engine sees them)."""
     data = {k: v for k, v in params.items() if k not in FIXED_FIELDS}
+    if problems := value_problems(data, "", max_depth=CONFIG_MAX_DEPTH)[1]:
+        raise ConfigError("{}: {}".format(*problems[0]))
     data.update(
         model=base_model.spec,
         train_file=str(dataset_file(dataset_version)),
@@ -36,7 +43,9 @@ def job_config_build(*, params: dict, base_model: ModelEntry, dataset_version, r
         eval_file=None,
         ref_cache_dir=str(reference_cache_dir()),
     )
-    return config_to_dict(config_from_dict(data))
+    config = config_to_dict(config_from_dict(data))
+    estimate_total_steps(config, dataset_version)  # a plan too long to run: ConfigError naming epochs
+    return config
 
 
 def launch_problems(*, method: str, base_model: ModelEntry, dataset_version, queue: str) -> dict:
@@ -127,7 +136,7 @@ def _job_create(
             run_dir(run_token).mkdir(parents=True)
     except (IntegrityError, FileExistsError):
         raise used from None
-    transaction.on_commit(lambda: job_enqueue(job))
+    job_send_on_commit(TRAINING_JOBS, job.pk)
     return job
 
 
