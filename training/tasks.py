@@ -26,9 +26,17 @@ and a resumed attempt refills any gap up to its checkpoint from the engine's ``m
 """
 
 from celery import shared_task
+from celery.signals import worker_init
 
 from .services.generation import generation_job_run
 from .services.runner import training_job_run
+from .services.threads import worker_slots_set
+
+
+@worker_init.connect
+def _record_worker_slots(sender=None, **_):
+    """Each job's share of the cores (``services/threads.py``) needs the pool's concurrency."""
+    worker_slots_set(getattr(sender, "concurrency", 1))
 
 
 @shared_task(name="training.tasks.training_run", acks_late=False, ignore_result=True)

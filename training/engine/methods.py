@@ -29,9 +29,11 @@ from training.engine.recipes.dpo_configs import (
     StepDPOConfig,
 )
 from training.engine.recipes.fast_slow_dpo import FastSlowDPOConfig, FastSlowDPORecipe
-from training.engine.runtime.config import ConfigError, RunConfig
+from training.engine.runtime.checkpoint import latest_checkpoint, load_state
+from training.engine.runtime.config import MAX_STEPS, ConfigError, RunConfig
 from training.engine.runtime.loop import TrainResult, prepare, run, write_config
 from training.engine.runtime.metrics import MetricsCallback
+from training.engine.runtime.recipe import Interrupted
 
 
 @dataclass(frozen=True)
@@ -67,7 +69,7 @@ METHODS: dict[str, Method] = {
 
 
 def method_of(name: str) -> Method:
-    if name not in METHODS:
+    if not isinstance(name, str) or name not in METHODS:
         raise ConfigError(f"method: unknown {name!r}; choose from {sorted(METHODS)}")
     return METHODS[name]
 
@@ -110,8 +112,15 @@ def recipe_for(config: RunConfig, **kwargs):
 
 def planned_steps(config: RunConfig, n_train_rows: int) -> int:
     """Optimizer steps a run of ``config`` on ``n_train_rows`` training rows plans, before any row is
-    dropped by tokenization (the run reports the exact count to its callbacks' ``on_start``)."""
-    return method_of(config.method).recipe.planned_steps(config, n_train_rows)
+    dropped by tokenization (the run reports the exact count to its callbacks' ``on_start``).  A plan over
+    ``MAX_STEPS`` raises ConfigError naming ``epochs`` (only a run without ``max_steps`` can reach it)."""
+    steps = method_of(config.method).recipe.planned_steps(config, n_train_rows)
+    if steps > MAX_STEPS:
+        raise ConfigError(
+            f"epochs: {config.epochs} epochs of {n_train_rows:,} rows plan {steps:,} optimizer steps, over "
+            f"the limit of {MAX_STEPS:,}: lower epochs or set max_steps"
+        )
+    return steps
 
 
 def train(
@@ -119,14 +128,30 @@ def train(
     *,
     callbacks: Sequence[MetricsCallback] = (),
     should_cancel: Callable[[], bool] | None = None,
+    guard: Callable[[], None] = lambda: None,
     resume: bool = False,
     progress: bool = False,
     recipe=None,
 ) -> TrainResult:
     """Train any method of the table; ``recipe`` (not set up) replaces the table's, e.g. with a
-    pre-loaded model.  See ``runtime.loop.run`` for the rest."""
-    write_config(Path(config.output_dir), config_to_dict(config))
-    recipe = prepare(recipe if recipe is not None else recipe_for(config), config)
+    pre-loaded model.  A cancel during the set-up (the reference pass) ends the run ``cancelled`` with the
+    checkpoint it resumed from.  See ``runtime.loop.run`` for the rest."""
+    out = Path(config.output_dir)
+    guard()
+    write_config(out, config_to_dict(config))
+    recipe = recipe if recipe is not None else recipe_for(config)
+    recipe.should_stop = should_cancel
+    try:
+        recipe = prepare(recipe, config)
+    except Interrupted:
+        checkpoint = latest_checkpoint(out) if resume else None
+        return TrainResult("cancelled", load_state(checkpoint).step if checkpoint else 0, out, checkpoint)
     return run(
-        recipe, config, callbacks=callbacks, should_cancel=should_cancel, resume=resume, progress=progress
+        recipe,
+        config,
+        callbacks=callbacks,
+        should_cancel=should_cancel,
+        guard=guard,
+        resume=resume,
+        progress=progress,
     )

@@ -1,5 +1,7 @@
 """A job's artifacts: checkpoints, adapters, the final model, eval reports, samples, metrics — with sizes
-and sha256, recorded from its output folder (relative to ARTIFACT_ROOT)."""
+and sha256, relative to ARTIFACT_ROOT.  Checkpoints and ``final/`` are recorded as the run writes them
+(``artifact_record``, from the runner's ``on_saved``); the rest when the attempt ends
+(``artifacts_record``), in the transaction that publishes its outcome."""
 
 import hashlib
 import re
@@ -18,23 +20,37 @@ MODEL_FOLDERS = ("final", "merged")  # merged/: the final model of LoRA jobs run
 CHUNK = 1024 * 1024
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while block := fh.read(CHUNK):
-            digest.update(block)
-    return digest.hexdigest()
+class Digests:
+    """sha256 of files, each computed once per file version: ``final/`` links the last checkpoint's
+    files, so recording both hashes them once."""
+
+    def __init__(self) -> None:
+        self.known: dict[tuple[int, int, int, int], str] = {}
+
+    def file(self, path: Path) -> str:
+        st = path.stat()
+        key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        if key not in self.known:
+            digest = hashlib.sha256()
+            with path.open("rb") as fh:
+                while block := fh.read(CHUNK):
+                    digest.update(block)
+            self.known[key] = digest.hexdigest()
+        return self.known[key]
+
+    def tree(self, path: Path) -> tuple[int, str]:
+        """``(bytes, sha256)`` of a file, or of a folder (over its files' relative names and digests)."""
+        if path.is_file():
+            return path.stat().st_size, self.file(path)
+        digest, size = hashlib.sha256(), 0
+        for child in sorted(p for p in path.rglob("*") if p.is_file()):
+            size += child.stat().st_size
+            digest.update(f"{child.relative_to(path).as_posix()}\0{self.file(child)}\n".encode())
+        return size, digest.hexdigest()
 
 
 def tree_digest(path: Path) -> tuple[int, str]:
-    """``(bytes, sha256)`` of a file, or of a folder (over its files' relative names and digests)."""
-    if path.is_file():
-        return path.stat().st_size, _file_sha256(path)
-    digest, size = hashlib.sha256(), 0
-    for child in sorted(p for p in path.rglob("*") if p.is_file()):
-        size += child.stat().st_size
-        digest.update(f"{child.relative_to(path).as_posix()}\0{_file_sha256(child)}\n".encode())
-    return size, digest.hexdigest()
+    return Digests().tree(path)
 
 
 def _kind_of(path: Path) -> str | None:
@@ -51,22 +67,37 @@ def _kind_of(path: Path) -> str | None:
     return FILES.get(path.name)
 
 
-def artifacts_record(*, job) -> list[Artifact]:
-    """Record (or refresh) every artifact in the job's output folder; vanished ones are dropped."""
+def artifact_record(*, job, path: Path, digests: Digests) -> Artifact | None:
+    """Record one artifact as it is written (hashed now, once); None for a path that is no artifact."""
+    kind = _kind_of(path)
+    if kind is None:
+        return None
+    size, sha = digests.tree(path)
+    artifact, _ = Artifact.objects.update_or_create(
+        job=job,
+        path=path.resolve().relative_to(artifact_root()).as_posix(),
+        defaults={"kind": kind, "size": size, "sha256": sha},
+    )
+    return artifact
+
+
+def artifacts_record(*, job, digests: Digests | None = None) -> list[Artifact]:
+    """Complete the job's artifact list from its output folder: the small files (metrics, config, reports)
+    are hashed again, folders already recorded as written are trusted (a folder is written once, privately,
+    and renamed into place), new ones are hashed; vanished ones are dropped."""
+    digests = digests or Digests()
     folder = job_dir(job)
     root = artifact_root()
+    recorded = {a.path: a for a in Artifact.objects.filter(job=job)}
     found = []
     for path in sorted(folder.iterdir()) if folder.is_dir() else []:
-        kind = _kind_of(path)
-        if kind is None:
+        relative = path.resolve().relative_to(root).as_posix() if _kind_of(path) else None
+        if relative is None:
             continue
-        size, sha = tree_digest(path)
-        artifact, _ = Artifact.objects.update_or_create(
-            job=job,
-            path=path.resolve().relative_to(root).as_posix(),
-            defaults={"kind": kind, "size": size, "sha256": sha},
-        )
-        found.append(artifact)
+        if path.is_dir() and relative in recorded:
+            found.append(recorded[relative])
+        else:
+            found.append(artifact_record(job=job, path=path, digests=digests))
     Artifact.objects.filter(job=job).exclude(pk__in=[a.pk for a in found]).delete()
     return found
 

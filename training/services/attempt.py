@@ -7,7 +7,8 @@ progress) and sends a bare heartbeat every TRAINING_HEARTBEAT_SECONDS when there
 lease in one primary-key query, every step as long as those queries stay under
 TRAINING_CANCEL_CHECK_SHARE of the time, less often otherwise (and never less often than every
 TRAINING_CANCEL_POLL_SECONDS, when that is set).  Once the lease is lost, ``should_cancel`` raises
-LeaseLostError: the attempt stops without writing anything more.
+LeaseLostError: the attempt stops without writing anything more.  ``fence`` runs before every file the
+engine writes and asks the database itself (a worker paused past its takeover must not append one line).
 """
 
 import math
@@ -51,6 +52,15 @@ class AttemptWatch:
         tick = min(settings.TRAINING_METRICS_FLUSH_SECONDS, settings.TRAINING_HEARTBEAT_SECONDS)
         with self.lease.heartbeat(tick, self.beat):
             yield self
+
+    def fence(self, *, lock: bool = False) -> None:
+        """Raise LeaseLostError unless this attempt still owns the job (one primary-key query; ``lock``
+        holds the job's row until the caller's transaction ends)."""
+        lease = self.lease
+        mine = lease.mine.select_for_update() if lock else lease.mine
+        if lease.lost.is_set() or not mine.exists():
+            lease.lost.set()
+            raise LeaseLostError(f"job {lease.pk}: attempt {lease.attempt} no longer owns the job")
 
     def should_cancel(self) -> bool:
         lease = self.lease

@@ -12,8 +12,8 @@ import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
+import torch
 from django.core.exceptions import ValidationError
-from django.db import transaction
 
 from annotation.models import Project, TaskType
 from annotation.services.candidates import (
@@ -27,9 +27,11 @@ from annotation.services.step_pipeline import model_step_sampler, step_pipeline_
 from jobs.leases import Lease, LeaseLost, job_claim
 from jobs.models import JobState
 from jobs.recovery import JobKind, seconds_setting, setting
+from jobs.sending import job_send_on_commit
 
 from ..models import GenerationJob, GenerationKind
 from .registry import model_entry_ensure_bundled
+from .threads import torch_threads
 
 # (prompts, settings, seed) -> one completion per prompt
 Sampler = Callable[[Sequence, "GenerationSettings", int], list[str]]
@@ -121,7 +123,7 @@ def generation_job_create(
         options=asdict(settings),
         created_by=created_by,
     )
-    transaction.on_commit(lambda: _enqueue(job.pk))
+    job_send_on_commit(GENERATION_JOBS, job.pk)
     return job
 
 
@@ -154,6 +156,7 @@ def generation_job_run(*, job_id: int, sampler_factory: Callable[[str], Sampler]
     if lease is None:
         return
     job = GenerationJob.objects.select_related("project").get(pk=job_id)
+    torch.set_num_threads(torch_threads())
     try:
         if job.kind == GenerationKind.STEP_PIPELINE:
             result = _step_pipeline_job_body(job=job, lease=lease, sampler_factory=sampler_factory)

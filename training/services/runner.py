@@ -1,8 +1,11 @@
 """The body of a training attempt (what the Celery task calls): claim, export, train, record.
 
-The attempt holds the job core's lease (``attempts`` at claim time); ``attempt.py`` keeps it alive and
-asks for cancel before every step.  Losing the lease (the job was requeued as stale, or finished
-elsewhere) aborts the attempt without writing anything more, so one job never has two writers.
+The attempt holds the job core's lease (``attempts`` at claim time); ``attempt.py`` keeps it alive, asks
+for cancel before every step (and between the batches of the reference and evaluation passes) and fences
+every file the engine writes.  Losing the lease (the job was requeued as stale, or finished elsewhere)
+aborts the attempt without writing anything more, so one job never has two writers.  Checkpoints and the
+final model are recorded as artifacts when written; the outcome is published last, in the transaction that
+completes the artifact list (and registers the model), so whoever sees the job finished sees all of it.
 """
 
 import logging
@@ -10,6 +13,7 @@ import threading
 import traceback as tb
 from pathlib import Path
 
+import torch
 from django.db import close_old_connections, transaction
 
 from annotation.services.exports import export_write
@@ -19,7 +23,7 @@ from training.engine.runtime.checkpoint import latest_checkpoint, load_state
 from training.engine.runtime.metrics import read_metrics
 
 from ..models import TrainingJob
-from .artifacts import artifacts_record
+from .artifacts import Digests, artifact_record, artifacts_record
 from .attempt import AttemptWatch, LeaseLostError
 from .evaluation import evaluation_run
 from .joblog import JobLog
@@ -27,6 +31,7 @@ from .jobs import training_job_claim
 from .metrics import DbMetrics, metrics_delete_after, metrics_write_batch
 from .paths import dataset_file
 from .registry import model_entry_register_from_job
+from .threads import torch_threads
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +85,9 @@ def training_job_run(*, job_id: int) -> str | None:
         f"on {job.dataset_version}"
     )
     watch = AttemptWatch(lease)
+    threads = torch_threads()
+    torch.set_num_threads(threads)
+    log.write(f"torch uses {threads} CPU thread{'s' if threads > 1 else ''} (TRAINING_TORCH_THREADS)")
     try:
         with watch.running():
             return _run_attempt(job, watch, log)
@@ -104,12 +112,19 @@ def _run_attempt(job: TrainingJob, watch: AttemptWatch, log: JobLog) -> str | No
         flush_every=job.config.get("save_steps"),
     )
     watch.metrics = db
+    recorder = ArtifactRecorder(job, watch)
     try:
         resume = lease.attempt > 1
         db.step = _resume_point(job, log) if resume else 0
         config = config_from_dict(job.config)
         dataset_export_ensure(job.dataset_version)
-        result = train(config, callbacks=[db], should_cancel=watch.should_cancel, resume=resume)
+        result = train(
+            config,
+            callbacks=[db, recorder],
+            should_cancel=watch.should_cancel,
+            guard=watch.fence,
+            resume=resume,
+        )
         db.flush()
     except LeaseLostError:
         raise
@@ -121,26 +136,43 @@ def _run_attempt(job: TrainingJob, watch: AttemptWatch, log: JobLog) -> str | No
         lease.finish(JobState.FAILED, error=f"{kind}: {exc}"[:10000], traceback=tb.format_exc())
         return JobState.FAILED
     if result.status == "cancelled":
+        with transaction.atomic():
+            artifacts_record(job=job, digests=recorder.digests)
+            if not lease.finish(JobState.CANCELLED, step=result.step):
+                raise LeaseLostError(f"job {job.pk}: attempt {lease.attempt} no longer owns the job")
         log.write(f"cancelled before step {result.step + 1}; checkpoint {result.last_checkpoint}")
-        lease.finish(JobState.CANCELLED, step=result.step)
-        artifacts_record(job=job)
         return JobState.CANCELLED
-    return _succeed(job, lease, result, log)
+    return _succeed(job, lease, result, log, recorder.digests)
 
 
-def _succeed(job: TrainingJob, lease, result, log: JobLog) -> str | None:
+class ArtifactRecorder:
+    """Records each checkpoint and ``final/`` as an artifact once the engine has it in place (hashed then,
+    once), while this attempt owns the job."""
+
+    def __init__(self, job: TrainingJob, watch: AttemptWatch) -> None:
+        self.job, self.watch, self.digests = job, watch, Digests()
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        return None
+
+    def on_saved(self, path: Path) -> None:
+        with transaction.atomic():
+            self.watch.fence(lock=True)
+            artifact_record(job=self.job, path=path, digests=self.digests)
+
+
+def _succeed(job: TrainingJob, lease, result, log: JobLog, digests: Digests) -> str | None:
     folder = result.final_model
     if folder is not None and not lease.lost.is_set():
         _evaluate(job, folder, result, log)
     if lease.lost.is_set():
         log.write("stopped: another attempt owns the job; this one records nothing")
         return None
-    artifacts_record(job=job)
-    # One transaction: whoever sees the job succeeded also sees its registered model.
+    # One transaction: whoever sees the job succeeded also sees all its artifacts and its registered model.
     with transaction.atomic():
+        artifacts_record(job=job, digests=digests)
         if not lease.finish(JobState.SUCCEEDED, step=result.step, total_steps=result.step):
-            log.write("stopped: another attempt owns the job; this one records nothing")
-            return None
+            raise LeaseLostError(f"job {job.pk}: attempt {lease.attempt} no longer owns the job")
         entry = model_entry_register_from_job(job=job, folder=folder) if folder is not None else None
     if entry is None:
         log.write(

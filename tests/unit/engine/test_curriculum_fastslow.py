@@ -12,6 +12,15 @@ from training.engine.runtime.loop import prepare
 from training.engine.runtime.metrics import read_metrics
 
 
+class LastStep:
+    """The last step a run logged (a cancel on a step, however often the runtime asks)."""
+
+    step = 0
+
+    def log(self, metrics, step):
+        self.step = step
+
+
 def test_curriculum_pairs_top_against_each_lower_sorted_by_gap():
     rows = [{"prompt": "p", "responses": ["a", "b", "c", "d"], "ratings": [2, 9, 5, 1]}]
     pairs = curriculum_pairs(rows)
@@ -85,13 +94,9 @@ def test_iterative_curry_dpo_moves_the_reference_stage_by_stage(tmp_path, make_r
 
 def test_iterative_curry_dpo_resumed_inside_its_second_stage_reproduces_the_run(tmp_path, make_rows):
     train(_curry_config(tmp_path, make_rows, "full", epochs=2))
-    calls = {"n": 0}
-
-    def cancel_late():
-        calls["n"] += 1
-        return calls["n"] > 7  # before steps 1-4, at the stage boundary, before steps 5 and 6
-
-    cut = train(_curry_config(tmp_path, make_rows, "cut", epochs=2), should_cancel=cancel_late)
+    seen = LastStep()
+    config = _curry_config(tmp_path, make_rows, "cut", epochs=2)
+    cut = train(config, callbacks=[seen], should_cancel=lambda: seen.step >= 6)
     assert cut.status == "cancelled" and cut.step == 6
     stages_done = {r["curriculum/stage"] for r in read_metrics(tmp_path / "cut" / "metrics.jsonl")}
     assert stages_done == {0.0, 1.0}  # cancelled inside stage 1, whose reference the checkpoint holds
@@ -115,13 +120,10 @@ def test_a_cancel_between_curry_stages_comes_before_the_next_stages_reference_pa
         return real(self, index)
 
     monkeypatch.setattr(CurryDPORecipe, "stage_reference", counted)
-    calls = {"n": 0}
-
-    def cancel_after_stage_0():
-        calls["n"] += 1
-        return calls["n"] > 2  # 2 steps in stage 0; the 3rd check is at the boundary
-
-    cut = train(_curry_config(tmp_path, make_rows, "cut"), should_cancel=cancel_after_stage_0)
+    seen = LastStep()  # stage 0 has 2 steps: the first check after step 2 is at the boundary
+    cut = train(
+        _curry_config(tmp_path, make_rows, "cut"), callbacks=[seen], should_cancel=lambda: seen.step >= 2
+    )
     assert cut.status == "cancelled" and cut.step == 2 and cut.last_checkpoint.name == "checkpoint-2"
     assert passes == [0]  # stage 1's reference was never computed
     resumed = train(_curry_config(tmp_path, make_rows, "cut"), resume=True)
@@ -202,13 +204,10 @@ def test_fast_slow_dpo_trains_two_adapters(tmp_path, make_rows):
 
 def test_fast_slow_dpo_resumes_exactly_with_roles_optimizer_and_rng(tmp_path, make_rows):
     full = train(_fast_slow_config(tmp_path, make_rows, "full"))
-    calls = {"n": 0}
-
-    def cancel_after_six():
-        calls["n"] += 1
-        return calls["n"] > 6
-
-    cut = train(_fast_slow_config(tmp_path, make_rows, "cut"), should_cancel=cancel_after_six)
+    seen = LastStep()
+    cut = train(
+        _fast_slow_config(tmp_path, make_rows, "cut"), callbacks=[seen], should_cancel=lambda: seen.step >= 6
+    )
     assert cut.status == "cancelled" and cut.step == 6
     assert (tmp_path / "cut" / "checkpoint-4" / "m2" / "adapter_model.safetensors").is_file()
     assert cut.last_checkpoint.name == "checkpoint-6"

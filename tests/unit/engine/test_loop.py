@@ -111,13 +111,12 @@ def test_interrupted_and_resumed_run_reproduces_uninterrupted_metrics(task, tmp_
         "save_steps": 5,
     }
     full = train(DPOConfig(**common, output_dir=str(tmp_path / "full")))
-    calls = {"n": 0}
-
-    def cancel_after_seven():
-        calls["n"] += 1
-        return calls["n"] > 7
-
-    cut = train(DPOConfig(**common, output_dir=str(tmp_path / "cut")), should_cancel=cancel_after_seven)
+    seen = Recorder()
+    cut = train(
+        DPOConfig(**common, output_dir=str(tmp_path / "cut")),
+        callbacks=[seen],
+        should_cancel=lambda: bool(seen.calls) and seen.calls[-1][0] >= 7,
+    )
     assert cut.status == "cancelled" and cut.step == 7
     assert latest_checkpoint(tmp_path / "cut").name == "checkpoint-7"
     resumed = train(DPOConfig(**common, output_dir=str(tmp_path / "cut")), resume=True)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -48,12 +48,15 @@ def compute_reference(
     *,
     batch_size: int,
     autocast_dtype: torch.dtype | None = None,
+    between_batches: Callable[[], None] = lambda: None,
 ) -> dict[str, torch.Tensor]:
-    """Sequence log-probs of chosen and rejected for every pair, in the order of ``pairs``."""
+    """Sequence log-probs of chosen and rejected for every pair, in the order of ``pairs``;
+    ``between_batches()`` runs before each batch (it may raise to stop the pass)."""
     was_training = model.training
     model.eval()
     chosen, rejected = [], []
     for start in range(0, len(pairs), batch_size):
+        between_batches()
         batch = collator(pairs[start : start + batch_size])
         with autocast(batch.input_ids.device, autocast_dtype):
             c, r = segment_sums(token_logps(model, batch), batch)
@@ -72,13 +75,16 @@ def cached_reference(
     batch_size: int,
     precision: str,
     cache_dir: Path,
+    between_batches: Callable[[], None] = lambda: None,
 ) -> tuple[dict[str, torch.Tensor], bool]:
     """The pairs' reference log-probs from the cache, or computed and stored; returns (values, was_cached)."""
     path = Path(cache_dir) / f"{cache_key(model_fingerprint, pairs, precision)}.safetensors"
     if path.is_file():
         return load_file(path), True
     dtype = torch.bfloat16 if precision == "bf16" else None
-    values = compute_reference(model, pairs, collator, batch_size=batch_size, autocast_dtype=dtype)
+    values = compute_reference(
+        model, pairs, collator, batch_size=batch_size, autocast_dtype=dtype, between_batches=between_batches
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
     save_file(values, tmp)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -28,7 +28,7 @@ from training.engine.recipes.dpo_configs import PreferenceConfig
 from training.engine.runtime.checkpoint import load_weights
 from training.engine.runtime.device import autocast
 from training.engine.runtime.memory import own_trainable_weights
-from training.engine.runtime.optim import step_plan
+from training.engine.runtime.optim import step_count, step_plan
 from training.engine.runtime.recipe import MicroStep, RecipeBase, Stage
 
 TEXT_PAIR_KINDS = ("pairwise", "ranking", "stepwise", "factuality")
@@ -52,13 +52,16 @@ def evaluate_pairs(
     *,
     batch_size: int,
     autocast_dtype: torch.dtype | None = None,
+    between_batches: Callable[[], None] = lambda: None,
 ) -> dict[str, float]:
-    """``eval/…`` metrics over all pairs: loss, rewards (accuracy counts h > 0 only), log-probs."""
+    """``eval/…`` metrics over all pairs: loss, rewards (accuracy counts h > 0 only), log-probs;
+    ``between_batches()`` runs before each batch (it may raise to stop the pass)."""
     was_training = model.training
     model.eval()
     loss_sum = 0.0
     chosen_r, rejected_r, logp_c, logp_r = [], [], [], []
     for start in range(0, len(pairs), batch_size):
+        between_batches()
         idx = slice(start, start + batch_size)
         batch = collator(pairs[idx])
         with autocast(batch.input_ids.device, autocast_dtype):
@@ -96,7 +99,7 @@ class DPORecipe(RecipeBase):
     @classmethod
     def planned_steps(cls, config: PreferenceConfig, n_train_rows: int) -> int:
         """Optimizer steps a run on ``n_train_rows`` rows plans (before rows too long are dropped)."""
-        return len(step_plan(n_train_rows, config))
+        return step_count(n_train_rows, config)
 
     # --- setup -----------------------------------------------------------------------------------------
 
@@ -157,6 +160,7 @@ class DPORecipe(RecipeBase):
             batch_size=config.batch_size,
             precision=config.precision,
             cache_dir=cache_dir,
+            between_batches=self.between_batches,
         )
 
     def wrap_trainable(self, model: nn.Module) -> nn.Module:
@@ -196,6 +200,7 @@ class DPORecipe(RecipeBase):
             self.terms,
             batch_size=self.config.batch_size,
             autocast_dtype=self.autocast,
+            between_batches=self.between_batches,
         )
 
     def save(self, folder: Path) -> None:

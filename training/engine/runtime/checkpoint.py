@@ -8,8 +8,10 @@ own state.  Loadable by ``from_pretrained`` / ``PeftModel.from_pretrained``.
 
 from __future__ import annotations
 
+import os
 import random
 import re
+import secrets
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -51,14 +53,20 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def save_checkpoint(
-    folder: Path, *, write_model: Callable[[Path], None], optimizer, scheduler, step: int, extra: dict
+    folder: Path,
+    *,
+    write_model: Callable[[Path], None],
+    optimizer,
+    scheduler,
+    step: int,
+    extra: dict,
+    guard: Callable[[], None] = lambda: None,
 ) -> Path:
-    """Write a complete checkpoint atomically (into a temporary folder, then renamed): the model through
-    ``write_model(folder)`` (the recipe's ``save``), then the resume state."""
+    """Write a complete checkpoint atomically: the model through ``write_model(folder)`` (the recipe's
+    ``save``) and the resume state go into a folder of this process's own, renamed into place once
+    ``guard()`` (which raises when the run no longer owns its output folder) passes."""
     folder = Path(folder)
-    tmp = folder.with_name(folder.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    tmp = private_folder(folder)
     write_model(tmp)
     state = {
         "step": step,
@@ -68,9 +76,26 @@ def save_checkpoint(
         "extra": extra,
     }
     torch.save(state, tmp / STATE_FILE)
-    shutil.rmtree(folder, ignore_errors=True)
-    tmp.rename(folder)
-    return folder
+    return publish(tmp, folder, guard)
+
+
+def private_folder(target: Path) -> Path:
+    """A new, empty folder beside ``target`` that no other writer (another attempt at the same run) uses."""
+    tmp = target.with_name(f".{target.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+    tmp.mkdir(parents=True)
+    return tmp
+
+
+def publish(tmp: Path, target: Path, guard: Callable[[], None]) -> Path:
+    """Replace ``target`` by the finished ``tmp`` once ``guard()`` passes (else ``tmp`` is removed)."""
+    try:
+        guard()
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    shutil.rmtree(target, ignore_errors=True)
+    tmp.rename(target)
+    return target
 
 
 def latest_checkpoint(output_dir: Path) -> Path | None:

@@ -1,10 +1,16 @@
-"""The one training loop every recipe runs on: ``run(recipe, config, *, callbacks, should_cancel, resume)``.
+"""The one training loop every recipe runs on: ``run(recipe, config, *, callbacks, should_cancel, guard,
+resume)``.
 
 The run is seeded; the step plan comes from the recipe's stages; each step accumulates the gradients of
 its micro-batches, clips them, steps AdamW and the schedule, and reports one set of metrics.  Checkpoints
 (every ``save_steps``, on cancel and at the end) hold the weights, optimizer, schedule, RNG, data position
 and the recipe's own state, so ``resume`` reproduces the uninterrupted run's metrics.  At the end the
 recipe exports ``final/``, the model every consumer loads.
+
+Every file the run writes goes through ``guard()`` first (a job's attempt raises there once another attempt
+owns the job, so a paused worker that wakes writes nothing), and folders are written privately and renamed
+into place.  A cancel is seen before every step and, through ``Recipe.between_batches``, between the batches
+of reference and evaluation passes.
 """
 
 from __future__ import annotations
@@ -12,7 +18,6 @@ from __future__ import annotations
 import itertools
 import math
 import random
-import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +30,8 @@ import yaml
 from training.engine.runtime.checkpoint import (
     latest_checkpoint,
     load_state,
+    private_folder,
+    publish,
     save_checkpoint,
     set_rng_state,
 )
@@ -33,7 +40,7 @@ from training.engine.runtime.device import resolve_device
 from training.engine.runtime.memory import retain_freed_memory
 from training.engine.runtime.metrics import MetricsCallback, open_sinks
 from training.engine.runtime.optim import build_optimizer, build_scheduler
-from training.engine.runtime.recipe import Recipe, Stage
+from training.engine.runtime.recipe import Interrupted, Recipe, Stage
 
 FINAL = "final"
 
@@ -80,19 +87,24 @@ class _Run:
     out_dir: Path
     total: int
     emit: Callable[[dict[str, float], int], None]
+    saved: Callable[[Path], None]
+    guard: Callable[[], None]
     result: TrainResult
     optimizer: torch.optim.Optimizer | None = None
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
 
     def checkpoint(self, step: int) -> Path:
-        return save_checkpoint(
+        folder = save_checkpoint(
             self.out_dir / f"checkpoint-{step}",
             write_model=self.recipe.save,
             optimizer=self.optimizer,
             scheduler=self.scheduler,
             step=step,
             extra={"recipe": self.recipe.state_dict(), "plan_length": self.total},
+            guard=self.guard,
         )
+        self.saved(folder)
+        return folder
 
 
 def prepare(recipe: Recipe, config: RunConfig) -> Recipe:
@@ -109,12 +121,15 @@ def run(
     *,
     callbacks: Sequence[MetricsCallback] = (),
     should_cancel: Callable[[], bool] | None = None,
+    guard: Callable[[], None] = lambda: None,
     resume: bool = False,
     progress: bool = False,
 ) -> TrainResult:
     """Train a ``prepare``d recipe; metrics go to ``callbacks`` and ``<output_dir>/metrics.jsonl``,
-    checkpoints to ``<output_dir>/checkpoint-N``.  ``should_cancel()`` is checked before every step; on
-    True the run saves a checkpoint and returns ``status="cancelled"``.  Raises NonFiniteError on NaN/inf."""
+    checkpoints to ``<output_dir>/checkpoint-N`` (callbacks with ``on_saved(path)`` hear each one, and
+    ``final/``, once in place).  ``should_cancel()`` is checked before every step and between the batches
+    of evaluation passes; on True the run saves a checkpoint and returns ``status="cancelled"``.
+    ``guard()`` runs before every write.  Raises NonFiniteError on NaN/inf."""
     stages = recipe.stages()
     total = sum(len(stage.plan) for stage in stages)
     out_dir = Path(config.output_dir)
@@ -132,12 +147,23 @@ def run(
     start = state.step if state is not None else 0
     out_dir.mkdir(parents=True, exist_ok=True)
     sinks, bar = open_sinks(
-        out_dir, callbacks, total=total, start=start, resumed=state is not None, progress=progress
+        out_dir,
+        callbacks,
+        total=total,
+        start=start,
+        resumed=state is not None,
+        progress=progress,
+        guard=guard,
     )
 
     def emit(metrics: dict[str, float], step: int) -> None:
         for sink in sinks:
             sink.log(metrics, step)
+
+    def saved(path: Path) -> None:
+        for sink in sinks:
+            if hasattr(sink, "on_saved"):
+                sink.on_saved(path)
 
     facts = recipe.report()
     result = TrainResult(
@@ -148,17 +174,23 @@ def run(
         dropped=facts.get("dropped", {}),
         reference_was_cached=facts.get("reference_was_cached", False),
     )
-    current = _Run(recipe, config, out_dir, total, emit, result)
+    current = _Run(recipe, config, out_dir, total, emit, saved, guard, result)
     offset = 0
-    for index, stage in enumerate(stages):
-        end = offset + len(stage.plan)
-        if start < end and not _run_stage(current, index, stage, offset, start, state, should_cancel):
-            break
-        offset = end
+    try:
+        for index, stage in enumerate(stages):
+            end = offset + len(stage.plan)
+            if start < end and not _run_stage(current, index, stage, offset, start, state, should_cancel):
+                break
+            offset = end
+    except Interrupted:  # inside an evaluation, or a later stage's reference pass
+        result.status = "cancelled"
+        if result.step > start:  # else the checkpoint resumed from (or none) is the last one
+            result.last_checkpoint = current.checkpoint(result.step)
     if bar:
         bar.close()
     if result.status == "succeeded" and config.save_final and result.last_checkpoint is not None:
-        result.final_model = _export_final(recipe, result.last_checkpoint, out_dir)
+        result.final_model = _export_final(recipe, result.last_checkpoint, out_dir, guard)
+        saved(result.final_model)
     return result
 
 
@@ -236,15 +268,12 @@ def _report_and_save(run_: _Run, step: int, metrics: dict[str, float], *, stage_
         result.last_checkpoint = run_.checkpoint(step)
 
 
-def _export_final(recipe: Recipe, checkpoint: Path, out_dir: Path) -> Path:
+def _export_final(recipe: Recipe, checkpoint: Path, out_dir: Path, guard: Callable[[], None]) -> Path:
     """``final/`` from the last checkpoint, written beside it and renamed into place."""
-    target, tmp = out_dir / FINAL, out_dir / f".{FINAL}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
+    target = out_dir / FINAL
+    tmp = private_folder(target)
     recipe.export_final(checkpoint, tmp)
-    shutil.rmtree(target, ignore_errors=True)
-    tmp.rename(target)
-    return target
+    return publish(tmp, target, guard)
 
 
 def write_config(out_dir: Path, data: dict) -> None:

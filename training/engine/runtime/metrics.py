@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -20,11 +21,15 @@ class MetricsCallback(Protocol):
 
 
 class JsonlMetrics:
-    """Appends ``{"step": N, **metrics}`` lines to a file; on resume, drops lines after the resumed step."""
+    """Appends ``{"step": N, **metrics}`` lines to a file; on resume, drops lines after the resumed step.
+    ``guard()`` runs before every write (it raises when the run no longer owns its output folder)."""
 
-    def __init__(self, path: Path, *, resume_step: int | None = None) -> None:
-        self.path = Path(path)
+    def __init__(
+        self, path: Path, *, resume_step: int | None = None, guard: Callable[[], None] = lambda: None
+    ) -> None:
+        self.path, self.guard = Path(path), guard
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        guard()
         if resume_step is None:
             self.path.write_text("")
         elif self.path.exists():
@@ -35,6 +40,7 @@ class JsonlMetrics:
 
     def log(self, metrics: dict[str, float], step: int) -> None:
         clean = {k: (v if math.isfinite(v) else str(v)) for k, v in metrics.items()}
+        self.guard()
         with self.path.open("a", encoding="utf-8") as fh:
             fh.write(json.dumps({"step": step, **clean}) + "\n")
 
@@ -72,11 +78,19 @@ class ProgressBar:
 
 
 def open_sinks(
-    out_dir: Path, callbacks, *, total: int, start: int, resumed: bool, progress: bool
+    out_dir: Path,
+    callbacks,
+    *,
+    total: int,
+    start: int,
+    resumed: bool,
+    progress: bool,
+    guard: Callable[[], None] = lambda: None,
 ) -> tuple[list, ProgressBar | None]:
     """The run's metric sinks (``metrics.jsonl``, the callbacks, a progress bar when asked), told where the
     run starts; a resumed run keeps its ``metrics.jsonl`` up to ``start``."""
-    sinks: list = [JsonlMetrics(Path(out_dir) / "metrics.jsonl", resume_step=start if resumed else None)]
+    resume_step = start if resumed else None
+    sinks: list = [JsonlMetrics(Path(out_dir) / "metrics.jsonl", resume_step=resume_step, guard=guard)]
     sinks += list(callbacks)
     bar = ProgressBar(total, start) if progress else None
     sinks += [bar] if bar else []

@@ -8,7 +8,7 @@ data and extra state are.  ``docs/architecture.md`` walks through adding one.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
@@ -40,6 +40,11 @@ class MicroStep:
     """Examples in the micro-batch."""
     tokens: int = 0
     """Tokens the forward pass ran on (``throughput/tokens_per_s``; 0 = not reported)."""
+
+
+class Interrupted(Exception):
+    """A long pass (reference log-probs, evaluation) stopped between two batches: the run was asked to
+    stop (``RecipeBase.between_batches``)."""
 
 
 class Recipe(Protocol):
@@ -92,11 +97,24 @@ class Recipe(Protocol):
     def report(self) -> dict[str, Any]:
         """Facts about the run for its result: examples dropped by reason, caches used."""
 
+    should_stop: Callable[[], bool] | None
+    """Set by the runtime (the run's ``should_cancel``) before ``setup``; long passes call
+    ``between_batches`` so a cancel does not wait for them to end."""
+
+    def between_batches(self) -> None:
+        """Between two batches of a pass that is not a training step: raises Interrupted once the run
+        was asked to stop."""
+
 
 class RecipeBase:
     """Defaults for the optional parts of ``Recipe``: one stage, no extra state, one lr for every group."""
 
     unit: ClassVar[str] = "examples"
+    should_stop: Callable[[], bool] | None = None
+
+    def between_batches(self) -> None:
+        if self.should_stop is not None and self.should_stop():
+            raise Interrupted
 
     def begin_stage(self, index: int, *, resumed: bool) -> None:
         return None
