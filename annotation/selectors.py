@@ -97,18 +97,13 @@ def tasks_open_for_annotator(*, project: Project, annotator, now) -> QuerySet:
 
 
 def annotation_progress(*, project: Project, annotator) -> dict:
-    """Progress for the annotate screen, from the queue counters (two indexed rows, whatever the size).
+    """Progress for the annotate screen, from the queue counters (two indexed rows, one query).
 
     ``remaining`` is the project's incomplete tasks (fewer done assignments than its overlap) that the
     annotator has neither done nor skipped; tasks held by others right now still count as remaining.
     """
-    from .models import AnnotatorProgress, ProjectProgress
-
-    totals = ProjectProgress.objects.filter(project=project).values(*_PROJECT_COUNTERS).first()
+    totals, own = _progress_rows(project_id=project.pk, annotator_id=annotator.pk)
     totals = totals or project_counts(project_id=project.pk)  # no write has created the row yet
-    own = (
-        AnnotatorProgress.objects.filter(project=project, annotator=annotator).values(*_OWN_COUNTERS).first()
-    )
     own = own or annotator_counts(project_id=project.pk, annotator_id=annotator.pk)
     done, wanted = own["done"], totals["tasks"] * project.overlap
     remaining = max(0, totals["tasks"] - totals["tasks_complete"] - own["final_open"])
@@ -122,6 +117,26 @@ def annotation_progress(*, project: Project, annotator) -> dict:
         "project_wanted": wanted,
         "project_percent": round(100 * min(project_done, wanted) / wanted, 1) if wanted else 0.0,
     }
+
+
+_PROGRESS_SQL = """
+    SELECT p.tasks, p.tasks_complete, p.judgments_done, a.done, a.skipped, a.final_open
+    FROM (SELECT 1 AS one) AS k
+    LEFT JOIN annotation_projectprogress p ON p.project_id = %s
+    LEFT JOIN annotation_annotatorprogress a ON a.project_id = %s AND a.annotator_id = %s
+"""
+
+
+def _progress_rows(*, project_id: int, annotator_id: int) -> tuple[dict | None, dict | None]:
+    """Both counter rows in one statement (plain SQL: this runs on every annotate request)."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(_PROGRESS_SQL, [project_id, project_id, annotator_id])
+        row = cursor.fetchone()
+    totals = dict(zip(_PROJECT_COUNTERS, row[:3], strict=True)) if row[0] is not None else None
+    own = dict(zip(_OWN_COUNTERS, row[3:], strict=True)) if row[3] is not None else None
+    return totals, own
 
 
 _PROJECT_COUNTERS = ("tasks", "tasks_complete", "judgments_done")

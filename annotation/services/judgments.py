@@ -15,7 +15,7 @@ second submit returns the judgment already stored instead of creating another.
 from datetime import datetime
 
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from ..models import Assignment, AssignmentState, Candidate, Choice, Judgment, JudgmentSource, Task
@@ -56,7 +56,7 @@ def _latest_own(*, task_id: int, annotator) -> Judgment | None:
     )
 
 
-def _check_slot(*, assignment: Assignment, now: datetime) -> None:
+def _check_slot(*, assignment: Assignment, overlap: int, now: datetime) -> None:
     if assignment.expires_at > now:
         return
     others = (
@@ -64,7 +64,7 @@ def _check_slot(*, assignment: Assignment, now: datetime) -> None:
         .exclude(pk=assignment.pk)
         .count()
     )
-    if others >= assignment.task.project.overlap:
+    if others >= overlap:
         raise ValidationError("Your time on this task ran out and other annotators have filled it.")
 
 
@@ -87,6 +87,33 @@ def judgment_submit(
     )
 
 
+# The submit's two row locks, task first (the same order as taking and skipping), in plain SQL: every
+# submit runs them. The assignment is read again after the lock (its state may have changed meanwhile).
+_LOCK_TASK = """
+    SELECT t.project_id, t.complete, p.overlap FROM annotation_task t
+    JOIN annotation_project p ON p.id = t.project_id WHERE t.id = %s"""
+_LOCK_ASSIGNMENT = "SELECT * FROM annotation_assignment WHERE id = %s"
+_MARK_DONE = "UPDATE annotation_assignment SET state = %s WHERE id = %s"
+
+
+def _for_update(sql: str, *, of: str = "") -> str:
+    if not connection.features.has_select_for_update:  # SQLite: the IMMEDIATE transaction serialises
+        return sql
+    return f"{sql} FOR UPDATE{f' OF {of}' if of else ''}"
+
+
+def _lock(assignment: Assignment) -> tuple[Task | None, int, Assignment | None]:
+    """Lock the assignment's task, then the assignment: (task, the project's overlap, fresh assignment)."""
+    with connection.cursor() as cursor:
+        cursor.execute(_for_update(_LOCK_TASK, of="t"), [assignment.task_id])
+        row = cursor.fetchone()
+    if row is None:
+        return None, 0, None
+    task = Task(pk=assignment.task_id, project_id=row[0], complete=bool(row[1]))
+    locked = next(iter(Assignment.objects.raw(_for_update(_LOCK_ASSIGNMENT), [assignment.pk])), None)
+    return task, row[2], locked
+
+
 def _store(
     *, assignment: Assignment, annotator, fields: dict, time_spent_ms: int | None, now=None
 ) -> Judgment:
@@ -95,8 +122,9 @@ def _store(
     if assignment.annotator_id != annotator.pk:
         raise ValidationError("This task is assigned to someone else.")
     with transaction.atomic():
-        Task.objects.select_for_update().filter(pk=assignment.task_id).first()  # same lock order as taking
-        locked = Assignment.objects.select_for_update().select_related("task__project").get(pk=assignment.pk)
+        task, overlap, locked = _lock(assignment)
+        if locked is None:
+            raise Assignment.DoesNotExist("The assignment no longer exists.")
         if locked.state == AssignmentState.DONE:
             existing = _latest_own(task_id=locked.task_id, annotator=annotator)
             if existing is not None:
@@ -104,7 +132,7 @@ def _store(
             raise ValidationError("This task is already judged.")
         if locked.state != AssignmentState.ACTIVE:
             raise ValidationError("This task was skipped; it can no longer be judged.")
-        _check_slot(assignment=locked, now=now)
+        _check_slot(assignment=locked, overlap=overlap, now=now)
         judgment = Judgment.objects.create(
             task_id=locked.task_id,
             annotator=annotator,
@@ -113,11 +141,10 @@ def _store(
             time_spent_ms=_clamp_ms(time_spent_ms, since=locked.created_at, now=now),
             **fields,
         )
+        with connection.cursor() as cursor:
+            cursor.execute(_MARK_DONE, [AssignmentState.DONE, locked.pk])
         locked.state = AssignmentState.DONE
-        locked.save(update_fields=["state"])
-        progress_assignment_done(
-            task=locked.task, annotator_id=annotator.pk, overlap=locked.task.project.overlap
-        )
+        progress_assignment_done(task=task, annotator_id=annotator.pk, overlap=overlap)
     return judgment
 
 

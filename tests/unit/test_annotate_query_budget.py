@@ -36,7 +36,9 @@ def test_next_panel_and_submit_stay_within_their_query_budgets(annotator_client,
     _, submit_queries = _queries(annotator_client, "post", submit_url, data=form, **HTMX)
     print(f"next: {next_queries} queries, submit: {submit_queries} queries")
     # next: session, user, project with the user's role, the resumed assignment with its task and item,
-    # the two progress counters (+ the annotator's first recount), the candidates
-    assert next_queries <= 8
-    # submit: the same lookups, the locked write of the judgment and counters, then the next task's pick
+    # both progress counters in one statement (+ the annotator's first recount), the candidates
+    assert next_queries <= 7
+    # submit: the same lookups; under the task and assignment locks the judgment, the assignment, the
+    # task's completion and the counters (one plain UPDATE each, no read of the task's assignments);
+    # then the next task's pick (plain SQL), its slot recount, its item and the hold
     assert submit_queries <= 27
