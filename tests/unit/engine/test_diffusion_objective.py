@@ -12,7 +12,6 @@ from training.engine.objectives.diffusion import (
     implicit_accuracy,
     pair_errors,
     per_sample_mse,
-    pick_a_pic_order,
     prediction_target,
 )
 
@@ -223,14 +222,3 @@ def test_errors_are_measured_against_the_prediction_types_target(prediction_type
     pred = torch.full((4, 1, 2, 2), 1.5)
     e = pair_errors(model_pred=pred, ref_pred=pred, target=target)
     _close(e.mse_w, [(1.5 - target_value) ** 2] * 2)  # 0.25 either way, against a different target
-
-
-def test_pick_a_pic_order():
-    assert pick_a_pic_order(1) == (0, 1)  # jpg_0 wins
-    assert pick_a_pic_order(1.0) == (0, 1)
-    assert pick_a_pic_order(0) == (1, 0)  # jpg_1 wins
-    assert pick_a_pic_order(0.5) is None  # tie dropped
-    assert pick_a_pic_order(0.5, keep_ties=True) == (0, 1)
-    for bad in (0.3, 2, float("nan")):
-        with pytest.raises(ValueError):
-            pick_a_pic_order(bad)

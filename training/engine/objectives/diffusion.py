@@ -166,16 +166,3 @@ def diffusion_dpo(
     out = diffusion_dpo_loss(errors, beta=beta, loss_type=loss_type, sft_weight=sft_weight)
     loss = out.losses.mean()
     return loss, diffusion_pair_metrics(out, errors, loss)
-
-
-def pick_a_pic_order(label_0: float, keep_ties: bool = False) -> tuple[int, int] | None:
-    """``(winner, loser)`` image indices from Pick-a-Pic's ``label_0``: 1 → ``(0, 1)`` (``jpg_0`` wins),
-    0 → ``(1, 0)``, 0.5 → ``None`` (a tie, dropped) or ``(0, 1)`` with ``keep_ties``."""
-    value = float(label_0)
-    if value == 1.0:
-        return (0, 1)
-    if value == 0.0:
-        return (1, 0)
-    if value == 0.5:
-        return (0, 1) if keep_ties else None
-    raise ValueError(f"label_0 must be 0, 0.5 or 1, got {label_0!r}")
