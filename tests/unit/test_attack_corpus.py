@@ -172,11 +172,17 @@ def test_unstorable_text_in_keys_and_extra_columns_is_a_row_error(api, manager, 
     ]
 
 
-@pytest.mark.parametrize("kind", ["jsonl", "json", "csv", "parquet", "zip"])
-@pytest.mark.parametrize("bad", [corpus.NUL, corpus.SURROGATE])
+# Arrow strings are valid UTF-8, so a Parquet file cannot hold a lone surrogate: that case does not exist.
+UNSTORABLE_CASES = [
+    (kind, bad)
+    for kind in ("jsonl", "json", "csv", "parquet", "zip")
+    for bad in (corpus.NUL, corpus.SURROGATE)
+    if not (kind == "parquet" and bad == corpus.SURROGATE)
+]
+
+
+@pytest.mark.parametrize(("kind", "bad"), UNSTORABLE_CASES)
 def test_unstorable_text_is_a_row_error_in_every_file_kind(api, manager, clean, tmp_path, kind, bad):
-    if kind == "parquet" and bad == corpus.SURROGATE:
-        pytest.skip("Arrow strings are valid UTF-8: a Parquet file cannot hold a lone surrogate")
     project = project_of("pairwise", manager)
     _, row = corpus.FORMATS["trl"]
     rows = [row, {**corpus.second_variant(row), "chosen": f"It is{bad} 4."}]
