@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from training.engine.recipes.curry_dpo import CurryDPOConfig, CurryDPORecipe
+from training.engine.recipes.diffusion_dpo import DiffusionDPOConfig, DiffusionDPORecipe
 from training.engine.recipes.dpo import DPORecipe
 from training.engine.recipes.dpo_configs import (
     CDPOConfig,
@@ -65,6 +66,7 @@ METHODS: dict[str, Method] = {
     "mask_dpo": _method(MaskDPOConfig, DPORecipe, ("factuality",)),
     "curry_dpo": _method(CurryDPOConfig, CurryDPORecipe),
     "fast_slow_dpo": _method(FastSlowDPOConfig, FastSlowDPORecipe),
+    "diffusion_dpo": _method(DiffusionDPOConfig, DiffusionDPORecipe),
 }
 
 

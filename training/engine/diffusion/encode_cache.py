@@ -126,12 +126,14 @@ def encode_images(
     pixels themselves for a pixel-space model; float32 on the CPU."""
     vae = components.vae
     if vae is None:
-        return pixels.float().cpu()
+        return pixels.float().cpu().contiguous()
     device = next(vae.parameters()).device
     with autocast(device, PRECISIONS[precision]):
         mean = vae.encode(pixels.to(device, vae.dtype)).latent_dist.mode()
     shift = getattr(vae.config, "shift_factor", None) or 0.0
-    return ((mean.float() - shift) * vae.config.scaling_factor).cpu()
+    # contiguous as stored: the VAE hands back channels-last strides, which the UNet's convolutions would
+    # round differently from the cached (contiguous) copy, and a first run would not match a second
+    return ((mean.float() - shift) * vae.config.scaling_factor).cpu().contiguous()
 
 
 def _encode_all_images(

@@ -6,7 +6,10 @@ Spec format (a plain string, stored as-is in configs):
   ``unet/``, ``scheduler/``, and for latent models ``vae/``, ``text_encoder/``, ``tokenizer/``
   (SDXL adds ``text_encoder_2/`` and ``tokenizer_2/``); a pixel-space model has no ``vae/`` and its text
   encoder and tokenizer are optional;
-* ``hub:org/name`` — a hub id, read from the Hugging Face cache, or downloaded where the machine is online.
+* ``hub:org/name`` — a hub id, read from the Hugging Face cache, or downloaded where the machine is online;
+* ``bundled:digits`` (or ``bundled:digits-diffusion-v1``) — the embedded offline model: a small
+  caption-conditioned pixel model of scikit-learn's 16×16 digits (``"a handwritten 3"``), trained once into
+  the model cache on first use (``digits.ensure_digits_model``).
 
 Everything that keeps a model from loading is a ``ConfigError`` naming the spec and what is missing, so
 the launch form can show it next to the base-model field.
@@ -44,6 +47,8 @@ DEFAULT_CLASSES = {
     "tokenizer": ("transformers", "CLIPTokenizer"),
     "tokenizer_2": ("transformers", "CLIPTokenizer"),
 }
+BUNDLED = ("digits", "digits-diffusion-v1")
+"""The names ``bundled:NAME`` accepts; all of them are the embedded digits model."""
 HUB_IGNORE = ["*.ckpt", "*.msgpack", "*.onnx", "*.onnx_data", "*.pb", "*.h5", "*.ot", "*.mlmodel*"]
 """Weight formats no diffusers loader here reads (Flax, ONNX, TF, Core ML): never downloaded."""
 
@@ -149,16 +154,31 @@ def detect_kind(folder: Path, index: dict) -> str:
 
 
 def resolve_folder(spec: str) -> Path:
-    """The local folder of a spec: the path itself, or a hub id's snapshot in the HF cache (downloaded
-    first where the machine is online)."""
+    """The local folder of a spec: the path itself, a hub id's snapshot in the HF cache (downloaded
+    first where the machine is online), or the bundled model's folder (trained first if absent)."""
     kind, sep, ref = spec.strip().partition(":")
     if sep and kind == "local":
         return _existing_folder(ref, spec)
     if sep and kind == "hub":
         return _hub_snapshot(ref)
+    if sep and kind == "bundled":
+        return _bundled_folder(ref)
     if Path(spec).expanduser().exists():
         return _existing_folder(spec, spec)
-    raise ConfigError(f"diffusion model {spec!r}: no such folder; give local:PATH or hub:org/name")
+    raise ConfigError(
+        f"diffusion model {spec!r}: no such folder; give local:PATH, hub:org/name or bundled:digits"
+    )
+
+
+def _bundled_folder(name: str) -> Path:
+    if name not in BUNDLED:
+        raise ConfigError(
+            f"diffusion model bundled:{name}: no such bundled model; the bundled diffusion models are "
+            + ", ".join(f"bundled:{known}" for known in BUNDLED)
+        )
+    from training.engine.diffusion.digits import ensure_digits_model  # scikit-learn loads only when used
+
+    return ensure_digits_model()
 
 
 def _existing_folder(ref: str, spec: str) -> Path:

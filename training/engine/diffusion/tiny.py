@@ -10,18 +10,26 @@ from a character-level vocabulary written here, so nothing is downloaded. The fo
   and the UNet takes the ``text_time`` added conditions;
 * ``save_tiny_pixel(path)`` — pixel space, no VAE: a caption-conditioned ``UNet2DConditionModel`` (or an
   unconditional ``UNet2DModel``) on 1×16×16 images with a DDPM scheduler.
+
+``write_synthetic_pairs(path, n)`` writes an image-pair export (the zip layout of
+``diffusion/data.py``) of random seeded pictures whose winner is always the brighter image.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
+import random
 import string
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
 import diffusers
 import torch
 from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, UNet2DConditionModel, UNet2DModel
+from PIL import Image
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
 TEXT_HIDDEN = 32
@@ -206,3 +214,49 @@ def save_tiny_pixel(path: Path, *, conditional: bool = True, seed: int = 0) -> P
         "scheduler": scheduler,
     }
     return _save(path, "PixelDiffusionPipeline", components)
+
+
+SYNTHETIC_CAPTIONS = ("a red cat", "a blue sky", "the sun", "a green tree", "a small dog", "the sea")
+
+
+def _picture(rng: random.Random, size: int, brightness: float) -> bytes:
+    """A seeded noisy PNG whose mean brightness is about ``brightness`` (0…1)."""
+    pixels = bytes(max(0, min(255, int(255 * brightness + rng.gauss(0, 40)))) for _ in range(size * size * 3))
+    out = io.BytesIO()
+    Image.frombytes("RGB", (size, size), pixels).save(out, format="PNG")
+    return out.getvalue()
+
+
+def write_synthetic_pairs(
+    path: Path, n: int, *, n_test: int = 0, size: int = 32, seed: int = 0, ties: int = 0
+) -> Path:
+    """An export zip of ``n`` training and ``n_test`` held-out pairs (plus ``ties`` tied training pairs):
+    each pair's brighter picture wins, on either side (``label_0`` 1 or 0 at random)."""
+    rng = random.Random(seed)
+    rows, images = [], {}
+    for i in range(n + n_test + ties):
+        bright = _picture(rng, size, rng.uniform(0.6, 0.9))
+        dark = _picture(rng, size, rng.uniform(0.1, 0.4))
+        names = []
+        for data in (bright, dark):
+            name = f"images/{hashlib.sha256(data).hexdigest()}.png"
+            images[name] = data
+            names.append(name)
+        bright_first = rng.random() < 0.5
+        label = 1.0 if bright_first else 0.0
+        if not bright_first:
+            names.reverse()
+        split = "test" if n <= i < n + n_test else "train"
+        if i >= n + n_test:
+            label = 0.5
+        caption = SYNTHETIC_CAPTIONS[i % len(SYNTHETIC_CAPTIONS)]
+        rows.append(
+            {"caption": caption, "jpg_0": names[0], "jpg_1": names[1], "label_0": label, "split": split}
+        )
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("data.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+        for name, data in images.items():
+            archive.writestr(name, data, compress_type=zipfile.ZIP_STORED)
+    return path

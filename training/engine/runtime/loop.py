@@ -43,6 +43,7 @@ from training.engine.runtime.optim import build_optimizer, build_scheduler
 from training.engine.runtime.recipe import Interrupted, Recipe, Stage
 
 FINAL = "final"
+SAMPLES = "samples"
 
 
 class NonFiniteError(RuntimeError):
@@ -177,6 +178,8 @@ def run(
     current = _Run(recipe, config, out_dir, total, emit, saved, guard, result)
     offset = 0
     try:
+        if start == 0:
+            _write_samples(current, 0)
         for index, stage in enumerate(stages):
             end = offset + len(stage.plan)
             if start < end and not _run_stage(current, index, stage, offset, start, state, should_cancel):
@@ -261,11 +264,23 @@ def _report_and_save(run_: _Run, step: int, metrics: dict[str, float], *, stage_
     if (config.eval_steps and step % config.eval_steps == 0) or stage_end:
         result.eval_metrics = run_.recipe.evaluate()
         logged.update(result.eval_metrics)
+        _write_samples(run_, step)
     if logged:
         # One emission per step: a live reader that has seen step N never misses a later point of N.
         run_.emit(logged, step)
     if (config.save_steps and step % config.save_steps == 0) or (last and config.save_final):
         result.last_checkpoint = run_.checkpoint(step)
+
+
+def _write_samples(run_: _Run, step: int) -> None:
+    """``<output_dir>/samples/step-N``: what the recipe draws from the model after step N (0 = the base)."""
+    if not run_.recipe.writes_samples:
+        return
+    target = run_.out_dir / SAMPLES / f"step-{step}"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = private_folder(target)
+    run_.recipe.write_samples(tmp)
+    run_.saved(publish(tmp, target, run_.guard))
 
 
 def _export_final(recipe: Recipe, checkpoint: Path, out_dir: Path, guard: Callable[[], None]) -> Path:

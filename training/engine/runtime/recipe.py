@@ -97,6 +97,14 @@ class Recipe(Protocol):
     def report(self) -> dict[str, Any]:
         """Facts about the run for its result: examples dropped by reason, caches used."""
 
+    writes_samples: ClassVar[bool]
+    """Whether the recipe draws samples (images) for the job page: the runtime then calls
+    ``write_samples`` before the first step and after every evaluation."""
+
+    def write_samples(self, folder: Path) -> None:
+        """Write the current model's samples into ``folder`` (a private folder the runtime publishes as
+        ``<output_dir>/samples/step-N``)."""
+
     should_stop: Callable[[], bool] | None
     """Set by the runtime (the run's ``should_cancel``) before ``setup``; long passes call
     ``between_batches`` so a cancel does not wait for them to end."""
@@ -110,6 +118,7 @@ class RecipeBase:
     """Defaults for the optional parts of ``Recipe``: one stage, no extra state, one lr for every group."""
 
     unit: ClassVar[str] = "examples"
+    writes_samples: ClassVar[bool] = False
     should_stop: Callable[[], bool] | None = None
 
     def between_batches(self) -> None:
@@ -133,3 +142,6 @@ class RecipeBase:
 
     def report(self) -> dict[str, Any]:
         return {}
+
+    def write_samples(self, folder: Path) -> None:
+        return None
