@@ -14,9 +14,28 @@ PANELS = [
 ]
 
 
-def chart_panels() -> list[dict]:
+DIFFUSION_PANELS = [
+    ("loss", "Loss", ["loss"]),
+    ("implicit_acc", "Implicit accuracy", ["implicit_acc"]),
+    (
+        "mse",
+        "Denoising error (model vs reference)",
+        ["mse/winner", "mse/loser", "mse/ref_winner", "mse/ref_loser"],
+    ),
+    ("inner", "Inner margin", ["inner"]),
+    ("grad_norm", "Gradient norm", ["grad_norm"]),
+    ("learning_rate", "Learning rate", ["learning_rate"]),
+    ("throughput", "Throughput (pairs/s)", ["throughput/pairs_per_s"]),
+    ("eval", "Held-out loss and implicit accuracy", ["eval/loss", "eval/implicit_acc"]),
+    ("eval_mse", "Held-out denoising error", ["eval/mse/winner", "eval/mse/loser"]),
+]
+"""A Diffusion-DPO job's panels (its metrics: ``objectives/diffusion.py``)."""
+
+
+def chart_panels(*, diffusion: bool = False) -> list[dict]:
     """The job page's panels: ``[{"id", "title", "metrics"}]`` (the page draws one plotly chart each)."""
-    return [{"id": pid, "title": title, "metrics": metrics} for pid, title, metrics in PANELS]
+    panels = DIFFUSION_PANELS if diffusion else PANELS
+    return [{"id": pid, "title": title, "metrics": metrics} for pid, title, metrics in panels]
 
 
 def ema(values: list[float | None], weight: float) -> list[float | None]:

@@ -21,6 +21,7 @@ from .models import ModelEntry, Queue, TrainingJob
 from .selectors import models_for_user
 from .services.jobs import FIXED_FIELDS, job_config_build, launch_problems
 from .services.paths import new_run_token, run_token_sign, run_token_unsign
+from .services.registry import model_kinds_for
 
 
 @functools.cache
@@ -109,7 +110,9 @@ def method_fields(method: str) -> dict[str, forms.Field]:
 class LaunchForm(forms.Form):
     """Base model, dataset version, queue, then the method's hyperparameters (added per instance)."""
 
-    base_model = forms.ModelChoiceField(queryset=ModelEntry.objects.none(), help_text="Model registry entry.")
+    base_model = forms.ModelChoiceField(
+        queryset=ModelEntry.objects.none(), help_text="Model registry entry (the kinds this method trains)."
+    )
     dataset_version = forms.ModelChoiceField(
         queryset=None, help_text="Frozen version; its test split is held out."
     )
@@ -119,7 +122,7 @@ class LaunchForm(forms.Form):
     def __init__(self, *args, method: str, project, user, initial_config: dict | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.method = method
-        self.fields["base_model"].queryset = models_for_user(user=user)
+        self.fields["base_model"].queryset = models_for_user(user=user, kinds=model_kinds_for(method))
         self.fields["dataset_version"].queryset = project.versions.order_by("-number")
         self.fields["run_token"].initial = run_token_sign(new_run_token())
         self.hyper_names = []

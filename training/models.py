@@ -103,6 +103,7 @@ class TrainingJob(Job):
 class GenerationKind(models.TextChoices):
     CANDIDATES = "candidates", "Candidate generation"
     STEP_PIPELINE = "step_pipeline", "Automatic step checking"
+    IMAGE_PAIRS = "image_pairs", "Image-pair generation"
 
 
 class GenerationJob(Job):

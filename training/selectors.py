@@ -8,7 +8,8 @@ from django.utils import timezone
 from annotation.access import project_for
 from annotation.models import Project
 
-from .models import Artifact, MetricPoint, ModelEntry, TrainingJob
+from .models import Artifact, ArtifactKind, MetricPoint, ModelEntry, TrainingJob
+from .services.artifacts import sample_step
 
 POINTS_PAGE = 5000
 
@@ -40,10 +41,12 @@ def job_for_user(*, user, job_id: int, manager: bool = False, project_id: int | 
     return job
 
 
-def models_for_user(*, user) -> QuerySet[ModelEntry]:
+def models_for_user(*, user, kinds=None) -> QuerySet[ModelEntry]:
     """The models ``user`` may see and start from: the global ones (bundled, admin-registered) and those
-    produced in the projects they belong to."""
+    produced in the projects they belong to (only those of ``kinds``, when given)."""
     entries = ModelEntry.objects.select_related("produced_by").order_by("location", "name")
+    if kinds is not None:
+        entries = entries.filter(kind__in=list(kinds))
     if user.is_superuser:
         return entries
     mine = Q(project__isnull=True) | Q(project__in=Project.objects.filter(memberships__user=user))
@@ -114,3 +117,13 @@ def job_progress(*, job: TrainingJob, now=None) -> dict:
 
 def artifacts_for(*, job) -> QuerySet[Artifact]:
     return Artifact.objects.filter(job=job).order_by("kind", "path")
+
+
+def sample_artifacts(*, job) -> dict[int, Artifact]:
+    """The job's sample folders (``samples/step-N``) by step, in step order."""
+    found = {}
+    for artifact in Artifact.objects.filter(job=job, kind=ArtifactKind.SAMPLES):
+        step = sample_step(artifact)
+        if step is not None:
+            found[step] = artifact
+    return dict(sorted(found.items()))

@@ -11,6 +11,11 @@ urlpatterns = [
         generation.generation_detail,
         name="generation-detail",
     ),
+    path(
+        "projects/<int:project_id>/generate/<int:job_id>/cancel/",
+        generation.generation_cancel,
+        name="generation-cancel",
+    ),
     path("projects/<int:project_id>/steps/", generation.step_review, name="step-review"),
     path("projects/<int:project_id>/steps/run/", generation.step_pipeline_start, name="step-pipeline-start"),
     # training jobs (views/jobs.py, launch.py, compare.py)
@@ -30,6 +35,11 @@ urlpatterns = [
         "projects/<int:project_id>/jobs/<int:job_id>/artifacts/<int:artifact_id>/",
         jobs.job_artifact,
         name="job-artifact",
+    ),
+    path(
+        "projects/<int:project_id>/jobs/<int:job_id>/samples/<int:step>/<str:name>",
+        jobs.job_sample,
+        name="job-sample",
     ),
     path(
         "projects/<int:project_id>/jobs/<int:job_id>/evaluation/",

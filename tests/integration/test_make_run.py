@@ -25,7 +25,7 @@ from annotation.models import Project
 from annotation.services.import_jobs import import_job_confirm, import_job_create
 row = '{"prompt": "Q%d?", "chosen": "good %d", "rejected": "bad %d"}'
 rows = "\\n".join(row % (i, i, i) for i in range(25))
-project = Project.objects.get(name__startswith="Demo")
+project = Project.objects.get(name="Demo: helpful and honest answers")
 user = get_user_model().objects.get(username="demo-manager")
 job = import_job_create(project=project, user=user, upload=SimpleUploadedFile("more.jsonl", rows.encode()))
 import_job_confirm(job=job)
@@ -72,7 +72,7 @@ def _login(base: str) -> urllib.request.OpenerDirector:
 def test_make_run_serves_the_demo_with_a_worker_and_stops_on_ctrl_c(tmp_path):
     env = _embedded_env(tmp_path)
     _manage(env, "migrate", "--noinput")
-    first = _manage(env, "load_demo")
+    first = _manage(env, "load_demo", timeout=900)  # a cold model cache trains the digits model first
     assert "demo-manager" in first and "prefstudio-demo" in first
     assert _manage(env, "load_demo") == first, "a second load keeps the same data"
 

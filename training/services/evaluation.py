@@ -1,10 +1,12 @@
-"""After a run: held-out accuracy before/after, base vs trained generations, per-token reward heatmap.
+"""After a run: held-out accuracy before/after, base vs trained generations, per-token reward heatmap;
+for a diffusion job, base and trained samples side by side and the held-out implicit accuracy.
 
 Computed once by the worker when a job succeeds and stored as ``eval_report.json`` in its folder."""
 
 import json
 from pathlib import Path
 
+from .artifacts import SAMPLE_FILE, SAMPLE_STEP, SAMPLES_FOLDER
 from .paths import job_dir
 
 REPORT = "eval_report.json"
@@ -102,4 +104,81 @@ def evaluation_run(*, job, trained_folder: Path, implicit_accuracy: float | None
     (job_dir(job) / REPORT).write_text(json.dumps(report, ensure_ascii=False, indent=1), encoding="utf-8")
     samples = "".join(json.dumps(g, ensure_ascii=False) + "\n" for g in report["generations"])
     (job_dir(job) / "samples.jsonl").write_text(samples, encoding="utf-8")
+    return report
+
+
+def _sample_folders(job) -> dict[int, Path]:
+    root = job_dir(job) / SAMPLES_FOLDER
+    found = {}
+    for child in root.iterdir() if root.is_dir() else []:
+        if (match := SAMPLE_STEP.fullmatch(child.name)) and (child / "samples.json").is_file():
+            found[int(match.group(1))] = child
+    return dict(sorted(found.items()))
+
+
+def _samples_of(folder: Path) -> list[dict]:
+    data = json.loads((folder / "samples.json").read_text(encoding="utf-8"))
+    return [s for s in data.get("samples", []) if SAMPLE_FILE.fullmatch(str(s.get("file", "")))]
+
+
+def mean_pixel(path: Path) -> float:
+    """Mean grey level of an image in [0, 1] (the "more ink" statistic of the digits reproduction)."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        grey = image.convert("L")
+        histogram = grey.histogram()
+    total = sum(histogram)
+    return sum(level * count for level, count in enumerate(histogram)) / (255 * total) if total else 0.0
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def diffusion_evaluation_run(*, job, eval_metrics: dict[str, float]) -> dict:
+    """The diffusion job's report from what its run wrote: the base's samples (step 0) beside the trained
+    model's (the last step) per caption and seed, with their mean pixel value, and the held-out implicit
+    accuracy before (0.5 by definition: the base is its own reference) and after (``eval/implicit_acc``),
+    and the held-out denoising errors of winners and losers before (the reference's) and after."""
+    folders = _sample_folders(job)
+    base_step, trained_step = (min(folders), max(folders)) if folders else (None, None)
+    rows = []
+    if folders:
+        base, trained = _samples_of(folders[base_step]), _samples_of(folders[trained_step])
+        for b, t in zip(base, trained, strict=False):
+            rows.append(
+                {
+                    "caption": str(t.get("caption") or ""),
+                    "seed": t.get("seed"),
+                    "base": b["file"],
+                    "trained": t["file"],
+                    "base_mean": mean_pixel(folders[base_step] / b["file"]),
+                    "trained_mean": mean_pixel(folders[trained_step] / t["file"]),
+                }
+            )
+    after = eval_metrics.get("eval/implicit_acc")
+    report = {
+        "kind": "diffusion",
+        "base_step": base_step,
+        "trained_step": trained_step,
+        "samples": rows,
+        "implicit_accuracy_before": 0.5 if after is not None else None,
+        "implicit_accuracy_after": after,
+        "mse": {
+            "base": {
+                "winner": eval_metrics.get("eval/mse/ref_winner"),
+                "loser": eval_metrics.get("eval/mse/ref_loser"),
+            },
+            "trained": {
+                "winner": eval_metrics.get("eval/mse/winner"),
+                "loser": eval_metrics.get("eval/mse/loser"),
+            },
+        },
+        "mean_pixel": {
+            "base": _mean([r["base_mean"] for r in rows]),
+            "trained": _mean([r["trained_mean"] for r in rows]),
+        },
+    }
+    (job_dir(job) / REPORT).write_text(json.dumps(report, ensure_ascii=False, indent=1), encoding="utf-8")
     return report

@@ -1,5 +1,6 @@
 """Candidate generation: a registered model samples K responses per item (on-policy candidates), or
-checks a step-wise project's solutions and proposes Step-DPO pairs.
+checks a step-wise project's solutions and proposes Step-DPO pairs; image-pair jobs (a diffusion model
+sampling K images per caption) share this job kind and runner, their body is ``image_generation.py``.
 
 A ``GenerationJob`` row is the source of truth (state, progress, error); the job core's lease
 (``jobs.leases``) makes a duplicate delivery do nothing.  Candidates are written through the annotation
@@ -14,6 +15,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 from django.core.exceptions import ValidationError
+from django.utils import timezone
 
 from annotation.models import Project, TaskType
 from annotation.services.candidates import (
@@ -30,6 +32,7 @@ from jobs.recovery import JobKind, seconds_setting, setting
 from jobs.sending import job_send_on_commit
 
 from ..models import GenerationJob, GenerationKind
+from .image_generation import image_pairs_job_run
 from .registry import model_entry_ensure_bundled
 from .threads import torch_threads
 
@@ -133,6 +136,17 @@ def _enqueue(job_id: int) -> None:
     generation_run.delay(job_id)
 
 
+def generation_job_cancel(*, job: GenerationJob) -> bool:
+    """Stop a queued or running job: the row is marked cancelled at once, so a queued job is never claimed
+    and a running one loses its lease at its next progress report (image generation writes nothing then;
+    text generation keeps the items it finished).  False when the job had already finished."""
+    active = (JobState.QUEUED, JobState.RUNNING)
+    stopped = GenerationJob.objects.filter(pk=job.pk, state__in=active).update(
+        state=JobState.CANCELLED, finished_at=timezone.now()
+    )
+    return bool(stopped)
+
+
 def generation_job_progress_set(*, lease: Lease, done: int, total: int) -> None:
     """Record progress; it doubles as the worker's heartbeat. Raises LeaseLost after a takeover."""
     lease.renew(progress_done=done, progress_total=total)
@@ -158,6 +172,9 @@ def generation_job_run(*, job_id: int, sampler_factory: Callable[[str], Sampler]
     job = GenerationJob.objects.select_related("project").get(pk=job_id)
     torch.set_num_threads(torch_threads())
     try:
+        if job.kind == GenerationKind.IMAGE_PAIRS:
+            image_pairs_job_run(job=job, lease=lease)  # records its outcome in the transaction of its items
+            return
         if job.kind == GenerationKind.STEP_PIPELINE:
             result = _step_pipeline_job_body(job=job, lease=lease, sampler_factory=sampler_factory)
         else:

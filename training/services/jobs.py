@@ -5,6 +5,7 @@ only transport), so a duplicate delivery, a second worker or a late heartbeat ne
 does not own (``jobs.leases``).
 """
 
+import dataclasses
 from pathlib import Path
 
 from django.core.exceptions import ValidationError
@@ -18,13 +19,14 @@ from jobs.models import JobState
 from jobs.recovery import JobKind, seconds_setting, setting
 from jobs.sending import job_send_on_commit
 from training.engine import METHODS, ConfigError, config_from_dict, config_to_dict, planned_steps
+from training.engine.methods import method_of
 from training.engine.runtime.checkpoint import latest_checkpoint
 
 from ..models import ModelEntry, Queue, TrainingJob
-from .paths import dataset_file, new_run_token, reference_cache_dir, run_dir
-from .registry import model_entry_problem
+from .paths import dataset_file, encode_cache_dir, new_run_token, reference_cache_dir, run_dir
+from .registry import model_entry_problem, model_kind_problem
 
-FIXED_FIELDS = ("model", "train_file", "output_dir", "eval_file", "ref_cache_dir")
+FIXED_FIELDS = ("model", "train_file", "output_dir", "eval_file", "ref_cache_dir", "encode_cache_dir")
 """Config fields the server sets (every path): whatever a client sends for them is ignored."""
 CONFIG_MAX_DEPTH = 6
 """Lists and objects nested in a config (``extra_losses`` entries hold a ``params`` object: three)."""
@@ -41,8 +43,10 @@ def job_config_build(*, params: dict, base_model: ModelEntry, dataset_version, r
         train_file=str(dataset_file(dataset_version)),
         output_dir=str(run_dir(run_token)),
         eval_file=None,
-        ref_cache_dir=str(reference_cache_dir()),
     )
+    fields = {f.name for f in dataclasses.fields(method_of(str(data.get("method", "dpo"))).config)}
+    caches = {"ref_cache_dir": reference_cache_dir(), "encode_cache_dir": encode_cache_dir()}
+    data.update({name: str(folder) for name, folder in caches.items() if name in fields})
     config = config_to_dict(config_from_dict(data))
     estimate_total_steps(config, dataset_version)  # a plan too long to run: ConfigError naming epochs
     return config
@@ -53,7 +57,7 @@ def launch_problems(*, method: str, base_model: ModelEntry, dataset_version, que
     problems = {}
     if queue not in Queue.values:
         problems["queue"] = f"queue must be one of {', '.join(Queue.values)}, not {queue!r}."
-    if (problem := model_entry_problem(base_model)) is not None:
+    if problem := model_kind_problem(method=method, entry=base_model) or model_entry_problem(base_model):
         problems["base_model"] = problem
     kind = dataset_version.project.task_type
     if method in METHODS and kind not in METHODS[method].accepts:

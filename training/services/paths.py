@@ -12,6 +12,8 @@ from pathlib import Path
 from django.conf import settings
 from django.core import signing
 
+from annotation.services.exports import export_filename
+
 RUN_TOKEN = re.compile(r"[0-9a-f]{16,32}")
 RUN_TOKEN_SALT = "prefstudio.training.run-token"  # noqa: S105 - a signing salt, not a secret
 RUN_TOKEN_MAX_AGE = 24 * 3600
@@ -57,8 +59,16 @@ def reference_cache_dir() -> Path:
 
 
 def dataset_file(version) -> Path:
-    """The JSONL export (all splits, with a ``split`` column) a job of ``version`` trains on."""
-    return artifact_root() / "datasets" / f"version-{version.pk}-{version.content_hash[:12]}.jsonl"
+    """The JSONL export (all splits, with a ``split`` column) a job of ``version`` trains on: a ``.zip`` of
+    ``data.jsonl`` and ``images/`` for an image project (``annotation/services/exports.py``)."""
+    name, _ = export_filename(version=version, fmt="jsonl", split="all")
+    suffix = Path(name).suffix
+    return artifact_root() / "datasets" / f"version-{version.pk}-{version.content_hash[:12]}{suffix}"
+
+
+def encode_cache_dir() -> Path:
+    """Where every diffusion job's VAE latents and caption embeddings are cached (content-keyed)."""
+    return artifact_root() / "encode_cache"
 
 
 def job_dir(job) -> Path:

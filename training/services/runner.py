@@ -25,12 +25,12 @@ from training.engine.runtime.metrics import read_metrics
 from ..models import TrainingJob
 from .artifacts import Digests, artifact_record, artifacts_record
 from .attempt import AttemptWatch, LeaseLostError
-from .evaluation import evaluation_run
+from .evaluation import diffusion_evaluation_run, evaluation_run
 from .joblog import JobLog
 from .jobs import training_job_claim
 from .metrics import DbMetrics, metrics_delete_after, metrics_write_batch
 from .paths import dataset_file
-from .registry import model_entry_register_from_job
+from .registry import method_is_diffusion, model_entry_register_from_job
 from .threads import torch_threads
 
 logger = logging.getLogger(__name__)
@@ -146,8 +146,8 @@ def _run_attempt(job: TrainingJob, watch: AttemptWatch, log: JobLog) -> str | No
 
 
 class ArtifactRecorder:
-    """Records each checkpoint and ``final/`` as an artifact once the engine has it in place (hashed then,
-    once), while this attempt owns the job."""
+    """Records each checkpoint, sample folder (``samples/step-N``) and ``final/`` as an artifact once the
+    engine has it in place (hashed then, once), while this attempt owns the job."""
 
     def __init__(self, job: TrainingJob, watch: AttemptWatch) -> None:
         self.job, self.watch, self.digests = job, watch, Digests()
@@ -185,6 +185,9 @@ def _succeed(job: TrainingJob, lease, result, log: JobLog, digests: Digests) -> 
 
 def _evaluate(job: TrainingJob, folder: Path, result, log: JobLog) -> None:
     try:
+        if method_is_diffusion(job.method):  # its samples and eval metrics are the report: no model loaded
+            diffusion_evaluation_run(job=job, eval_metrics=result.eval_metrics)
+            return
         accuracy = result.eval_metrics.get("eval/rewards/accuracies")
         evaluation_run(job=job, trained_folder=folder, implicit_accuracy=accuracy)
     except Exception as exc:  # noqa: BLE001 - the model trained fine; the report is a bonus

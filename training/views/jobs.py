@@ -1,4 +1,5 @@
-"""The job list and the job dashboard: progress, live metrics (JSON after a cursor), downloads, cancel."""
+"""The job list and the job dashboard: progress, live metrics (JSON after a cursor), a diffusion job's
+sample grid (its images served from the job's artifacts), downloads, cancel."""
 
 import csv
 import io
@@ -24,10 +25,12 @@ from ..selectors import (
     jobs_for_project,
     metrics_after,
     metrics_table,
+    sample_artifacts,
 )
-from ..services.artifacts import artifact_path
+from ..services.artifacts import artifact_path, sample_file, sample_manifest
 from ..services.joblog import log_tail
 from ..services.jobs import training_job_cancel
+from ..services.registry import method_is_diffusion
 
 
 def _cursor(request) -> int:
@@ -57,8 +60,26 @@ def job_list(request, project_id):
     )
 
 
+def _chosen_step(request) -> int | None:
+    raw = request.GET.get("step", "")
+    return int(raw) if raw.isdigit() and len(raw) < 10 else None
+
+
+def _samples_context(request, job) -> dict | None:
+    """The sample grid of a diffusion job: the steps that have samples, the one shown (``?step=N``, else
+    the latest, followed while the job runs) and its samples; None for a text job."""
+    if not method_is_diffusion(job.method):
+        return None
+    by_step = sample_artifacts(job=job)
+    chosen = _chosen_step(request)
+    pinned = chosen in by_step
+    step = chosen if pinned else next(reversed(by_step), None)
+    samples = sample_manifest(by_step[step]) if step is not None else []
+    return {"steps": list(by_step), "step": step, "pinned": pinned, "samples": samples}
+
+
 def _detail_context(request, job) -> dict:
-    panels = chart_panels()
+    panels = chart_panels(diffusion=method_is_diffusion(job.method))
     chart_config = {
         "metricsUrl": reverse("job-metrics", args=[job.dataset_version.project_id, job.pk]),
         "panels": panels,
@@ -74,6 +95,7 @@ def _detail_context(request, job) -> dict:
         "is_manager": request.project_role == Role.MANAGER,
         "panels": panels,
         "chart_config": chart_config,
+        "samples": _samples_context(request, job),
     }
 
 
@@ -82,7 +104,23 @@ def _detail_context(request, job) -> dict:
 def job_detail(request, project_id, job_id):
     job = job_for_user(user=request.user, job_id=job_id, project_id=project_id)
     context = _detail_context(request, job)
-    return job_page(request, "training/job_detail.html", "job-progress", context, finished=job.finished)
+    fragment = "job-samples" if request.GET.get("part") == "samples" else "job-progress"
+    return job_page(request, "training/job_detail.html", fragment, context, finished=job.finished)
+
+
+@require_GET
+@project_member_required()
+def job_sample(request, project_id, job_id, step, name):
+    """One PNG of a sample folder artifact: only a file its ``samples.json`` lists, never another path."""
+    job = job_for_user(user=request.user, job_id=job_id, project_id=project_id)
+    artifact = sample_artifacts(job=job).get(step)
+    path = sample_file(artifact, name) if artifact is not None else None
+    if path is None or not path.is_file():
+        raise Http404("No such sample.")
+    response = FileResponse(path.open("rb"), content_type="image/png")
+    response["X-Content-Type-Options"] = "nosniff"
+    response["Cache-Control"] = "private, max-age=3600"  # a step's folder is written once
+    return response
 
 
 @require_GET

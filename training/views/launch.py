@@ -14,7 +14,7 @@ from ..forms import LaunchForm
 from ..models import TrainingJob
 from ..selectors import job_for_user
 from ..services.jobs import training_job_queue
-from ..services.registry import model_entry_ensure_bundled
+from ..services.registry import model_entry_default
 
 
 def flip_rate_estimate(stats: dict) -> float | None:
@@ -42,7 +42,7 @@ def _initial(request, project, method: str, clone: TrainingJob | None) -> tuple[
     version = project.versions.filter(pk=request.GET.get("version") or 0).first() or project.versions.last()
     initial = {
         "dataset_version": version.pk if version else None,
-        "base_model": model_entry_ensure_bundled().pk,
+        "base_model": model_entry_default(method=method).pk,
     }
     hyper = {}
     epsilon = flip_rate_estimate(version.stats) if method == "rdpo" and version is not None else None
@@ -58,9 +58,10 @@ def job_new(request, project_id):
     clone = None
     if request.GET.get("clone", "").isdigit():
         clone = job_for_user(user=request.user, job_id=int(request.GET["clone"]), project_id=project_id)
-    method = request.POST.get("method") or request.GET.get("method") or (clone.method if clone else "dpo")
+    default = default_method(project.task_type)
+    method = request.POST.get("method") or request.GET.get("method") or (clone.method if clone else default)
     if method not in METHODS:
-        method = "dpo"
+        method = default
     initial, hyper = _initial(request, project, method, clone)
     if request.method == "GET":
         form = LaunchForm(
@@ -87,6 +88,12 @@ def job_new(request, project_id):
             form.add_error(field if field in form.fields else None, errors)
         return _render(request, form, clone=clone, status=422)
     return redirect("job-detail", project_id=project_id, job_id=job.pk)
+
+
+def default_method(task_type: str) -> str:
+    """The method the form opens with: dpo where it trains on ``task_type``, else the first that does."""
+    names = methods_for(task_type, also="dpo")
+    return "dpo" if task_type in METHODS["dpo"].accepts else next((n for n in names if n != "dpo"), "dpo")
 
 
 def methods_for(task_type: str, *, also: str) -> list[str]:

@@ -1,4 +1,10 @@
-"""Create the demo users and the demo project (idempotent: a second run keeps everything)."""
+"""Create the demo users and the demo projects (idempotent: a second run keeps everything).
+
+The image-pair demo holds samples of the embedded digits diffusion model, drawn by the image generation
+service in this process (the worker may not be up yet).  The model trains itself into the model cache the
+first time (a minute or two, with a progress bar on stderr); if that or the sampling fails, the rest of
+the demo stands and the next run tries again.
+"""
 
 from pathlib import Path
 
@@ -9,10 +15,22 @@ from django.db import transaction
 from annotation.models import Project, Role, TaskType
 from annotation.services.imports import preferences_import
 from annotation.services.projects import project_create, project_member_set
+from jobs.models import JobState
+from training.services.image_generation import ImageGenerationSettings, image_generation_run_now
 
 DEMO_FILE = Path(__file__).resolve().parents[2] / "demo" / "pairwise.jsonl"
 DEMO_PROJECT = "Demo: helpful and honest answers"
 DEMO_PASSWORD = "prefstudio-demo"  # noqa: S105 (printed on purpose: local demo accounts)
+DEMO_IMAGE_PROJECT = "Demo: handwritten digits (image pairs)"
+DEMO_IMAGE_SETTINGS = ImageGenerationSettings(
+    captions=tuple(f"a handwritten {digit}" for digit in range(8)), k=2, steps=25, guidance_scale=3.0, seed=0
+)
+IMAGE_GUIDELINES = """\
+Both images were drawn by the embedded digits model for the caption above.
+
+Pick the image that shows the captioned digit more clearly: the right digit first, then a cleaner stroke.
+Use *tie* when they are equally good.  Keys: `1` left, `2` right, `0` tie, `Enter` submit, `s` skip.
+"""
 DEMO_USERS = {"demo-manager": Role.MANAGER, "demo-annotator": Role.ANNOTATOR}
 GUIDELINES = """\
 Pick the response a careful expert would rather send.
@@ -35,6 +53,8 @@ class Command(BaseCommand):
         if project is None:
             project = self._project(users)
         self.stdout.write(self.style.SUCCESS(f"Demo project: {project.name} ({project.items.count()} items)"))
+        images = self._image_project(users)
+        self.stdout.write(self.style.SUCCESS(f"Demo project: {images.name} ({images.items.count()} items)"))
         for name, role in DEMO_USERS.items():
             self.stdout.write(f"  {role:<10} login: {name:<15} password: {DEMO_PASSWORD}")
 
@@ -61,3 +81,39 @@ class Command(BaseCommand):
         if not outcome.ok:
             raise CommandError(f"The bundled demo file did not import: {outcome.report()}")
         return project
+
+    def _image_project(self, users):
+        """The image-pair demo project, filled with digits samples unless it already holds items."""
+        project = Project.objects.filter(name=DEMO_IMAGE_PROJECT).first()
+        if project is None:
+            with transaction.atomic():
+                project = project_create(
+                    name=DEMO_IMAGE_PROJECT,
+                    task_type=TaskType.IMAGE_PAIR,
+                    created_by=users["demo-manager"],
+                    guidelines=IMAGE_GUIDELINES,
+                )
+                project_member_set(project=project, user=users["demo-annotator"], role=Role.ANNOTATOR)
+        if not project.items.exists():
+            self._digit_samples(project, users["demo-manager"])
+        return project
+
+    def _digit_samples(self, project, manager) -> None:
+        try:
+            self._ensure_digits_model()
+            job = image_generation_run_now(project=project, settings=DEMO_IMAGE_SETTINGS, created_by=manager)
+        except Exception as error:  # noqa: BLE001 - the text demo must stand without the image one
+            job, failure = None, f"{type(error).__name__}: {error}"
+        else:
+            failure = job.error if job.state != JobState.SUCCEEDED else ""
+        if failure:
+            self.stderr.write(f"The digits demo images were not generated ({failure}); load_demo retries.")
+        elif job is not None:
+            self.stderr.write(f"Sampled {job.result['images']} digits images (generation job {job.pk}).")
+
+    @staticmethod
+    def _ensure_digits_model() -> None:
+        """Train the embedded digits model first, with its progress bar, if the cache lacks it."""
+        from training.engine.diffusion.digits import ensure_digits_model
+
+        ensure_digits_model(progress=True)
