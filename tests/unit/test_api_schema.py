@@ -10,6 +10,7 @@ from django.core.signals import request_finished, request_started
 from django.core.wsgi import get_wsgi_application
 from django.db import close_old_connections
 from hypothesis import HealthCheck
+from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from annotation.models import Membership
 from prefstudio.services import api_token_create
@@ -62,4 +63,8 @@ schema = schemathesis.pytest.from_fixture("api_schema")
     phases=[hypothesis.Phase.explicit, hypothesis.Phase.generate],
 )
 def test_api_responses_match_the_schema(case, token):
-    case.call_and_validate(headers={"Authorization": f"Bearer {token}"})
+    # An upload's name and bytes have rules no schema states (a .jsonl/.json/.parquet name, a file of a
+    # known format), so a schema-valid upload is, by design, often a documented 422; every other check
+    # still holds for it.
+    excluded = [positive_data_acceptance] if case.operation.path.endswith("/imports") else []
+    case.call_and_validate(headers={"Authorization": f"Bearer {token}"}, excluded_checks=excluded)
