@@ -30,6 +30,7 @@ from training.engine.recipes.dpo_configs import (
     StepDPOConfig,
 )
 from training.engine.recipes.fast_slow_dpo import FastSlowDPOConfig, FastSlowDPORecipe
+from training.engine.recipes.reward_model import RewardModelConfig, RewardModelRecipe
 from training.engine.runtime.checkpoint import latest_checkpoint, load_state
 from training.engine.runtime.config import MAX_STEPS, ConfigError, RunConfig
 from training.engine.runtime.loop import TrainResult, prepare, run, write_config
@@ -67,6 +68,7 @@ METHODS: dict[str, Method] = {
     "curry_dpo": _method(CurryDPOConfig, CurryDPORecipe),
     "fast_slow_dpo": _method(FastSlowDPOConfig, FastSlowDPORecipe),
     "diffusion_dpo": _method(DiffusionDPOConfig, DiffusionDPORecipe),
+    "reward_model": _method(RewardModelConfig, RewardModelRecipe),
 }
 
 

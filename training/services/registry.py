@@ -79,7 +79,7 @@ def model_entry_register_from_job(*, job, folder: Path) -> ModelEntry:
             "is_adapter": False,  # final/ holds full weights: a LoRA job's adapter is merged into it
             "base": job.base_model,
             "project": job.dataset_version.project,
-            "kind": job.base_model.kind,
+            "kind": produced_kind(job=job),
         },
     )
     return entry
@@ -101,12 +101,29 @@ def model_entry_problem(entry: ModelEntry) -> str | None:
     return None
 
 
+KIND_NOUNS = {
+    ModelKind.CAUSAL_LM: "causal LM",
+    ModelKind.REWARD_MODEL: "reward model",
+    ModelKind.DIFFUSION: "diffusion model",
+}
+REWARD_METHODS = {"reward_model"}
+"""Methods whose job produces a reward model (a sequence-classification head, not a causal LM)."""
+
+
 def model_kinds_for(method: str) -> tuple[str, ...]:
     """The model kinds a job of ``method`` can start from: diffusion models for the methods that train on
-    image pairs only, every other kind for the text methods."""
+    image pairs only, a causal LM (or a reward model to train further) for a reward model, a causal LM
+    for every other text method."""
     if method in METHODS and set(METHODS[method].accepts) <= IMAGE_DATASETS:
         return (ModelKind.DIFFUSION,)
-    return tuple(kind for kind in ModelKind.values if kind != ModelKind.DIFFUSION)
+    if method in REWARD_METHODS:
+        return (ModelKind.CAUSAL_LM, ModelKind.REWARD_MODEL)
+    return (ModelKind.CAUSAL_LM,)
+
+
+def produced_kind(*, job) -> str:
+    """The kind of model a finished job registers: a reward model, or the kind of its base."""
+    return ModelKind.REWARD_MODEL if job.method in REWARD_METHODS else job.base_model.kind
 
 
 def method_is_diffusion(method: str) -> bool:
@@ -119,10 +136,9 @@ def model_kind_problem(*, method: str, entry: ModelEntry) -> str | None:
     text model for Diffusion-DPO), or None."""
     if entry.kind in model_kinds_for(method):
         return None
-    if entry.kind == ModelKind.DIFFUSION:
-        return (
-            f"{method} trains a language model; {entry.name} is a diffusion model: choose a language model."
-        )
+    if ModelKind.CAUSAL_LM in model_kinds_for(method):
+        noun = KIND_NOUNS[entry.kind]
+        return f"{method} trains a language model; {entry.name} is a {noun}: choose a language model."
     return (
         f"{method} trains a diffusion model; {entry.name} is a {entry.get_kind_display()}: "
         "choose a diffusion model."

@@ -30,7 +30,7 @@ from .joblog import JobLog
 from .jobs import training_job_claim
 from .metrics import DbMetrics, metrics_delete_after, metrics_write_batch
 from .paths import dataset_file
-from .registry import method_is_diffusion, model_entry_register_from_job
+from .registry import REWARD_METHODS, method_is_diffusion, model_entry_register_from_job
 from .threads import torch_threads
 
 logger = logging.getLogger(__name__)
@@ -187,6 +187,11 @@ def _evaluate(job: TrainingJob, folder: Path, result, log: JobLog) -> None:
     try:
         if method_is_diffusion(job.method):  # its samples and eval metrics are the report: no model loaded
             diffusion_evaluation_run(job=job, eval_metrics=result.eval_metrics)
+            return
+        if job.method in REWARD_METHODS:  # a scorer, not a generator: its eval/ metrics are the report
+            log.write(
+                f"held-out reward accuracy {result.eval_metrics.get('eval/accuracy', float('nan')):.3f}"
+            )
             return
         accuracy = result.eval_metrics.get("eval/rewards/accuracies")
         evaluation_run(job=job, trained_folder=folder, implicit_accuracy=accuracy)

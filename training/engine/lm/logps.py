@@ -19,7 +19,7 @@ def decoder_and_head(model: nn.Module) -> tuple[nn.Module, nn.Module]:
     return inner.get_decoder(), inner.get_output_embeddings()
 
 
-def _row_hidden(body: nn.Module, batch: PackedBatch) -> tuple[Tensor, Tensor]:
+def row_hidden(body: nn.Module, batch: PackedBatch) -> tuple[Tensor, Tensor]:
     """Hidden states of every row's real tokens, rows run one by one (no padding), flattened to
     ``[tokens, H]``, and the flat offset of each row.  Attention runs pair by pair where the model allows
     it (``pair_attention``); otherwise through the row's 4-D mask."""
@@ -67,7 +67,7 @@ class TargetLogProbs(torch.autograd.Function):
 def token_logps(model: nn.Module, batch: PackedBatch) -> Tensor:
     """``[N]`` log-probs of the batch's response tokens; the LM head runs only on the N source positions."""
     body, head = decoder_and_head(model)
-    hidden, offsets = _row_hidden(body, batch)
+    hidden, offsets = row_hidden(body, batch)
     logits = head(hidden[offsets[batch.src_row] + batch.src_pos])
     return TargetLogProbs.apply(logits.float(), batch.targets)
 

@@ -132,8 +132,8 @@ def load_tokenizer(spec: ModelSpec | str) -> PreTrainedTokenizerBase:
     if spec.kind == "local":
         folder = Path(spec.ref).expanduser()
         has_tokenizer = (folder / "tokenizer_config.json").is_file()
-        return AutoTokenizer.from_pretrained(folder if has_tokenizer else _existing_folder(spec.ref))
-    return _hub_call(spec.ref, AutoTokenizer.from_pretrained)
+        return AutoTokenizer.from_pretrained(folder if has_tokenizer else existing_folder(spec.ref))
+    return hub_call(spec.ref, AutoTokenizer.from_pretrained)
 
 
 def load_model(
@@ -150,9 +150,9 @@ def load_model(
     elif spec.kind == "local" and _is_adapter(spec.ref):
         model = _merged_adapter(Path(spec.ref), dtype)
     elif spec.kind == "local":
-        model = _from_folder(_existing_folder(spec.ref), dtype)
+        model = _from_folder(existing_folder(spec.ref), dtype)
     else:
-        model = _hub_call(spec.ref, lambda ref, **kw: _from_folder(ref, dtype, **kw))
+        model = hub_call(spec.ref, lambda ref, **kw: _from_folder(ref, dtype, **kw))
     if onednn_linears:
         route_linears(model)
     return model.eval()
@@ -178,7 +178,7 @@ def _merged_adapter(path: Path, dtype: torch.dtype) -> PreTrainedModel:
     return PeftModel.from_pretrained(base, path).merge_and_unload()
 
 
-def _existing_folder(ref: str) -> Path:
+def existing_folder(ref: str) -> Path:
     path = Path(ref).expanduser()
     if not (path / "config.json").is_file():
         raise ModelUnavailableError(
@@ -187,7 +187,7 @@ def _existing_folder(ref: str) -> Path:
     return path
 
 
-def _hub_call(ref: str, fn):
+def hub_call(ref: str, fn):
     cached = try_to_load_from_cache(ref, "config.json")
     if isinstance(cached, str):
         return fn(ref, local_files_only=True)

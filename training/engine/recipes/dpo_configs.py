@@ -22,6 +22,22 @@ from training.engine.runtime.config import (
 )
 
 
+def check_text_pair_fields(config, run_checks) -> None:
+    """What every config over packed text pairs checks: its model spec (first, so a bad spec is named
+    before anything else), then ``run_checks()`` (the RunConfig fields), the truncation and packing
+    bounds and the export's format."""
+    try:
+        ModelSpec.parse(config.model)
+    except ValueError as exc:
+        raise ConfigError(f"model: {exc}") from exc
+    run_checks()
+    for name in ("max_length", "token_budget"):
+        require_positive(getattr(config, name), name, integer=True, allow_none=True)
+    require(
+        Path(config.train_file).suffix in {".jsonl", ".json", ".parquet"}, "train_file", "JSONL or Parquet"
+    )
+
+
 @dataclass(frozen=True, kw_only=True)
 class PreferenceConfig(RunConfig):
     """Settings shared by every preference method on a causal LM."""
@@ -54,21 +70,12 @@ class PreferenceConfig(RunConfig):
     """Reference log-prob cache; None = $REF_CACHE or <repo>/var/ref_cache."""
 
     def __post_init__(self) -> None:
-        try:
-            ModelSpec.parse(self.model)
-        except ValueError as exc:
-            raise ConfigError(f"model: {exc}") from exc
-        super().__post_init__()
+        check_text_pair_fields(self, super().__post_init__)
         for name in ("beta", "lora_alpha"):
             require_positive(getattr(self, name), name)
         require_positive(self.lora_r, "lora_r", integer=True)
-        for name in ("max_length", "token_budget"):
-            require_positive(getattr(self, name), name, integer=True, allow_none=True)
         require_fraction(self.lora_dropout, "lora_dropout")
         require(self.sft_weight >= 0, "sft_weight", f"must be ≥ 0, got {self.sft_weight}")
-        require(
-            Path(self.train_file).suffix in {".jsonl", ".json", ".parquet"}, "train_file", "JSONL or Parquet"
-        )
         for i, term in enumerate(self.extra_losses):
             require(isinstance(term, dict) and "name" in term, f"extra_losses[{i}]", "needs a 'name'")
             try:

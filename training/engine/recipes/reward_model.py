@@ -1,0 +1,134 @@
+"""The ``reward_model`` recipe: an explicit reward model (EXRM) trained with the Bradley-Terry loss.
+
+A sequence-classification head (``num_labels=1``) on the causal LM (``lm/rewards.py``) scores each
+response at its last token; pairs are packed prompt + chosen + rejected like the DPO recipe's, so the
+shared prompt is computed once per pair.  No reference model.  The final model is a plain Hugging Face
+folder that ``AutoModelForSequenceClassification.from_pretrained`` loads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+
+from training.engine.lm.collate import PackingCollator
+from training.engine.lm.data import TokenizedPair, read_rows, tokenize_rows
+from training.engine.lm.models import load_tokenizer
+from training.engine.lm.rewards import load_reward_model, pair_rewards
+from training.engine.objectives.reward import bradley_terry_losses, reward_metrics
+from training.engine.recipes.dpo import link_model_files
+from training.engine.recipes.dpo_configs import check_text_pair_fields
+from training.engine.runtime.checkpoint import load_weights
+from training.engine.runtime.config import RunConfig
+from training.engine.runtime.device import autocast
+from training.engine.runtime.memory import own_trainable_weights
+from training.engine.runtime.optim import step_count, step_plan
+from training.engine.runtime.recipe import MicroStep, RecipeBase, Stage
+
+REWARD_KINDS = ("pairwise", "ranking")
+"""Dataset kinds whose exports are whole-response preference pairs."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class RewardModelConfig(RunConfig):
+    """Reward model (Bradley-Terry): −log σ(r(y_w) − r(y_l)) with a scalar head on the causal LM."""
+
+    method: ClassVar[str] = "reward_model"
+
+    model: str
+    """Causal LM to start from: ``bundled``, ``local:PATH``, ``hub:ORG/NAME`` or ``tiny[:opts]``."""
+    train_file: str
+    """Exported dataset (JSONL or Parquet, TRL preference rows); rows with ``split`` = test held out."""
+    learning_rate: float = 1e-5
+    """AdamW peak learning rate."""
+    max_length: int | None = 512
+    """Cap on prompt+response tokens per side (keep-start truncation); None = no cap."""
+    token_budget: int | None = None
+    """Most tokens in one packed row; None = the whole micro-batch in one row."""
+
+    def __post_init__(self) -> None:
+        check_text_pair_fields(self, super().__post_init__)
+
+
+class RewardModelRecipe(RecipeBase):
+    """Bradley-Terry training of a scalar head and every weight of the body."""
+
+    unit: ClassVar[str] = "pairs"
+    accepts: ClassVar[tuple[str, ...]] = REWARD_KINDS
+
+    def __init__(self, config: RewardModelConfig) -> None:
+        self.config = config
+
+    @classmethod
+    def planned_steps(cls, config: RewardModelConfig, n_train_rows: int) -> int:
+        return step_count(n_train_rows, config)
+
+    def setup(self, device: torch.device) -> None:
+        config = self.config
+        self.tokenizer = load_tokenizer(config.model)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        self.model = load_reward_model(config.model, pad_token_id=pad).to(device)
+        own_trainable_weights(self.model)
+        self.collator = PackingCollator(pad, config.token_budget, device)
+        self.autocast = torch.bfloat16 if config.precision == "bf16" else None
+        train_rows = read_rows(config.train_file, "train")
+        eval_rows = read_rows(config.eval_file) if config.eval_file else read_rows(config.train_file, "test")
+        self.train_pairs, report = tokenize_rows(train_rows, self.tokenizer, max_length=config.max_length)
+        self.eval_pairs, eval_report = tokenize_rows(eval_rows, self.tokenizer, max_length=config.max_length)
+        if not self.train_pairs:
+            raise ValueError(
+                f"{config.train_file}: no training pair left after tokenization ({dict(report.dropped)})"
+            )
+        self.dropped = {f"train/{k}": v for k, v in report.dropped.items()}
+        self.dropped.update({f"eval/{k}": v for k, v in eval_report.dropped.items()})
+        self.model.train()
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        return [{"params": [p for p in self.model.parameters() if p.requires_grad]}]
+
+    def stages(self) -> list[Stage]:
+        return [Stage(step_plan(len(self.train_pairs), self.config), len(self.train_pairs))]
+
+    def rewards(self, pairs: list[TokenizedPair]) -> tuple[Tensor, Tensor, int]:
+        batch = self.collator(pairs)
+        with autocast(self.collator.device, self.autocast):
+            chosen, rejected = pair_rewards(self.model, batch)
+        return chosen, rejected, batch.n_tokens
+
+    def micro_step(self, positions: list[int], *, scale: float) -> MicroStep:
+        chosen, rejected, tokens = self.rewards([self.train_pairs[i] for i in positions])
+        loss = bradley_terry_losses(chosen, rejected).mean()
+        (loss * scale).backward()
+        return MicroStep(reward_metrics(chosen, rejected, loss), len(positions), tokens)
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        if not self.eval_pairs:
+            return {}
+        self.model.eval()
+        chosen, rejected = [], []
+        for start in range(0, len(self.eval_pairs), self.config.batch_size):
+            self.between_batches()
+            c, r, _ = self.rewards(self.eval_pairs[start : start + self.config.batch_size])
+            chosen.append(c)
+            rejected.append(r)
+        self.model.train()
+        c, r = torch.cat(chosen), torch.cat(rejected)
+        return reward_metrics(c, r, bradley_terry_losses(c, r).mean(), prefix="eval/")
+
+    def save(self, folder: Path) -> None:
+        self.model.save_pretrained(folder, safe_serialization=True)
+        self.tokenizer.save_pretrained(folder)
+
+    def load(self, folder: Path) -> None:
+        load_weights(self.model, folder)
+
+    def export_final(self, checkpoint: Path, folder: Path) -> None:
+        link_model_files(checkpoint, folder)
+
+    def report(self) -> dict[str, Any]:
+        return {"dropped": self.dropped}
