@@ -32,9 +32,22 @@ DIFFUSION_PANELS = [
 """A Diffusion-DPO job's panels (its metrics: ``objectives/diffusion.py``)."""
 
 
-def chart_panels(*, diffusion: bool = False) -> list[dict]:
+REWARD_MODEL_PANELS = [
+    ("loss", "Loss", ["loss"]),
+    ("accuracy", "Accuracy (r_chosen > r_rejected)", ["accuracy"]),
+    ("margin", "Reward margin", ["margin"]),
+    ("rewards", "Rewards (chosen vs rejected, mean)", ["rewards/chosen_mean", "rewards/rejected_mean"]),
+    ("spread", "Reward spread (std)", ["rewards/chosen_std", "rewards/rejected_std"]),
+    ("grad_norm", "Gradient norm", ["grad_norm"]),
+    ("learning_rate", "Learning rate", ["learning_rate"]),
+    ("eval", "Held-out (eval/…)", ["eval/loss", "eval/accuracy", "eval/margin"]),
+]
+"""A reward-model job's panels (its metrics: ``objectives/reward.py``)."""
+
+
+def chart_panels(*, diffusion: bool = False, reward_model: bool = False) -> list[dict]:
     """The job page's panels: ``[{"id", "title", "metrics"}]`` (the page draws one plotly chart each)."""
-    panels = DIFFUSION_PANELS if diffusion else PANELS
+    panels = DIFFUSION_PANELS if diffusion else REWARD_MODEL_PANELS if reward_model else PANELS
     return [{"id": pid, "title": title, "metrics": metrics} for pid, title, metrics in panels]
 
 

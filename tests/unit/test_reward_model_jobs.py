@@ -3,6 +3,7 @@ its base and a further reward-model job accepts."""
 
 import pytest
 from django.core.exceptions import ValidationError
+from django.urls import reverse
 
 from jobs.models import JobState
 from tests.training_support import dataset_version, tiny_model_entry, tiny_params
@@ -19,7 +20,7 @@ def _artifacts_in_tmp(settings, tmp_path):
 
 @pytest.mark.django_db(transaction=True)
 def test_a_reward_model_job_registers_a_reward_model_that_only_reward_jobs_take_as_base(
-    tmp_path, project, manager
+    tmp_path, project, manager, manager_client
 ):
     version = dataset_version(project)
     base = tiny_model_entry(tmp_path / "tiny")
@@ -28,6 +29,8 @@ def test_a_reward_model_job_registers_a_reward_model_that_only_reward_jobs_take_
     assert training_job_run(job_id=job.pk) == JobState.SUCCEEDED
     job.refresh_from_db()
     assert job.state == JobState.SUCCEEDED, job.traceback
+    page = manager_client.get(reverse("job-detail", args=[project.pk, job.pk]))
+    assert page.status_code == 200 and b"Accuracy (r_chosen &gt; r_rejected)" in page.content
     entry = ModelEntry.objects.get(produced_by=job)
     assert entry.kind == ModelKind.REWARD_MODEL
     with pytest.raises(ValidationError) as err:
