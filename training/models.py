@@ -1,5 +1,6 @@
 """Training and generation jobs, metrics and artifacts, and the model registry (docs/architecture.md)."""
 
+from django.conf import settings
 from django.db import models
 
 from jobs.models import Job
@@ -104,6 +105,7 @@ class GenerationKind(models.TextChoices):
     CANDIDATES = "candidates", "Candidate generation"
     STEP_PIPELINE = "step_pipeline", "Automatic step checking"
     IMAGE_PAIRS = "image_pairs", "Image-pair generation"
+    REWARD_SCORES = "reward_scores", "Reward-model scoring"
 
 
 class GenerationJob(Job):
@@ -125,6 +127,31 @@ class GenerationJob(Job):
 
     def __str__(self):
         return f"{self.kind} job {self.pk} for {self.project_id}: {self.state}"
+
+
+class CandidateScore(models.Model):
+    """A reward model's score of one candidate, with its provenance; scoring again with the same model
+    replaces the row (one score per candidate and model)."""
+
+    candidate = models.ForeignKey("annotation.Candidate", on_delete=models.CASCADE, related_name="scores")
+    model = models.ForeignKey(ModelEntry, on_delete=models.CASCADE, related_name="candidate_scores")
+    score = models.FloatField()
+    model_name = models.CharField(max_length=200, help_text="The entry's name when it scored.")
+    model_spec = models.CharField(max_length=500, help_text="The engine's model spec when it scored.")
+    job = models.ForeignKey(
+        GenerationJob, null=True, blank=True, on_delete=models.SET_NULL, related_name="candidate_scores"
+    )
+    scored_at = models.DateTimeField()
+    scored_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["candidate_id", "model_id"]
+        constraints = [models.UniqueConstraint(fields=["candidate", "model"], name="candidate_score_model")]
+
+    def __str__(self):
+        return f"{self.model_name}: {self.score:.4f} for candidate {self.candidate_id}"
 
 
 class MetricPoint(models.Model):

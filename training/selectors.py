@@ -8,7 +8,7 @@ from django.utils import timezone
 from annotation.access import project_for
 from annotation.models import Project
 
-from .models import Artifact, ArtifactKind, MetricPoint, ModelEntry, TrainingJob
+from .models import Artifact, ArtifactKind, CandidateScore, MetricPoint, ModelEntry, TrainingJob
 from .services.artifacts import sample_step
 
 POINTS_PAGE = 5000
@@ -127,3 +127,12 @@ def sample_artifacts(*, job) -> dict[int, Artifact]:
         if step is not None:
             found[step] = artifact
     return dict(sorted(found.items()))
+
+
+def candidate_scores_for_project(*, project, limit: int = 200) -> QuerySet[CandidateScore]:
+    """Reward-model scores of the project's candidates, item by item, candidate by candidate."""
+    return (
+        CandidateScore.objects.filter(candidate__item__project=project)
+        .select_related("candidate__item", "model", "scored_by")
+        .order_by("candidate__item_id", "candidate__position", "model_name")[:limit]
+    )

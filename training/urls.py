@@ -7,6 +7,11 @@ urlpatterns = [
     path("projects/<int:project_id>/generate/", generation.generation_list, name="generation-list"),
     path("projects/<int:project_id>/generate/start/", generation.generation_start, name="generation-start"),
     path(
+        "projects/<int:project_id>/generate/score/",
+        generation.reward_scores_start,
+        name="reward-scores-start",
+    ),
+    path(
         "projects/<int:project_id>/generate/<int:job_id>/",
         generation.generation_detail,
         name="generation-detail",

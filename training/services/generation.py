@@ -1,6 +1,7 @@
 """Candidate generation: a registered model samples K responses per item (on-policy candidates), or
 checks a step-wise project's solutions and proposes Step-DPO pairs; image-pair jobs (a diffusion model
-sampling K images per caption) share this job kind and runner, their body is ``image_generation.py``.
+sampling K images per caption) share this job kind and runner, their body is ``image_generation.py``;
+so do reward-model scoring jobs (a reward model scores a project's candidates), body in ``scoring.py``.
 
 A ``GenerationJob`` row is the source of truth (state, progress, error); the job core's lease
 (``jobs.leases``) makes a duplicate delivery do nothing.  Candidates are written through the annotation
@@ -34,6 +35,7 @@ from jobs.sending import job_send_on_commit
 from ..models import GenerationJob, GenerationKind
 from .image_generation import image_pairs_job_run
 from .registry import model_entry_ensure_bundled
+from .scoring import Scorer, model_scorer, reward_scores_job_body
 from .threads import torch_threads
 
 # (prompts, settings, seed) -> one completion per prompt
@@ -164,7 +166,12 @@ GENERATION_JOBS = JobKind(
 the stale limit must exceed the longest item (K samples)."""
 
 
-def generation_job_run(*, job_id: int, sampler_factory: Callable[[str], Sampler] = model_sampler) -> None:
+def generation_job_run(
+    *,
+    job_id: int,
+    sampler_factory: Callable[[str], Sampler] = model_sampler,
+    scorer_factory: Callable[..., Scorer] = model_scorer,
+) -> None:
     """Run a queued job to the end (the Celery task calls this); errors end up on the row."""
     lease = job_claim(GenerationJob, pk=job_id)
     if lease is None:
@@ -175,7 +182,9 @@ def generation_job_run(*, job_id: int, sampler_factory: Callable[[str], Sampler]
         if job.kind == GenerationKind.IMAGE_PAIRS:
             image_pairs_job_run(job=job, lease=lease)  # records its outcome in the transaction of its items
             return
-        if job.kind == GenerationKind.STEP_PIPELINE:
+        if job.kind == GenerationKind.REWARD_SCORES:
+            result = reward_scores_job_body(job=job, lease=lease, scorer_factory=scorer_factory)
+        elif job.kind == GenerationKind.STEP_PIPELINE:
             result = _step_pipeline_job_body(job=job, lease=lease, sampler_factory=sampler_factory)
         else:
             result = _candidates_job_body(job=job, lease=lease, sampler=sampler_factory(job.model_spec))

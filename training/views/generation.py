@@ -14,7 +14,7 @@ from annotation.services.step_pipeline import step_proposals
 from jobs.pages import job_page
 
 from ..models import GenerationJob, GenerationKind, ModelEntry, ModelKind
-from ..selectors import models_for_user
+from ..selectors import candidate_scores_for_project, models_for_user
 from ..services.generation import (
     GenerationSettings,
     generation_job_cancel,
@@ -31,6 +31,7 @@ from ..services.image_generation import (
     image_generation_job_create,
 )
 from ..services.registry import BUNDLED_NAME, DIGITS_NAME
+from ..services.scoring import reward_scores_job_create
 
 
 class GenerationForm(forms.Form):
@@ -98,6 +99,16 @@ class ImageGenerationForm(forms.Form):
         return ImageGenerationSettings(captions=self.cleaned_data["caption_list"], **values)
 
 
+class RewardScoringForm(forms.Form):
+    """Score every candidate of the project with a reward model the user may see."""
+
+    model = forms.ModelChoiceField(queryset=ModelEntry.objects.none(), label="Reward model")
+
+    def __init__(self, *args, user, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["model"].queryset = models_for_user(user=user, kinds=[ModelKind.REWARD_MODEL])
+
+
 def _start_image_job(request, form):
     if not form.is_valid():
         return None
@@ -130,11 +141,14 @@ def _start_job(request, form, kind: str):
         return None
 
 
-def _generation_page(request, form, status=200):
-    kinds = (GenerationKind.CANDIDATES, GenerationKind.IMAGE_PAIRS)
+def _generation_page(request, form, status=200, score_form=None):
+    kinds = (GenerationKind.CANDIDATES, GenerationKind.IMAGE_PAIRS, GenerationKind.REWARD_SCORES)
     jobs = GenerationJob.objects.filter(project=request.project, kind__in=kinds)[:20]
     images = request.project.task_type == TaskType.IMAGE_PAIR
     context = {"project": request.project, "form": form, "jobs": jobs, "image_pairs": images}
+    if not images:
+        context["score_form"] = score_form or RewardScoringForm(user=request.user)
+        context["scores"] = candidate_scores_for_project(project=request.project)
     return render(request, "training/generation_list.html", context, status=status)
 
 
@@ -160,6 +174,23 @@ def generation_start(request, project_id):
         job = _start_job(request, form, GenerationKind.CANDIDATES)
     if job is None:
         return _generation_page(request, form, status=400)
+    return redirect("generation-detail", project_id=project_id, job_id=job.pk)
+
+
+@require_POST
+@project_member_required(manager=True)
+def reward_scores_start(request, project_id):
+    form = RewardScoringForm(request.POST, user=request.user)
+    job = None
+    if form.is_valid():
+        try:
+            job = reward_scores_job_create(
+                project=request.project, model=form.cleaned_data["model"], created_by=request.user
+            )
+        except ValidationError as error:
+            add_validation_error(form, error)
+    if job is None:
+        return _generation_page(request, _form_for(request), status=400, score_form=form)
     return redirect("generation-detail", project_id=project_id, job_id=job.pk)
 
 
