@@ -157,6 +157,7 @@ class DiffusionDPORecipe(RecipeBase):
 
     unit: ClassVar[str] = "pairs"
     accepts: ClassVar[tuple[str, ...]] = IMAGE_PAIR_KINDS
+    model_kind: ClassVar[str] = "diffusion"
     writes_samples: ClassVar[bool] = True
 
     def __init__(self, config: DiffusionDPOConfig, *, components: DiffusionComponents | None = None) -> None:
@@ -386,9 +387,8 @@ class DiffusionDPORecipe(RecipeBase):
         the base's other parts and the trained UNet; a LoRA run's adapter is merged into that UNet, and its
         ``pytorch_lora_weights.safetensors`` kept beside it for ``pipeline.load_lora_weights``."""
         base_folder = resolve_folder(self.config.model)
-        unet = load_diffusion(self.config.model).unet
+        unet = copy.deepcopy(self.components.unet).cpu()  # the set-up UNet (adapter attached): no reload
         if self.config.lora:
-            self._attach_lora(unet)
             load_lora(unet, checkpoint)
             merge_lora(unet)
             (folder / LORA_FILE).write_bytes((checkpoint / LORA_FILE).read_bytes())
