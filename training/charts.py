@@ -45,9 +45,13 @@ REWARD_MODEL_PANELS = [
 """A reward-model job's panels (its metrics: ``objectives/reward.py``)."""
 
 
-def chart_panels(*, diffusion: bool = False, reward_model: bool = False) -> list[dict]:
-    """The job page's panels: ``[{"id", "title", "metrics"}]`` (the page draws one plotly chart each)."""
-    panels = DIFFUSION_PANELS if diffusion else REWARD_MODEL_PANELS if reward_model else PANELS
+PANELS_BY_KIND = {"diffusion": DIFFUSION_PANELS, "reward_model": REWARD_MODEL_PANELS}
+
+
+def chart_panels(*, model_kind: str = "causal_lm") -> list[dict]:
+    """The job page's panels for a job training a ``model_kind``: ``[{"id", "title", "metrics"}]`` (the
+    page draws one plotly chart each)."""
+    panels = PANELS_BY_KIND.get(model_kind, PANELS)
     return [{"id": pid, "title": title, "metrics": metrics} for pid, title, metrics in panels]
 
 

@@ -47,6 +47,11 @@ class Method:
     accepts: tuple[str, ...]
 
     @property
+    def model_kind(self) -> str:
+        """The kind of model a run trains and registers (``causal_lm``, ``reward_model``, ``diffusion``)."""
+        return self.recipe.model_kind
+
+    @property
     def doc(self) -> str:
         return (self.config.__doc__ or "").strip()
 

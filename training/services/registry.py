@@ -12,8 +12,6 @@ BUNDLED_NAME = "SmolLM2-135M-Instruct"
 BUNDLED_REF = "smollm2-135m-instruct"
 DIGITS_NAME = "Digits diffusion (embedded)"
 DIGITS_REF = "digits"
-IMAGE_DATASETS = {"image_pair"}
-"""Dataset kinds a diffusion model trains on (a method accepting only these wants a diffusion base)."""
 
 
 def model_entry_ensure_bundled() -> ModelEntry:
@@ -79,7 +77,7 @@ def model_entry_register_from_job(*, job, folder: Path) -> ModelEntry:
             "is_adapter": False,  # final/ holds full weights: a LoRA job's adapter is merged into it
             "base": job.base_model,
             "project": job.dataset_version.project,
-            "kind": produced_kind(job=job),
+            "kind": model_kind_trained(job.method),
         },
     )
     return entry
@@ -106,29 +104,25 @@ KIND_NOUNS = {
     ModelKind.REWARD_MODEL: "reward model",
     ModelKind.DIFFUSION: "diffusion model",
 }
-REWARD_METHODS = {"reward_model"}
-"""Methods whose job produces a reward model (a sequence-classification head, not a causal LM)."""
+
+
+def model_kind_trained(method: str) -> str:
+    """The kind of model a job of ``method`` trains and registers (the method table says)."""
+    return METHODS[method].model_kind if method in METHODS else ModelKind.CAUSAL_LM
 
 
 def model_kinds_for(method: str) -> tuple[str, ...]:
-    """The model kinds a job of ``method`` can start from: diffusion models for the methods that train on
-    image pairs only, a causal LM (or a reward model to train further) for a reward model, a causal LM
-    for every other text method."""
-    if method in METHODS and set(METHODS[method].accepts) <= IMAGE_DATASETS:
-        return (ModelKind.DIFFUSION,)
-    if method in REWARD_METHODS:
+    """The model kinds a job of ``method`` can start from: the kind it trains, and for a reward model
+    also a causal LM (the body its score head goes on)."""
+    trained = model_kind_trained(method)
+    if trained == ModelKind.REWARD_MODEL:
         return (ModelKind.CAUSAL_LM, ModelKind.REWARD_MODEL)
-    return (ModelKind.CAUSAL_LM,)
-
-
-def produced_kind(*, job) -> str:
-    """The kind of model a finished job registers: a reward model, or the kind of its base."""
-    return ModelKind.REWARD_MODEL if job.method in REWARD_METHODS else job.base_model.kind
+    return (trained,)
 
 
 def method_is_diffusion(method: str) -> bool:
     """Whether ``method`` trains diffusion models (its jobs draw samples, not text)."""
-    return ModelKind.DIFFUSION in model_kinds_for(method)
+    return model_kind_trained(method) == ModelKind.DIFFUSION
 
 
 def model_kind_problem(*, method: str, entry: ModelEntry) -> str | None:

@@ -22,7 +22,7 @@ from training.engine import NonFiniteError, config_from_dict, train
 from training.engine.runtime.checkpoint import latest_checkpoint, load_state
 from training.engine.runtime.metrics import read_metrics
 
-from ..models import TrainingJob
+from ..models import ModelKind, TrainingJob
 from .artifacts import Digests, artifact_record, artifacts_record
 from .attempt import AttemptWatch, LeaseLostError
 from .evaluation import diffusion_evaluation_run, evaluation_run
@@ -30,7 +30,7 @@ from .joblog import JobLog
 from .jobs import training_job_claim
 from .metrics import DbMetrics, metrics_delete_after, metrics_write_batch
 from .paths import dataset_file
-from .registry import REWARD_METHODS, method_is_diffusion, model_entry_register_from_job
+from .registry import method_is_diffusion, model_entry_register_from_job, model_kind_trained
 from .threads import torch_threads
 
 logger = logging.getLogger(__name__)
@@ -188,7 +188,7 @@ def _evaluate(job: TrainingJob, folder: Path, result, log: JobLog) -> None:
         if method_is_diffusion(job.method):  # its samples and eval metrics are the report: no model loaded
             diffusion_evaluation_run(job=job, eval_metrics=result.eval_metrics)
             return
-        if job.method in REWARD_METHODS:  # a scorer, not a generator: its eval/ metrics are the report
+        if model_kind_trained(job.method) == ModelKind.REWARD_MODEL:  # a scorer: eval/ metrics are its report
             log.write(
                 f"held-out reward accuracy {result.eval_metrics.get('eval/accuracy', float('nan')):.3f}"
             )

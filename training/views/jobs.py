@@ -30,7 +30,7 @@ from ..selectors import (
 from ..services.artifacts import artifact_path, sample_file, sample_manifest
 from ..services.joblog import log_tail
 from ..services.jobs import training_job_cancel
-from ..services.registry import REWARD_METHODS, method_is_diffusion
+from ..services.registry import method_is_diffusion, model_kind_trained
 
 
 def _cursor(request) -> int:
@@ -79,9 +79,7 @@ def _samples_context(request, job) -> dict | None:
 
 
 def _detail_context(request, job) -> dict:
-    panels = chart_panels(
-        diffusion=method_is_diffusion(job.method), reward_model=job.method in REWARD_METHODS
-    )
+    panels = chart_panels(model_kind=model_kind_trained(job.method))
     chart_config = {
         "metricsUrl": reverse("job-metrics", args=[job.dataset_version.project_id, job.pk]),
         "panels": panels,

@@ -97,6 +97,9 @@ class Recipe(Protocol):
     def report(self) -> dict[str, Any]:
         """Facts about the run for its result: examples dropped by reason, caches used."""
 
+    model_kind: ClassVar[str]
+    """What the run trains and registers: ``causal_lm``, ``reward_model`` or ``diffusion``."""
+
     writes_samples: ClassVar[bool]
     """Whether the recipe draws samples (images) for the job page: the runtime then calls
     ``write_samples`` before the first step and after every evaluation."""
@@ -118,6 +121,7 @@ class RecipeBase:
     """Defaults for the optional parts of ``Recipe``: one stage, no extra state, one lr for every group."""
 
     unit: ClassVar[str] = "examples"
+    model_kind: ClassVar[str] = "causal_lm"
     writes_samples: ClassVar[bool] = False
     should_stop: Callable[[], bool] | None = None
 
