@@ -129,7 +129,10 @@ def test_multi_image_layouts_zoom_and_pairwise_choice(page, live_server, login, 
             p, prompt="Which image shows the blue square?", texts=("The third", "The first")
         ),
     )
-    page.wait_for_function("[...document.querySelectorAll('.gallery img')].every(i => i.naturalWidth > 0)")
+    # a function, not a bare expression: Playwright polls an expression through eval, which the CSP blocks
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('.gallery img')].every(i => i.naturalWidth > 0)"
+    )
     press(page, "l")
     assert page.get_attribute(".gallery", "data-layout") == "pip"
     press(page, "l", "l", "z", "ArrowRight")
