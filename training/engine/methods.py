@@ -30,7 +30,9 @@ from training.engine.recipes.dpo_configs import (
     StepDPOConfig,
 )
 from training.engine.recipes.fast_slow_dpo import FastSlowDPOConfig, FastSlowDPORecipe
+from training.engine.recipes.ppo import PPOConfig, PPORecipe
 from training.engine.recipes.reward_model import RewardModelConfig, RewardModelRecipe
+from training.engine.recipes.rto import RTOConfig, RTORecipe
 from training.engine.runtime.checkpoint import latest_checkpoint, load_state
 from training.engine.runtime.config import MAX_STEPS, ConfigError, RunConfig
 from training.engine.runtime.loop import TrainResult, prepare, run, write_config
@@ -74,6 +76,8 @@ METHODS: dict[str, Method] = {
     "fast_slow_dpo": _method(FastSlowDPOConfig, FastSlowDPORecipe),
     "diffusion_dpo": _method(DiffusionDPOConfig, DiffusionDPORecipe),
     "reward_model": _method(RewardModelConfig, RewardModelRecipe),
+    "ppo": _method(PPOConfig, PPORecipe),
+    "rto": _method(RTOConfig, RTORecipe),
 }
 
 

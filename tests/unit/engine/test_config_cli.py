@@ -42,9 +42,13 @@ def test_config_round_trips_through_a_dict():
     assert [t.name for t in config.objective_terms()] == ["rdpo", "sft"]
 
 
+REQUIRED = {"ppo": {"reward_model": "tiny"}, "rto": {"reward_model": "tiny", "dpo_model": "tiny"}}
+"""The methods with a required field beyond BASE (the models they train against)."""
+
+
 def test_every_method_builds_with_defaults():
     for name, method in METHODS.items():
-        config = method.config(**BASE)
+        config = method.config(**BASE, **REQUIRED.get(name, {}))
         assert config.method == name
         if hasattr(config, "objective_terms"):  # the causal-LM preference methods
             assert config.objective_terms()

@@ -89,6 +89,13 @@ def _render(tokenizer: PreTrainedTokenizerBase, messages: list[dict], generation
     return text + ("\n\n" if generation else (tokenizer.eos_token or ""))
 
 
+def prompt_token_ids(tokenizer: PreTrainedTokenizerBase, prompt: Any) -> list[int]:
+    """Token ids of a prompt (a string or chat messages) rendered up to the start of the assistant's reply,
+    as generation sees it."""
+    text = _render(tokenizer, _messages(prompt, "user"), True)
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
 def _render_side(tokenizer, prompt_msgs, prefix: str, response: list[dict]) -> tuple[str, int]:
     """Full text of prompt + response and the char where the response content starts."""
     head = _render(tokenizer, prompt_msgs, True) + prefix

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from training.engine.lm.data import prompt_token_ids
+
 
 @dataclass(frozen=True)
 class GenerationConfig:
@@ -36,12 +38,7 @@ class GenerationConfig:
 
 
 def _prompt_ids(tokenizer, prompt: str | Sequence[dict]) -> torch.Tensor:
-    messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
-    if tokenizer.chat_template:
-        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    else:
-        text = "\n\n".join(m["content"] for m in messages) + "\n\n"
-    return torch.tensor([tokenizer(text, add_special_tokens=False)["input_ids"]])
+    return torch.tensor([prompt_token_ids(tokenizer, prompt)])
 
 
 @torch.no_grad()

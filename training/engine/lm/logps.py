@@ -110,6 +110,17 @@ def unpacked_logps(model: nn.Module, pairs: Sequence[TokenizedPair]) -> list[tup
     return out
 
 
+def implicit_token_rewards(
+    policy_logps: Tensor, reference_logps: Tensor, *, beta: float, clip: float | None = None
+) -> Tensor:
+    """The DPO implicit reward token by token, β·(log π − log π_ref), with the log-ratio clipped to
+    ±``clip`` when set (RTO's dense reward; the evaluation page's heatmap)."""
+    ratio = policy_logps - reference_logps
+    if clip is not None:
+        ratio = ratio.clamp(-clip, clip)
+    return beta * ratio
+
+
 @torch.no_grad()
 def token_rewards(
     policy: nn.Module,
@@ -128,4 +139,7 @@ def token_rewards(
             ref = split_by_segment(token_logps(policy, batch), batch)
     else:
         ref = split_by_segment(token_logps(reference, batch), batch)
-    return beta * (pol[0] - ref[0]), beta * (pol[1] - ref[1])
+    return (
+        implicit_token_rewards(pol[0], ref[0], beta=beta),
+        implicit_token_rewards(pol[1], ref[1], beta=beta),
+    )

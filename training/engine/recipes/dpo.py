@@ -211,20 +211,25 @@ class DPORecipe(RecipeBase):
         load_weights(self.model, folder)
 
     def export_final(self, checkpoint: Path, folder: Path) -> None:
-        """Full fine-tuning: the checkpoint's model files (hard links); LoRA: the adapter merged into the
-        base weights, so the next job starts from it like any full model."""
-        if not self.config.lora:
-            link_model_files(checkpoint, folder)
-            return
-        merged = merged_with_adapter(load_model(self.config.model), checkpoint)
-        merged.save_pretrained(folder, safe_serialization=True)
-        self.tokenizer.save_pretrained(folder)
+        export_causal_lm(self.config, self.tokenizer, checkpoint, folder)
 
     def report(self) -> dict[str, Any]:
         return {"dropped": self.dropped, "reference_was_cached": self.ref_cached}
 
 
 RESUME_ONLY = {"trainer_state.pt"}
+
+
+def export_causal_lm(config, tokenizer, checkpoint: Path, folder: Path) -> None:
+    """``final/`` of a causal-LM recipe.  Full fine-tuning: the checkpoint's model files (hard links);
+    LoRA (``config.lora``): the adapter merged into ``config.model``'s weights, so the next job starts from
+    it like any full model."""
+    if not config.lora:
+        link_model_files(checkpoint, folder)
+        return
+    merged = merged_with_adapter(load_model(config.model), checkpoint)
+    merged.save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
 
 
 def link_model_files(checkpoint: Path, folder: Path) -> None:

@@ -39,7 +39,28 @@ def check_text_pair_fields(config, run_checks) -> None:
 
 
 @dataclass(frozen=True, kw_only=True)
-class PreferenceConfig(RunConfig):
+class LoraFields:
+    """LoRA settings of a recipe that trains a causal LM (``lm/lora.py``)."""
+
+    lora: bool = False
+    """Train a LoRA adapter (reference = adapter disabled) instead of all weights."""
+    lora_r: int = 8
+    """LoRA rank."""
+    lora_alpha: float = 16.0
+    """LoRA scaling numerator."""
+    lora_dropout: float = 0.0
+    """Dropout on the LoRA input."""
+    lora_target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
+    """Module names that receive adapters."""
+
+    def check_lora(self) -> None:
+        require_positive(self.lora_alpha, "lora_alpha")
+        require_positive(self.lora_r, "lora_r", integer=True)
+        require_fraction(self.lora_dropout, "lora_dropout")
+
+
+@dataclass(frozen=True, kw_only=True)
+class PreferenceConfig(LoraFields, RunConfig):
     """Settings shared by every preference method on a causal LM."""
 
     model: str
@@ -52,16 +73,6 @@ class PreferenceConfig(RunConfig):
     """α of the SFT add-on term −α·logp(y_w)/|y_w| (0 = off)."""
     extra_losses: tuple[dict, ...] = ()
     """Further weighted terms: ``{"name": ..., "weight": ..., "params": {...}}`` (objectives registry)."""
-    lora: bool = False
-    """Train a LoRA adapter (reference = adapter disabled) instead of all weights."""
-    lora_r: int = 8
-    """LoRA rank."""
-    lora_alpha: float = 16.0
-    """LoRA scaling numerator."""
-    lora_dropout: float = 0.0
-    """Dropout on the LoRA input."""
-    lora_target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
-    """Module names that receive adapters."""
     max_length: int | None = 512
     """Cap on prompt+response tokens per side (keep-start truncation); None = no cap."""
     token_budget: int | None = None
@@ -71,10 +82,8 @@ class PreferenceConfig(RunConfig):
 
     def __post_init__(self) -> None:
         check_text_pair_fields(self, super().__post_init__)
-        for name in ("beta", "lora_alpha"):
-            require_positive(getattr(self, name), name)
-        require_positive(self.lora_r, "lora_r", integer=True)
-        require_fraction(self.lora_dropout, "lora_dropout")
+        require_positive(self.beta, "beta")
+        self.check_lora()
         require(self.sft_weight >= 0, "sft_weight", f"must be ≥ 0, got {self.sft_weight}")
         for i, term in enumerate(self.extra_losses):
             require(isinstance(term, dict) and "name" in term, f"extra_losses[{i}]", "needs a 'name'")

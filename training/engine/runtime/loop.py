@@ -265,6 +265,8 @@ def _report_and_save(run_: _Run, step: int, metrics: dict[str, float], *, stage_
         result.eval_metrics = run_.recipe.evaluate()
         logged.update(result.eval_metrics)
         _write_samples(run_, step)
+    elif run_.recipe.writes_samples and run_.recipe.samples_due():
+        _write_samples(run_, step)
     if logged:
         # One emission per step: a live reader that has seen step N never misses a later point of N.
         run_.emit(logged, step)

@@ -101,8 +101,13 @@ class Recipe(Protocol):
     """What the run trains and registers: ``causal_lm``, ``reward_model`` or ``diffusion``."""
 
     writes_samples: ClassVar[bool]
-    """Whether the recipe draws samples (images) for the job page: the runtime then calls
-    ``write_samples`` before the first step and after every evaluation."""
+    """Whether the recipe draws samples (images, rollouts) for the job page: the runtime then calls
+    ``write_samples`` before the first step, after every evaluation and after any step at whose end
+    ``samples_due()`` is true."""
+
+    def samples_due(self) -> bool:
+        """After a step: whether the recipe has new samples to write without an evaluation (PPO's latest
+        rollouts)."""
 
     def write_samples(self, folder: Path) -> None:
         """Write the current model's samples into ``folder`` (a private folder the runtime publishes as
@@ -149,3 +154,6 @@ class RecipeBase:
 
     def write_samples(self, folder: Path) -> None:
         return None
+
+    def samples_due(self) -> bool:
+        return False
