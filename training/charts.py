@@ -95,3 +95,20 @@ def compare_series(points_by_job: dict[int, list], *, labels: dict[int, str]) ->
         }
         for job_id, points in points_by_job.items()
     ]
+
+
+COMPARISON_SPLITS = (("in_distribution", "in-distribution"), ("shifted", "shifted"))
+COMPARISON_SIDES = (("dpo", "DPO implicit reward"), ("reward_model", "Reward model"))
+
+
+def reward_comparison_bars(result: dict) -> list[dict]:
+    """Plotly bar traces of a DPO vs reward-model comparison: one trace per side, accuracy per split."""
+    return [
+        {
+            "type": "bar",
+            "name": label,
+            "x": [split_label for _, split_label in COMPARISON_SPLITS],
+            "y": [(result.get(split) or {}).get(side, {}).get("accuracy") for split, _ in COMPARISON_SPLITS],
+        }
+        for side, label in COMPARISON_SIDES
+    ]

@@ -106,6 +106,7 @@ class GenerationKind(models.TextChoices):
     STEP_PIPELINE = "step_pipeline", "Automatic step checking"
     IMAGE_PAIRS = "image_pairs", "Image-pair generation"
     REWARD_SCORES = "reward_scores", "Reward-model scoring"
+    REWARD_COMPARISON = "reward_comparison", "DPO vs reward model under shift"
 
 
 class GenerationJob(Job):
@@ -152,6 +153,32 @@ class CandidateScore(models.Model):
 
     def __str__(self):
         return f"{self.model_name}: {self.score:.4f} for candidate {self.candidate_id}"
+
+
+class RewardComparison(models.Model):
+    """A finished DPO-family job's implicit reward and a reward model, compared on one dataset version's
+    held-out rows cut by a shift rule into in-distribution and shifted (Lin et al.'s DPORM vs EXRM).
+    Computed by a ``GenerationJob`` of kind ``reward_comparison``; ``provenance`` keeps the specs, names
+    and settings used, ``result`` the per-split accuracies (``services/reward_comparison.py``)."""
+
+    job = models.OneToOneField(GenerationJob, on_delete=models.CASCADE, related_name="reward_comparison")
+    dataset_version = models.ForeignKey(
+        "annotation.DatasetVersion", on_delete=models.PROTECT, related_name="reward_comparisons"
+    )
+    heldout_split = models.CharField(max_length=10, default="test")
+    policy_job = models.ForeignKey(TrainingJob, on_delete=models.PROTECT, related_name="reward_comparisons")
+    reward_model = models.ForeignKey(ModelEntry, on_delete=models.PROTECT, related_name="reward_comparisons")
+    rule = models.JSONField(help_text="The shift rule (engine ShiftRule.to_dict()).")
+    beta = models.FloatField(help_text="The DPO job's β: the implicit reward's temperature.")
+    provenance = models.JSONField(default=dict, help_text="Model specs, names and max lengths used.")
+    result = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self):
+        return f"reward comparison {self.pk} on {self.dataset_version_id}"
 
 
 class MetricPoint(models.Model):

@@ -8,7 +8,15 @@ from django.utils import timezone
 from annotation.access import project_for
 from annotation.models import Project
 
-from .models import Artifact, ArtifactKind, CandidateScore, MetricPoint, ModelEntry, TrainingJob
+from .models import (
+    Artifact,
+    ArtifactKind,
+    CandidateScore,
+    MetricPoint,
+    ModelEntry,
+    RewardComparison,
+    TrainingJob,
+)
 from .services.artifacts import sample_step
 
 POINTS_PAGE = 5000
@@ -135,4 +143,13 @@ def candidate_scores_for_project(*, project, limit: int = 200) -> QuerySet[Candi
         CandidateScore.objects.filter(candidate__item__project=project)
         .select_related("candidate__item", "model", "scored_by")
         .order_by("candidate__item_id", "candidate__position", "model_name")[:limit]
+    )
+
+
+def reward_comparisons_for_project(*, project, limit: int = 50):
+    """The project's DPO vs reward-model comparisons, newest first, with what their rows name."""
+    return (
+        RewardComparison.objects.filter(dataset_version__project=project)
+        .select_related("job", "dataset_version", "policy_job", "reward_model")
+        .order_by("-id")[:limit]
     )

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from .views import compare, generation, jobs, launch
+from .views import compare, generation, jobs, launch, reward_comparison
 
 urlpatterns = [
     # generation jobs and the step check of a project (views/generation.py)
@@ -23,6 +23,22 @@ urlpatterns = [
     ),
     path("projects/<int:project_id>/steps/", generation.step_review, name="step-review"),
     path("projects/<int:project_id>/steps/run/", generation.step_pipeline_start, name="step-pipeline-start"),
+    # DPO implicit reward vs a reward model under shift (views/reward_comparison.py)
+    path(
+        "projects/<int:project_id>/reward-comparisons/",
+        reward_comparison.reward_comparison_list,
+        name="reward-comparison-list",
+    ),
+    path(
+        "projects/<int:project_id>/reward-comparisons/start/",
+        reward_comparison.reward_comparison_start,
+        name="reward-comparison-start",
+    ),
+    path(
+        "projects/<int:project_id>/reward-comparisons/<int:comparison_id>/",
+        reward_comparison.reward_comparison_detail,
+        name="reward-comparison-detail",
+    ),
     # training jobs (views/jobs.py, launch.py, compare.py)
     path("projects/<int:project_id>/jobs/", jobs.job_list, name="job-list"),
     path("projects/<int:project_id>/jobs/new/", launch.job_new, name="job-new"),
