@@ -69,6 +69,14 @@ def pair_choices(votes: list[Vote], rule) -> tuple[list[str], str | None]:
     return kept, None
 
 
+def winner_strength(votes: list[Vote], winner: str, rule) -> float | None:
+    """Mean strength (1 slightly, 2 clearly, 3 much better) of the kept votes for the winner that say
+    one; None when none does (imported votes)."""
+    said = [v.strength for v in votes if v.choice == winner and v.strength is not None]
+    said = [s for s in said if rule.min_strength is None or s >= rule.min_strength]
+    return sum(said) / len(said) if said else None
+
+
 def completion(candidate: dict, conversational: bool) -> Any:
     if not conversational:
         return candidate["text"]
@@ -107,6 +115,8 @@ def pair_rows(task_type: str, item: dict, candidates: list[dict], votes: list[Vo
         ], None
     chosen, rejected = (first, second) if winner == "a" else (second, first)
     row = text_pair_row(item, chosen, rejected)
+    if (strength := winner_strength(votes, winner, rule)) is not None:
+        row["strength"] = strength
     if task_type == "stepwise":
         row["initial_reason_steps"] = str(item["metadata"].get("initial_reason_steps", ""))
         answer = item["metadata"].get("answer")

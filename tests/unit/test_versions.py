@@ -132,7 +132,9 @@ def test_majority_picks_chosen_and_drops_ties_both_bad_and_split_votes(project, 
     vote(split_votes, raters[1], "b")
     pair_task(project, prompt="unjudged")
     version = dataset_version_freeze(project=project, rule=FreezeRule())
-    assert rows_of(version) == [{"prompt": "won by b", "chosen": "B text", "rejected": "A text"}]
+    assert rows_of(version) == [
+        {"prompt": "won by b", "chosen": "B text", "rejected": "A text", "strength": 2.0}
+    ]
     assert version.stats["tasks_dropped"] == {"both_bad": 1, "no_majority": 1, "no_votes": 1, "tie": 1}
 
 
@@ -163,6 +165,20 @@ def test_min_strength_ignores_weak_human_votes_but_not_imported_ones(project, ra
         ("imported", "Answer A"),
     ]
     assert version.stats["tasks_dropped"] == {"below_min_strength": 1}
+
+
+def test_a_row_carries_the_mean_strength_of_its_winning_votes_and_imported_rows_none(project, raters):
+    judged = pair_task(project, prompt="judged")
+    vote(judged, raters[0], "b", strength=3)
+    vote(judged, raters[1], "b", strength=2)
+    vote(judged, raters[2], "a", strength=1)  # a vote for the loser says nothing of the winner's margin
+    imp = pair_task(project, prompt="imported")
+    imported(imp)
+    rows = {r["prompt"]: r for r in rows_of(dataset_version_freeze(project=project, rule=FreezeRule()))}
+    assert rows["judged"]["strength"] == 2.5 and rows["judged"]["chosen"] == "Answer B"
+    assert "strength" not in rows["imported"]
+    strict = dataset_version_freeze(project=project, rule=FreezeRule(min_strength=3))
+    assert {r["prompt"]: r.get("strength") for r in rows_of(strict)}["judged"] == 3.0
 
 
 def test_only_the_newest_judgment_of_a_correction_chain_counts(project, raters):

@@ -13,7 +13,7 @@ from training.engine.lm.models import load_tokenizer
 from training.engine.lm.rewards import is_reward_model_folder, load_reward_model, pair_rewards
 from training.engine.methods import METHODS, train
 from training.engine.objectives.reward import bradley_terry_losses, reward_metrics
-from training.engine.recipes.reward_model import RewardModelConfig
+from training.engine.recipes.reward_model import RewardModelConfig, RewardModelRecipe
 from training.engine.runtime.metrics import read_metrics
 
 
@@ -78,3 +78,30 @@ def test_a_reward_model_learns_the_preference_and_its_final_folder_loads(tmp_pat
     loaded = AutoModelForSequenceClassification.from_pretrained(result.final_model)
     assert loaded.config.num_labels == 1
     assert METHODS["reward_model"].accepts == ("pairwise", "ranking")
+
+
+def test_the_margin_from_judged_strength_enters_the_loss_of_each_pair(tmp_path, make_rows):
+    rows = make_rows(6, seed=2)
+    for i, row in enumerate(rows):
+        if i % 3:
+            row["strength"] = float(i % 3 + 1)  # rows 0 and 3 have none (imported votes): no margin
+    config = RewardModelConfig(
+        model="tiny",
+        train_file=_write(tmp_path / "rows.jsonl", rows),
+        output_dir=str(tmp_path / "out"),
+        batch_size=6,
+        margin_per_strength=0.5,
+    )
+    torch.manual_seed(0)
+    recipe = RewardModelRecipe(config)
+    recipe.setup(torch.device("cpu"))
+    positions = list(range(6))
+    with torch.no_grad():
+        chosen, rejected, _ = recipe.rewards([recipe.train_pairs[i] for i in positions])
+    margins = torch.tensor([0.5 * rows[p.index].get("strength", 0.0) for p in recipe.train_pairs])
+    assert margins.tolist() == [0.0, 1.0, 1.5, 0.0, 1.0, 1.5]
+    expected = -torch.nn.functional.logsigmoid(chosen - rejected - margins).mean()
+    out = recipe.micro_step(positions, scale=1.0)
+    assert out.metrics["loss"] == pytest.approx(float(expected), rel=1e-5)
+    plain = -torch.nn.functional.logsigmoid(chosen - rejected).mean()
+    assert abs(float(expected) - float(plain)) > 1e-3  # the margin really changed the loss

@@ -23,7 +23,7 @@ from training.engine.objectives.reward import bradley_terry_losses, reward_metri
 from training.engine.recipes.dpo import link_model_files
 from training.engine.recipes.dpo_configs import check_text_pair_fields
 from training.engine.runtime.checkpoint import load_weights
-from training.engine.runtime.config import RunConfig
+from training.engine.runtime.config import RunConfig, require
 from training.engine.runtime.device import autocast
 from training.engine.runtime.memory import own_trainable_weights
 from training.engine.runtime.optim import step_count, step_plan
@@ -49,9 +49,17 @@ class RewardModelConfig(RunConfig):
     """Cap on prompt+response tokens per side (keep-start truncation); None = no cap."""
     token_budget: int | None = None
     """Most tokens in one packed row; None = the whole micro-batch in one row."""
+    margin_per_strength: float = 0.0
+    """Margin m·strength in −log σ(r_w − r_l − m·strength), from each row's judged ``strength`` (1–3;
+    rows without one get no margin); 0 = no margin."""
 
     def __post_init__(self) -> None:
         check_text_pair_fields(self, super().__post_init__)
+        require(
+            isinstance(self.margin_per_strength, int | float) and self.margin_per_strength >= 0,
+            "margin_per_strength",
+            f"must be ≥ 0, got {self.margin_per_strength!r}",
+        )
 
 
 class RewardModelRecipe(RecipeBase):
@@ -80,6 +88,8 @@ class RewardModelRecipe(RecipeBase):
         eval_rows = read_rows(config.eval_file) if config.eval_file else read_rows(config.train_file, "test")
         self.train_pairs, report = tokenize_rows(train_rows, self.tokenizer, max_length=config.max_length)
         self.eval_pairs, eval_report = tokenize_rows(eval_rows, self.tokenizer, max_length=config.max_length)
+        self.train_margins = self.margins(train_rows, self.train_pairs)
+        self.eval_margins = self.margins(eval_rows, self.eval_pairs)
         if not self.train_pairs:
             raise ValueError(
                 f"{config.train_file}: no training pair left after tokenization ({dict(report.dropped)})"
@@ -87,6 +97,13 @@ class RewardModelRecipe(RecipeBase):
         self.dropped = {f"train/{k}": v for k, v in report.dropped.items()}
         self.dropped.update({f"eval/{k}": v for k, v in eval_report.dropped.items()})
         self.model.train()
+
+    def margins(self, rows: list[dict], pairs: list[TokenizedPair]) -> Tensor | None:
+        """Per kept pair, ``margin_per_strength`` × its row's ``strength`` (0 without one); None when off."""
+        scale = self.config.margin_per_strength
+        if not scale:
+            return None
+        return torch.tensor([scale * float(rows[p.index].get("strength") or 0.0) for p in pairs])
 
     def param_groups(self) -> list[dict[str, Any]]:
         return [{"params": [p for p in self.model.parameters() if p.requires_grad]}]
@@ -102,7 +119,8 @@ class RewardModelRecipe(RecipeBase):
 
     def micro_step(self, positions: list[int], *, scale: float) -> MicroStep:
         chosen, rejected, tokens = self.rewards([self.train_pairs[i] for i in positions])
-        loss = bradley_terry_losses(chosen, rejected).mean()
+        margin = None if self.train_margins is None else self.train_margins[positions].to(chosen.device)
+        loss = bradley_terry_losses(chosen, rejected, margin).mean()
         (loss * scale).backward()
         return MicroStep(reward_metrics(chosen, rejected, loss), len(positions), tokens)
 
@@ -119,7 +137,8 @@ class RewardModelRecipe(RecipeBase):
             rejected.append(r)
         self.model.train()
         c, r = torch.cat(chosen), torch.cat(rejected)
-        return reward_metrics(c, r, bradley_terry_losses(c, r).mean(), prefix="eval/")
+        margin = None if self.eval_margins is None else self.eval_margins.to(c.device)
+        return reward_metrics(c, r, bradley_terry_losses(c, r, margin).mean(), prefix="eval/")
 
     def save(self, folder: Path) -> None:
         self.model.save_pretrained(folder, safe_serialization=True)
