@@ -139,13 +139,14 @@ def reproduce(
     n_test: int = 32,
     max_steps: int = 64,
     learning_rate: float = 1e-3,
+    fit_learning_rate: float = 2e-3,
     dpo_beta: float = 0.5,
     max_new_tokens: int = 12,
     window: int = 3,
 ) -> RLHFReproduction:
-    """Reward model and DPO on the property pairs, then PPO and RTO from the same start with the same
-    rollout settings; ``dpo_beta`` is RTO's β₁ (the tiny DPO model's token log-ratios are a tenth of a
-    trained 135M model's, so the paper's 0.05 would leave its dense reward near zero)."""
+    """Reward model and DPO on the property pairs (``fit_learning_rate``), then PPO and RTO from the same
+    start with the same rollout settings (``learning_rate``); ``dpo_beta`` is RTO's β₁ (the tiny DPO
+    model's token log-ratios are small, so the paper's 0.05 would leave its dense reward near zero)."""
     from training.engine.methods import train
     from training.engine.recipes.dpo_configs import DPOConfig
     from training.engine.recipes.ppo import PPOConfig
@@ -155,7 +156,7 @@ def reproduce(
     work.mkdir(parents=True, exist_ok=True)
     rows = property_rows(n_train, seed=seed) + property_rows(n_test, seed=seed + 100, split="test")
     data = write_rows(work / "pairs.jsonl", rows)
-    fit = {"train_file": data, "batch_size": 8, "epochs": 3, "learning_rate": 2e-3, "seed": seed}
+    fit = {"train_file": data, "batch_size": 8, "epochs": 3, "learning_rate": fit_learning_rate, "seed": seed}
     reward = train(RewardModelConfig(model=model, output_dir=str(work / "reward"), **fit))
     dpo = train(
         DPOConfig(model=model, output_dir=str(work / "dpo"), beta=0.1, ref_cache_dir=str(work / "ref"), **fit)
