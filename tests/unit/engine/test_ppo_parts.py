@@ -175,6 +175,9 @@ def test_padded_log_probs_values_and_scores_equal_unpadded_forwards(models):
             logits = policy(input_ids=ids).logits[0, len(prompt) - 1 : -1] / 0.7
             plain = torch.log_softmax(logits, -1).gather(-1, torch.tensor(response)[:, None]).squeeze(-1)
             torch.testing.assert_close(logprobs[row, :n], plain, atol=1e-5, rtol=1e-4)
+            # the sampling pass's own log-probs (the KV cache's logits) are the same numbers
+            torch.testing.assert_close(batch.sampled_logprobs[row, :n], plain, atol=1e-5, rtol=1e-4)
+            assert batch.sampled_logprobs[row, n:].abs().sum() == 0
             p = torch.softmax(logits, -1)
             torch.testing.assert_close(entropy[row, :n], -(p * p.log()).sum(-1), atol=1e-5, rtol=1e-4)
             for t in range(n):  # the value before token t: the classifier read at the prefix's end

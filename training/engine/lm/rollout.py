@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 from transformers import DynamicCache
 
-from training.engine.lm.logps import decoder_and_head
+from training.engine.lm.logps import TargetLogProbs, decoder_and_head
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,10 @@ class Batch:
     """``[B, T]`` bool: the response tokens each row really has (to its EOS, inclusive)."""
     ended: Tensor
     """``[B]`` bool: the response emitted EOS."""
+    sampled_logprobs: Tensor | None = None
+    """``[B, T]``: each token's log-prob under the distribution it was drawn from (softmax of the logits
+    over the temperature, before top-p), read off the sampling pass itself (0 past each end); the full
+    forward ``response_logprobs`` gives the same values to float rounding."""
 
     @property
     def responses(self) -> Tensor:
@@ -65,6 +69,7 @@ class Batch:
             self.prompt_width,
             self.response_mask[index],
             self.ended[index],
+            None if self.sampled_logprobs is None else self.sampled_logprobs[index],
         )
 
 
@@ -117,10 +122,14 @@ def sample(
         logits_to_keep=1,
     )
     tokens, alive = [], torch.ones(len(prompts), dtype=torch.bool, device=device)
-    response_mask, next_position = [], positions[:, -1]
+    response_mask, next_position, logprobs = [], positions[:, -1], []
+    temperature = 1.0 if config.greedy else config.temperature
     for step in range(config.max_new_tokens):
-        token = sample_token(out.logits[:, -1], config, generator)
+        logits = out.logits[:, -1]
+        token = sample_token(logits, config, generator)
         token = torch.where(alive, token, torch.full_like(token, pad_token_id))
+        logp = torch.log_softmax(logits.float() / temperature, dim=-1).gather(-1, token[:, None]).squeeze(-1)
+        logprobs.append(logp * alive)
         tokens.append(token)
         response_mask.append(alive.clone())
         if config.stop_at_eos:
@@ -141,7 +150,8 @@ def sample(
     valid = torch.stack(response_mask, dim=1)
     ended = ((responses == eos_token_id) & valid).any(dim=1)
     attention = torch.cat([prompt_mask, valid.long()], dim=1)
-    return Batch(torch.cat([ids, responses], dim=1), attention, width, valid, ended)
+    sampled = torch.stack(logprobs, dim=1)
+    return Batch(torch.cat([ids, responses], dim=1), attention, width, valid, ended, sampled)
 
 
 def response_hidden(body: nn.Module, batch: Batch) -> Tensor:
@@ -163,9 +173,13 @@ def response_logprobs(
     distribution they were sampled from), and the entropy of that distribution at each token if asked."""
     body, head = decoder_and_head(model)
     logits = head(response_hidden(body, batch)).float() / temperature
-    logp = torch.log_softmax(logits, dim=-1)
-    chosen = logp.gather(-1, batch.responses[..., None]).squeeze(-1)
-    entropy = -(logp.exp() * logp).sum(dim=-1) if with_entropy else None
+    flat = logits.reshape(-1, logits.shape[-1])
+    chosen = TargetLogProbs.apply(flat, batch.responses.reshape(-1)).reshape(batch.responses.shape)
+    entropy = None
+    if with_entropy:  # a statistic, not a loss term: no graph
+        with torch.no_grad():
+            logp = torch.log_softmax(logits, dim=-1)
+            entropy = -(logp.exp() * logp).sum(dim=-1)
     return chosen * batch.response_mask, entropy
 
 

@@ -34,6 +34,7 @@ from torch import Tensor, nn
 from training.engine.lm.data import prompt_token_ids, read_rows
 from training.engine.lm.lora import attach_lora
 from training.engine.lm.models import ModelSpec, load_model, load_tokenizer
+from training.engine.lm.policy_eval import Scored, greedy_scored, response_rows
 from training.engine.lm.rewards import load_reward_model
 from training.engine.lm.rollout import (
     Batch,
@@ -79,7 +80,8 @@ class PPOConfig(LoraFields, RunConfig):
     """Rollouts per micro-batch of an update (and per forward pass of a rollout)."""
     num_mini_batches: int = 1
     """Mini-batches (optimizer steps) per pass over a rollout batch; the rollout batch is
-    batch_size × gradient_accumulation_steps × num_mini_batches prompts, as TRL."""
+    batch_size × gradient_accumulation_steps × num_mini_batches prompts (TRL 0.11's PPOv2 arithmetic;
+    TRL 1.x cuts per_device_train_batch_size × gradient_accumulation_steps into num_mini_batches)."""
     num_ppo_epochs: int = 4
     """Passes over each rollout batch."""
     epochs: int = 1
@@ -392,8 +394,7 @@ class PPORecipe(RecipeBase):
             for rows in self.chunks(len(prompt_positions)):
                 self.between_batches()
                 part = batch.rows(range(rows.start, rows.stop))
-                logprobs = response_logprobs(self.policy, part, temperature=config.temperature)[0]
-                parts["logprobs"].append(logprobs)
+                parts["logprobs"].append(part.sampled_logprobs)  # what a policy forward would give
                 parts["ref"].append(self.reference_logprobs(part, config.temperature))
                 parts["values"].append(response_values(self.value_model, part))
                 parts["scores"].append(sequence_scores(self.reward_model, part))
@@ -494,44 +495,32 @@ class PPORecipe(RecipeBase):
     def held_out_generations(self) -> list[dict]:
         """Greedy responses to the held-out prompts with their scores and KL to the reference."""
         rows: list[dict] = []
-        greedy = SamplingConfig(self.config.max_new_tokens, stop_at_eos=self.config.stop_at_eos, greedy=True)
+        prompts = self.eval_prompts
         self.policy.eval()
-        for chunk in self.chunks(len(self.eval_prompts)):
-            self.between_batches()
-            prompts = self.eval_prompts[chunk]
-            with autocast(self.device, self.autocast):
-                batch = sample(
-                    self.policy,
-                    [p.ids for p in prompts],
-                    greedy,
-                    eos_token_id=self.eos_id,
-                    pad_token_id=self.pad_id,
-                    generator=None,
+        with autocast(self.device, self.autocast):
+            generations = greedy_scored(
+                self.policy,
+                [p.ids for p in prompts],
+                reward_model=self.reward_model,
+                reference=lambda batch: self.reference_logprobs(batch, 1.0),
+                max_new_tokens=self.config.max_new_tokens,
+                eos_token_id=self.eos_id,
+                pad_token_id=self.pad_id,
+                stop_at_eos=self.config.stop_at_eos,
+                batch_size=self.config.batch_size,
+                between_batches=self.between_batches,
+            )
+            for chunk, scored in zip(self.chunks(len(prompts)), generations, strict=True):
+                rows += self.describe(
+                    scored.batch, [p.text for p in prompts[chunk]], scored.scores, scored.kl
                 )
-                scores = sequence_scores(self.reward_model, batch)
-                logprobs = response_logprobs(self.policy, batch)[0]
-                kl = ((logprobs - self.reference_logprobs(batch, 1.0)) * batch.response_mask).sum(dim=1)
-            rows += self.describe(batch, [p.text for p in prompts], scores, kl)
         self.policy.train()
         return rows
 
     def describe(self, batch: Batch, prompts: list[Any], scores: Tensor, kl: Tensor) -> list[dict]:
         """Rows of the job page's tables: prompt, decoded response, score, KL, length, ended."""
-        lengths = batch.response_mask.sum(dim=1).tolist()
-        out = []
-        for row, prompt in enumerate(prompts):
-            tokens = batch.responses[row, : lengths[row]].tolist()
-            out.append(
-                {
-                    "prompt": prompt,
-                    "response": self.tokenizer.decode(tokens, skip_special_tokens=True).strip(),
-                    "score": float(scores[row]),
-                    "kl": float(kl[row]),
-                    "length": int(lengths[row]),
-                    "ended": bool(batch.ended[row]),
-                }
-            )
-        return out
+        rows = response_rows(self.tokenizer, Scored(batch, scores, kl))
+        return [{"prompt": prompt, **row} for prompt, row in zip(prompts, rows, strict=True)]
 
     def evaluate(self) -> dict[str, float]:
         if not self.eval_prompts:
