@@ -15,6 +15,7 @@ from annotation.models import DatasetVersion
 from .models import TrainingJob
 from .selectors import job_for_user, job_progress, jobs_for_project, metrics_after, models_for_user
 from .services.jobs import FIXED_FIELDS, training_job_cancel, training_job_launch
+from .services.rlhf import model_ref_ids
 
 router = Router(tags=["Training jobs"])
 
@@ -23,7 +24,10 @@ class JobIn(BodyIn):
     dataset_version_id: int
     base_model_id: int
     queue: str = "cpu"
-    config: dict = Field(description="Engine config fields: method plus hyperparameters (see /api/docs).")
+    config: dict = Field(
+        description="Engine config fields: method plus hyperparameters (see /api/docs). A model besides the "
+        "base (reward_model, value_model, dpo_model) is a model id from GET /api/jobs/models, never a path."
+    )
 
 
 class JobOut(Schema):
@@ -92,7 +96,10 @@ def job_out(job: TrainingJob) -> dict:
         "attempts": job.attempts,
         "error": job.error,
         "cancel_requested": job.cancel_requested,
-        "config": {k: v for k, v in job.config.items() if k not in FIXED_FIELDS},  # no server paths
+        "config": {  # no server paths: a model besides the base is shown by its entry id
+            **{k: v for k, v in job.config.items() if k not in FIXED_FIELDS},
+            **model_ref_ids(config=job.config),
+        },
         "created_at": job.created_at,
         "finished_at": job.finished_at,
     }

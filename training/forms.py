@@ -22,6 +22,7 @@ from .selectors import models_for_user
 from .services.jobs import FIXED_FIELDS, job_config_build, launch_problems
 from .services.paths import new_run_token, run_token_sign, run_token_unsign
 from .services.registry import model_kinds_for
+from .services.rlhf import DPO_REF, OPTIONAL_REFS, model_ref_choices, model_ref_fields, model_ref_ids
 
 
 @functools.cache
@@ -107,6 +108,40 @@ def method_fields(method: str) -> dict[str, forms.Field]:
     }
 
 
+REF_HELP = {
+    "reward_model": "Reward model that scores each response: a reward-model entry (a finished reward_model "
+    "job's, or one an admin registered).",
+    "value_model": "Reward model the value model starts from; empty = a copy of the reward model.",
+    DPO_REF: "Model of a finished DPO-family job: its implicit reward scores every token. Its reference "
+    "(that job's base model) is set from the job.",
+}
+REF_REFUSED = {
+    "reward_model": "Choose one of the reward models offered (a reward-model entry you can use).",
+    "value_model": "Choose one of the reward models offered, or leave it empty.",
+    DPO_REF: "Choose one of the models offered: those of finished DPO-family jobs of your projects.",
+}
+
+
+def dpo_model_label(entry: ModelEntry) -> str:
+    job = entry.produced_by
+    return f"{entry.name} · {job.method} job {job.pk} · reference {job.base_model.name}"
+
+
+def model_ref_field(name: str, *, user) -> forms.ModelChoiceField:
+    """A choice of registry entries for a config field that names a model (never a typed path)."""
+    field = forms.ModelChoiceField(
+        queryset=model_ref_choices(field=name, user=user),
+        required=name not in OPTIONAL_REFS,
+        empty_label="same as the reward model" if name in OPTIONAL_REFS else "---------",
+        label=name,
+        help_text=REF_HELP[name],
+        error_messages={"invalid_choice": REF_REFUSED[name]},
+    )
+    if name == DPO_REF:
+        field.label_from_instance = dpo_model_label
+    return field
+
+
 class LaunchForm(forms.Form):
     """Base model, dataset version, queue, then the method's hyperparameters (added per instance)."""
 
@@ -121,12 +156,19 @@ class LaunchForm(forms.Form):
 
     def __init__(self, *args, method: str, project, user, initial_config: dict | None = None, **kwargs):
         super().__init__(*args, **kwargs)
-        self.method = method
+        self.method, self.user = method, user
         self.fields["base_model"].queryset = models_for_user(user=user, kinds=model_kinds_for(method))
         self.fields["dataset_version"].queryset = project.versions.order_by("-number")
         self.fields["run_token"].initial = run_token_sign(new_run_token())
-        self.hyper_names = []
+        self.hyper_names, self.model_names = [], list(model_ref_fields(method))
+        ref_ids = model_ref_ids(config=initial_config or {})
+        for name in self.model_names:
+            self.fields[name] = model_ref_field(name, user=user)
+            if ref_ids.get(name) is not None:
+                self.fields[name].initial = ref_ids[name]
         for name, field in method_fields(method).items():
+            if name in self.model_names:
+                continue
             if initial_config and name in initial_config:
                 field.initial = initial_config[name]
             self.fields[name] = field
@@ -135,8 +177,13 @@ class LaunchForm(forms.Form):
     def hyper_fields(self):
         return [self[name] for name in self.hyper_names]
 
+    def model_fields(self):
+        """The models the method reads besides its base (a PPO job's reward model, …)."""
+        return [self[name] for name in self.model_names]
+
     def params(self) -> dict:
-        return {"method": self.method, **{name: self.cleaned_data.get(name) for name in self.hyper_names}}
+        names = [*self.model_names, *self.hyper_names]
+        return {"method": self.method, **{name: self.cleaned_data.get(name) for name in names}}
 
     def clean_run_token(self):
         """The server-made token the form was rendered with; one a job already has is refused."""
@@ -159,6 +206,7 @@ class LaunchForm(forms.Form):
                 base_model=base_model,
                 dataset_version=version,
                 run_token=data["run_token"],
+                user=self.user,
             )
         except ConfigError as exc:
             field, _, message = str(exc).partition(": ")

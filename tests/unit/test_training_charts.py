@@ -38,3 +38,18 @@ def test_every_method_field_gets_a_form_field_with_its_docstring(method):
     assert "train_file" not in fields and "model" not in fields
     missing = [name for name in fields if not docs.get(name)]
     assert missing == [], f"{method}: no docstring for {missing}"
+
+
+def test_config_differences_of_two_methods_mark_a_field_only_one_has():
+    from training.charts import NOT_A_FIELD, difference_rows
+
+    diffs = config_differences(
+        {1: {"beta": 0.1, "ref_cache_dir": "/c"}, 2: {"kl_coef": 0.05, "reward_model": "local:/rm"}}
+    )
+    assert diffs == {
+        "beta": {1: 0.1, 2: NOT_A_FIELD},
+        "kl_coef": {1: NOT_A_FIELD, 2: 0.05},
+        "reward_model": {1: NOT_A_FIELD, 2: "local:/rm"},
+    }
+    assert difference_rows(diffs, [2, 1])[0] == {"field": "beta", "cells": [NOT_A_FIELD, 0.1]}
+    assert "not a field" in str(NOT_A_FIELD)

@@ -1,13 +1,17 @@
 """After a run: held-out accuracy before/after, base vs trained generations, per-token reward heatmap;
-for a diffusion job, base and trained samples side by side and the held-out implicit accuracy.
+for a diffusion job, base and trained samples side by side and the held-out implicit accuracy; for a
+PPO/RTO job, the base and trained policies' greedy held-out generations with their reward-model scores
+and KL, and the score distribution before and after.
 
 Computed once by the worker when a job succeeds and stored as ``eval_report.json`` in its folder."""
 
 import json
 from pathlib import Path
 
+from ..charts import score_histogram
 from .artifacts import SAMPLE_FILE, SAMPLE_STEP, SAMPLES_FOLDER
 from .paths import job_dir
+from .rlhf import held_out_generations
 
 REPORT = "eval_report.json"
 MAX_PAIRS = 32
@@ -179,6 +183,58 @@ def diffusion_evaluation_run(*, job, eval_metrics: dict[str, float]) -> dict:
             "base": _mean([r["base_mean"] for r in rows]),
             "trained": _mean([r["trained_mean"] for r in rows]),
         },
+    }
+    (job_dir(job) / REPORT).write_text(json.dumps(report, ensure_ascii=False, indent=1), encoding="utf-8")
+    return report
+
+
+def _summary(rows: list[dict]) -> dict:
+    scores = [r["score"] for r in rows if r["score"] is not None]
+    kls = [r["kl"] for r in rows if r["kl"] is not None]
+    lengths = [r["length"] for r in rows if r["length"] is not None]
+    ended = [float(r["ended"]) for r in rows if r["ended"] is not None]
+    return {"score": _mean(scores), "kl": _mean(kls), "length": _mean(lengths), "eos_rate": _mean(ended)}
+
+
+def _win_rate(pairs: list[dict]) -> float | None:
+    """Share of prompts whose trained response the reward model scores above the base's (ties ½)."""
+    scored = [(p["base_score"], p["trained_score"]) for p in pairs]
+    scored = [(b, t) for b, t in scored if b is not None and t is not None]
+    return _mean([1.0 if t > b else 0.5 if t == b else 0.0 for b, t in scored])
+
+
+def policy_evaluation_run(*, job) -> dict:
+    """The PPO/RTO job's report from what its run wrote: the greedy held-out generations of the base
+    policy (``samples/step-0/generations.json``) beside the last evaluation's, prompt by prompt, with their
+    reward-model scores and KL to the reference; means, the win rate against the base as judged by the
+    reward model, and the score distributions (a histogram)."""
+    base, trained = held_out_generations(job=job)
+    base_rows, trained_rows = (base[1] if base else []), (trained[1] if trained else [])
+    by_prompt = {row["prompt"]: row for row in base_rows}
+    pairs = [
+        {
+            "prompt": t["prompt"],
+            "base": by_prompt[t["prompt"]]["response"],
+            "trained": t["response"],
+            "base_score": by_prompt[t["prompt"]]["score"],
+            "trained_score": t["score"],
+            "base_kl": by_prompt[t["prompt"]]["kl"],
+            "trained_kl": t["kl"],
+        }
+        for t in trained_rows
+        if t["prompt"] in by_prompt
+    ]
+    report = {
+        "kind": "policy",
+        "base_step": base[0] if base else None,
+        "trained_step": trained[0] if trained else None,
+        "generations": pairs,
+        "summary": {"base": _summary(base_rows), "trained": _summary(trained_rows)},
+        "win_rate": _win_rate(pairs),
+        "histogram": score_histogram(
+            base=[r["score"] for r in base_rows if r["score"] is not None],
+            trained=[r["score"] for r in trained_rows if r["score"] is not None],
+        ),
     }
     (job_dir(job) / REPORT).write_text(json.dumps(report, ensure_ascii=False, indent=1), encoding="utf-8")
     return report

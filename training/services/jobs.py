@@ -25,19 +25,37 @@ from training.engine.runtime.checkpoint import latest_checkpoint
 from ..models import ModelEntry, Queue, TrainingJob
 from .paths import dataset_file, encode_cache_dir, new_run_token, reference_cache_dir, run_dir
 from .registry import model_entry_problem, model_kind_problem
+from .rlhf import method_samples_policy, model_refs_resolve, version_has_prompts
 
-FIXED_FIELDS = ("model", "train_file", "output_dir", "eval_file", "ref_cache_dir", "encode_cache_dir")
+FIXED_FIELDS = (
+    "model",
+    "train_file",
+    "output_dir",
+    "eval_file",
+    "ref_cache_dir",
+    "encode_cache_dir",
+    "dpo_reference",
+)
 """Config fields the server sets (every path): whatever a client sends for them is ignored."""
 CONFIG_MAX_DEPTH = 6
 """Lists and objects nested in a config (``extra_losses`` entries hold a ``params`` object: three)."""
 
 
-def job_config_build(*, params: dict, base_model: ModelEntry, dataset_version, run_token: str) -> dict:
+def job_config_build(
+    *, params: dict, base_model: ModelEntry, dataset_version, run_token: str, user=None
+) -> dict:
     """The engine config dict (``config_to_dict``) for these parameters; ConfigError names a bad field
-    (text the database cannot store and nesting no config has are refused before the engine sees them)."""
-    data = {k: v for k, v in params.items() if k not in FIXED_FIELDS}
+    (text the database cannot store and nesting no config has are refused before the engine sees them).
+    A model field besides the base (``reward_model``, …) takes an entry ``user`` may use (None: any, for
+    the command line) and gets its spec (``rlhf.model_refs_resolve``)."""
+    method = str(params.get("method", "dpo"))
+    refs, ref_problems = model_refs_resolve(method=method, params=params, user=user)
+    if ref_problems:
+        raise ConfigError("{}: {}".format(*next(iter(ref_problems.items()))))
+    data = {k: v for k, v in params.items() if k not in FIXED_FIELDS and k not in refs}
     if problems := value_problems(data, "", max_depth=CONFIG_MAX_DEPTH)[1]:
         raise ConfigError("{}: {}".format(*problems[0]))
+    data.update(refs)
     data.update(
         model=base_model.spec,
         train_file=str(dataset_file(dataset_version)),
@@ -67,6 +85,8 @@ def launch_problems(*, method: str, base_model: ModelEntry, dataset_version, que
         )
     elif not dataset_version.examples.filter(split="train").exists():
         problems["dataset_version"] = f"{dataset_version} has no training rows."
+    elif method_samples_policy(method) and not version_has_prompts(dataset_version):
+        problems["dataset_version"] = f"{dataset_version} has no prompts to sample responses to ({method})."
     return problems
 
 
@@ -84,7 +104,11 @@ def training_job_launch(
     config, run_token = None, new_run_token()
     try:
         config = job_config_build(
-            params=params, base_model=base_model, dataset_version=dataset_version, run_token=run_token
+            params=params,
+            base_model=base_model,
+            dataset_version=dataset_version,
+            run_token=run_token,
+            user=created_by,
         )
     except ConfigError as exc:
         field, _, message = str(exc).partition(": ")

@@ -25,12 +25,13 @@ from training.engine.runtime.metrics import read_metrics
 from ..models import ModelKind, TrainingJob
 from .artifacts import Digests, artifact_record, artifacts_record
 from .attempt import AttemptWatch, LeaseLostError
-from .evaluation import diffusion_evaluation_run, evaluation_run
+from .evaluation import diffusion_evaluation_run, evaluation_run, policy_evaluation_run
 from .joblog import JobLog
 from .jobs import training_job_claim
 from .metrics import DbMetrics, metrics_delete_after, metrics_write_batch
 from .paths import dataset_file
 from .registry import method_is_diffusion, model_entry_register_from_job, model_kind_trained
+from .rlhf import method_samples_policy
 from .threads import torch_threads
 
 logger = logging.getLogger(__name__)
@@ -187,6 +188,9 @@ def _evaluate(job: TrainingJob, folder: Path, result, log: JobLog) -> None:
     try:
         if method_is_diffusion(job.method):  # its samples and eval metrics are the report: no model loaded
             diffusion_evaluation_run(job=job, eval_metrics=result.eval_metrics)
+            return
+        if method_samples_policy(job.method):  # its held-out generations, scored as it ran, are the report
+            policy_evaluation_run(job=job)
             return
         if model_kind_trained(job.method) == ModelKind.REWARD_MODEL:  # a scorer: eval/ metrics are its report
             log.write(

@@ -1,5 +1,6 @@
 """The job list and the job dashboard: progress, live metrics (JSON after a cursor), a diffusion job's
-sample grid (its images served from the job's artifacts), downloads, cancel."""
+sample grid (its images served from the job's artifacts), a PPO/RTO job's latest rollouts, downloads,
+cancel."""
 
 import csv
 import io
@@ -31,6 +32,7 @@ from ..services.artifacts import artifact_path, sample_file, sample_manifest
 from ..services.joblog import log_tail
 from ..services.jobs import training_job_cancel
 from ..services.registry import method_is_diffusion, model_kind_trained
+from ..services.rlhf import latest_rollouts, method_samples_policy
 
 
 def _cursor(request) -> int:
@@ -79,7 +81,7 @@ def _samples_context(request, job) -> dict | None:
 
 
 def _detail_context(request, job) -> dict:
-    panels = chart_panels(model_kind=model_kind_trained(job.method))
+    panels = chart_panels(model_kind=model_kind_trained(job.method), method=job.method)
     chart_config = {
         "metricsUrl": reverse("job-metrics", args=[job.dataset_version.project_id, job.pk]),
         "panels": panels,
@@ -96,6 +98,8 @@ def _detail_context(request, job) -> dict:
         "panels": panels,
         "chart_config": chart_config,
         "samples": _samples_context(request, job),
+        "rollouts": latest_rollouts(job=job) if method_samples_policy(job.method) else None,
+        "samples_policy": method_samples_policy(job.method),
     }
 
 
@@ -104,7 +108,8 @@ def _detail_context(request, job) -> dict:
 def job_detail(request, project_id, job_id):
     job = job_for_user(user=request.user, job_id=job_id, project_id=project_id)
     context = _detail_context(request, job)
-    fragment = "job-samples" if request.GET.get("part") == "samples" else "job-progress"
+    parts = {"samples": "job-samples", "rollouts": "job-rollouts"}
+    fragment = parts.get(request.GET.get("part", ""), "job-progress")
     return job_page(request, "training/job_detail.html", fragment, context, finished=job.finished)
 
 
