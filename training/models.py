@@ -107,6 +107,7 @@ class GenerationKind(models.TextChoices):
     IMAGE_PAIRS = "image_pairs", "Image-pair generation"
     REWARD_SCORES = "reward_scores", "Reward-model scoring"
     REWARD_COMPARISON = "reward_comparison", "DPO vs reward model under shift"
+    POLICY_COMPARISON = "policy_comparison", "PPO vs DPO on held-out prompts"
 
 
 class GenerationJob(Job):
@@ -179,6 +180,32 @@ class RewardComparison(models.Model):
 
     def __str__(self):
         return f"reward comparison {self.pk} on {self.dataset_version_id}"
+
+
+class PolicyComparison(models.Model):
+    """A finished DPO-family job and a finished PPO-family job of one dataset version, and their common base
+    model, compared on the version's held-out prompts: greedy responses scored by a reward model, with win
+    rates against the base and KL to it ("Unpacking DPO and PPO").  Computed by a ``GenerationJob`` of kind
+    ``policy_comparison``; ``provenance`` keeps the specs, names and settings used, ``result`` the
+    engine's summary and example rows (``services/policy_comparison.py``)."""
+
+    job = models.OneToOneField(GenerationJob, on_delete=models.CASCADE, related_name="policy_comparison")
+    dataset_version = models.ForeignKey(
+        "annotation.DatasetVersion", on_delete=models.PROTECT, related_name="policy_comparisons"
+    )
+    heldout_split = models.CharField(max_length=10, default="test")
+    dpo_job = models.ForeignKey(TrainingJob, on_delete=models.PROTECT, related_name="+")
+    ppo_job = models.ForeignKey(TrainingJob, on_delete=models.PROTECT, related_name="+")
+    reward_model = models.ForeignKey(ModelEntry, on_delete=models.PROTECT, related_name="policy_comparisons")
+    provenance = models.JSONField(default=dict, help_text="Model specs and names, generation settings used.")
+    result = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self):
+        return f"policy comparison {self.pk} on {self.dataset_version_id}"
 
 
 class MetricPoint(models.Model):

@@ -14,6 +14,7 @@ from .models import (
     CandidateScore,
     MetricPoint,
     ModelEntry,
+    PolicyComparison,
     RewardComparison,
     TrainingJob,
 )
@@ -151,5 +152,14 @@ def reward_comparisons_for_project(*, project, limit: int = 50):
     return (
         RewardComparison.objects.filter(dataset_version__project=project)
         .select_related("job", "dataset_version", "policy_job", "reward_model")
+        .order_by("-id")[:limit]
+    )
+
+
+def policy_comparisons_for_project(*, project, limit: int = 50):
+    """The project's PPO vs DPO comparisons, newest first, with what their rows name."""
+    return (
+        PolicyComparison.objects.filter(dataset_version__project=project)
+        .select_related("job", "dataset_version", "dpo_job", "ppo_job", "reward_model")
         .order_by("-id")[:limit]
     )

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from .views import compare, generation, jobs, launch, reward_comparison
+from .views import compare, generation, jobs, launch, policy_comparison, reward_comparison
 
 urlpatterns = [
     # generation jobs and the step check of a project (views/generation.py)
@@ -38,6 +38,22 @@ urlpatterns = [
         "projects/<int:project_id>/reward-comparisons/<int:comparison_id>/",
         reward_comparison.reward_comparison_detail,
         name="reward-comparison-detail",
+    ),
+    # PPO vs DPO on held-out prompts (views/policy_comparison.py)
+    path(
+        "projects/<int:project_id>/policy-comparisons/",
+        policy_comparison.policy_comparison_list,
+        name="policy-comparison-list",
+    ),
+    path(
+        "projects/<int:project_id>/policy-comparisons/start/",
+        policy_comparison.policy_comparison_start,
+        name="policy-comparison-start",
+    ),
+    path(
+        "projects/<int:project_id>/policy-comparisons/<int:comparison_id>/",
+        policy_comparison.policy_comparison_detail,
+        name="policy-comparison-detail",
     ),
     # training jobs (views/jobs.py, launch.py, compare.py)
     path("projects/<int:project_id>/jobs/", jobs.job_list, name="job-list"),

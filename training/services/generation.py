@@ -2,7 +2,8 @@
 checks a step-wise project's solutions and proposes Step-DPO pairs; image-pair jobs (a diffusion model
 sampling K images per caption) share this job kind and runner, their body is ``image_generation.py``;
 so do reward-model scoring jobs (a reward model scores a project's candidates), body in ``scoring.py``,
-and DPO-vs-reward-model comparisons under a shift, body in ``reward_comparison.py``.
+DPO-vs-reward-model comparisons under a shift, body in ``reward_comparison.py``, and PPO-vs-DPO
+comparisons on held-out prompts, body in ``policy_comparison.py``.
 
 A ``GenerationJob`` row is the source of truth (state, progress, error); the job core's lease
 (``jobs.leases``) makes a duplicate delivery do nothing.  Candidates are written through the annotation
@@ -35,6 +36,7 @@ from jobs.sending import job_send_on_commit
 
 from ..models import GenerationJob, GenerationKind
 from .image_generation import image_pairs_job_run
+from .policy_comparison import policy_comparison_job_body
 from .registry import model_entry_ensure_bundled
 from .reward_comparison import reward_comparison_job_body
 from .scoring import Scorer, model_scorer, reward_scores_job_body
@@ -188,6 +190,8 @@ def generation_job_run(
             result = reward_scores_job_body(job=job, lease=lease, scorer_factory=scorer_factory)
         elif job.kind == GenerationKind.REWARD_COMPARISON:
             result = reward_comparison_job_body(job=job, lease=lease)
+        elif job.kind == GenerationKind.POLICY_COMPARISON:
+            result = policy_comparison_job_body(job=job, lease=lease)
         elif job.kind == GenerationKind.STEP_PIPELINE:
             result = _step_pipeline_job_body(job=job, lease=lease, sampler_factory=sampler_factory)
         else:
