@@ -238,6 +238,9 @@ def test_ppo_on_a_trained_reward_model_shows_its_panels_rollouts_and_evaluation(
     assert not any("rewards/margins" in p["metrics"] for p in panels)
     html = detail.content.decode()
     assert 'id="chart-policy"' in html and 'id="rollout-table"' in html
+    # one sample snapshot per rollout batch (and step 0), folded away from the checkpoints and models
+    snapshots = detail.context["sample_count"]
+    assert snapshots >= 2 and f"Sample snapshots ({snapshots})" in html
     rollouts = detail.context["rollouts"]
     assert rollouts["step"] == 3 and len(rollouts["rows"]) == 2  # batch 1 (of 2 prompts), for step 3
     assert rollouts["rows"][0]["prompt"] in html.replace("&#x27;", "'")

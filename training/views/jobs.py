@@ -88,11 +88,13 @@ def _detail_context(request, job) -> dict:
         "finished": job.finished,
         "pollSeconds": 2,
     }
+    artifacts = list(artifacts_for(job=job))
     return {
         "project": request.project,
         "job": job,
         "progress": job_progress(job=job),
-        "artifacts": artifacts_for(job=job),
+        "artifacts": artifacts,
+        "sample_count": sum(a.kind == "samples" for a in artifacts),  # shown folded: PPO writes one per batch
         "log": log_tail(job),
         "is_manager": request.project_role == Role.MANAGER,
         "panels": panels,
