@@ -30,6 +30,7 @@ COLUMN_TYPES = {
     "answer": pa.string(),
     "rank_gap": pa.float64(),
     "rating_gap": pa.float64(),
+    "strength": pa.float64(),
     "chosen_sentences": pa.list_(SPAN),
     "rejected_sentences": pa.list_(SPAN),
     "caption": pa.string(),
@@ -50,6 +51,7 @@ COLUMN_ORDER = (
     "images",
     "rank_gap",
     "rating_gap",
+    "strength",
     "chosen_sentences",
     "rejected_sentences",
     "caption",
@@ -157,9 +159,19 @@ def _image_names(row: dict) -> list[str]:
     return found + [name for name in row.get("images") or [] if isinstance(name, str)]
 
 
-def parquet_schema(first_row: dict, *, conversational: bool, with_split: bool) -> pa.Schema:
+OPTIONAL_COLUMNS = ("strength",)
+"""Columns only some rows of a version have (a judged strength; imported votes have none): a Parquet
+export takes one whenever any row of the version has it, null in the others."""
+
+
+def parquet_schema(
+    first_row: dict, *, conversational: bool, with_split: bool, optional: tuple[str, ...] = ()
+) -> pa.Schema:
     text = pa.list_(MESSAGE) if conversational else pa.string()
-    columns = [name for name in first_row if name != "split"] + (["split"] if with_split else [])
+    present = [name for name in first_row if name != "split"]
+    present += [name for name in optional if name not in present]
+    present.sort(key=lambda k: (RANK.get(k, len(RANK)), k))
+    columns = present + (["split"] if with_split else [])
     return pa.schema(
         [(name, text if name in ("prompt", "chosen", "rejected") else COLUMN_TYPES[name]) for name in columns]
     )
@@ -182,7 +194,10 @@ def _write_parquet(version, rows, out, *, with_split: bool) -> int:
 def _flush(version, batch: list[dict], out, writer, with_split: bool):
     if writer is None:
         first = batch[0] if batch else {"prompt": "", "chosen": "", "rejected": ""}
-        schema = parquet_schema(first, conversational=version.conversational, with_split=with_split)
+        optional = tuple(c for c in OPTIONAL_COLUMNS if version.examples.filter(row__has_key=c).exists())
+        schema = parquet_schema(
+            first, conversational=version.conversational, with_split=with_split, optional=optional
+        )
         writer = pq.ParquetWriter(out, schema)
     _embed_images(batch)
     writer.write_table(pa.Table.from_pylist(batch, schema=writer.schema))

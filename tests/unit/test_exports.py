@@ -81,6 +81,27 @@ def test_parquet_export_of_conversational_rows_uses_message_structs(project):
     ]
 
 
+def test_a_version_mixing_judged_and_imported_rows_exports_strength_to_parquet_and_datasets(
+    project, tmp_path
+):
+    from tests.unit.test_versions import fast_user, vote
+
+    imported(pair_task(project, prompt="imported first", texts=("good", "bad")))
+    vote(pair_task(project, prompt="judged", texts=("x", "y")), fast_user("strong"), "b", strength=3)
+    version = dataset_version_freeze(project=project, rule=FreezeRule(), test_fraction=0.0)
+    _, data = export_bytes(version=version, fmt="parquet", split="all")
+    table = pq.read_table(io.BytesIO(data))
+    assert table.column_names == ["prompt", "chosen", "rejected", "strength", "split"]
+    assert {r["prompt"]: r["strength"] for r in table.to_pylist()} == {"imported first": None, "judged": 3.0}
+    datasets = pytest.importorskip("datasets", reason="the datasets package is not installed")
+    _, jsonl = export_bytes(version=version, fmt="jsonl", split="all")
+    (tmp_path / "rows.jsonl").write_bytes(jsonl)
+    ds = datasets.load_dataset(
+        "json", data_files=str(tmp_path / "rows.jsonl"), split="train", cache_dir=str(tmp_path / "cache")
+    )
+    assert sorted(ds["strength"], key=str) == [3.0, None]
+
+
 def test_exports_load_with_datasets_standard_and_conversational(project, manager, tmp_path):
     datasets = pytest.importorskip("datasets", reason="the datasets package is not installed")
     from tests.factories import ProjectFactory
