@@ -68,6 +68,10 @@ def _login(base: str) -> urllib.request.OpenerDirector:
     return opener
 
 
+def _ignore_interrupts() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 @pytest.mark.slow
 def test_make_run_serves_the_demo_with_a_worker_and_stops_on_ctrl_c(tmp_path):
     env = _embedded_env(tmp_path)
@@ -87,6 +91,7 @@ def test_make_run_serves_the_demo_with_a_worker_and_stops_on_ctrl_c(tmp_path):
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=_ignore_interrupts,  # as `make run &` in a script starts it: Ctrl-C must still work
         )
     try:
         wait_for(

@@ -53,6 +53,7 @@ class Command(BaseCommand):
         # Each child leads its own process group, so stopping it also stops what it started
         # (runserver's reloaded child, the worker's pool processes).
         _become_subreaper()
+        _stop_on_interrupt_and_term()
         worker = subprocess.Popen(worker_command(queues=queues), start_new_session=True)
         web = subprocess.Popen(
             [sys.executable, "manage.py", "runserver", addr], cwd=settings.BASE_DIR, start_new_session=True
@@ -84,6 +85,13 @@ def stop_groups(children: list[tuple[str, subprocess.Popen]]) -> str:
             child.wait()
             _wait_group_gone(child.pid, time.monotonic() + 10)
     return "\n".join([*lines, "Stopped the server and the worker."])
+
+
+def _stop_on_interrupt_and_term() -> None:
+    """Ctrl-C and SIGTERM (``docker stop``, a supervisor) both stop the children.  A process started in the
+    background of a script inherits SIGINT ignored, and Python then never raises KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
 
 
 def _become_subreaper() -> None:
