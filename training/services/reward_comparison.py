@@ -29,7 +29,7 @@ from training.engine.recipes.dpo_configs import PreferenceConfig
 
 from ..models import GenerationJob, GenerationKind, ModelEntry, ModelKind, RewardComparison, TrainingJob
 from ..selectors import models_for_user
-from .scoring import _trained_max_length
+from .scoring import trained_max_length
 
 BATCH_SIZE = 8
 RULE_FIELDS = {
@@ -145,7 +145,7 @@ def _provenance(policy_job: TrainingJob, reward_model: ModelEntry) -> dict:
         "reward_model": {
             "name": reward_model.name,
             "spec": reward_model.spec,
-            "max_length": _trained_max_length(reward_model),
+            "max_length": trained_max_length(reward_model),
         },
     }
 

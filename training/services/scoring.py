@@ -43,7 +43,7 @@ def model_scorer(spec: str, *, max_length: int | None = None) -> Scorer:
     return score
 
 
-def _trained_max_length(model: ModelEntry) -> int | None:
+def trained_max_length(model: ModelEntry) -> int | None:
     """The ``max_length`` the entry was trained with (its job's config), so scoring cuts as training did."""
     job = model.produced_by
     value = (job.config or {}).get("max_length") if job is not None else None
@@ -68,7 +68,7 @@ def reward_scores_job_create(*, project: Project, model: ModelEntry | None, crea
         kind=GenerationKind.REWARD_SCORES,
         model=model,
         model_spec=model.spec,
-        options={"batch_size": BATCH_SIZE, "max_length": _trained_max_length(model)},
+        options={"batch_size": BATCH_SIZE, "max_length": trained_max_length(model)},
         created_by=created_by,
     )
     from .generation import GENERATION_JOBS
