@@ -19,10 +19,18 @@ from training.engine import METHODS, ConfigError
 
 from .models import ModelEntry, Queue, TrainingJob
 from .selectors import models_for_user
-from .services.jobs import FIXED_FIELDS, job_config_build, launch_problems
+from .services.jobs import FIXED_FIELDS, job_plan_build, launch_problems
 from .services.paths import new_run_token, run_token_sign, run_token_unsign
+from .services.prompt_sources import LIST, MAX_PROMPTS, SOURCES, VERSION, prompt_source_initial
 from .services.registry import model_kinds_for
-from .services.rlhf import DPO_REF, OPTIONAL_REFS, model_ref_choices, model_ref_fields, model_ref_ids
+from .services.rlhf import (
+    DPO_REF,
+    OPTIONAL_REFS,
+    method_samples_policy,
+    model_ref_choices,
+    model_ref_fields,
+    model_ref_ids,
+)
 
 
 @functools.cache
@@ -142,6 +150,27 @@ def model_ref_field(name: str, *, user) -> forms.ModelChoiceField:
     return field
 
 
+def prompt_source_fields() -> dict[str, forms.Field]:
+    """Where a PPO/RTO job's training prompts come from (held-out prompts are the version's test split)."""
+    return {
+        "prompt_source": forms.ChoiceField(
+            choices=list(SOURCES.items()),
+            initial=VERSION,
+            label="prompt_source",
+            help_text="The prompts the policy samples responses to; every source evaluates on the version's "
+            "held-out prompts.",
+        ),
+        "prompt_list": forms.CharField(
+            required=False,
+            strip=False,
+            widget=forms.Textarea(attrs={"rows": 5}),
+            label="prompt_list",
+            help_text="With 'a list of prompts': one prompt per line, or a JSON object with a prompt "
+            f"per line (chat messages allowed); at most {MAX_PROMPTS}.",
+        ),
+    }
+
+
 class LaunchForm(forms.Form):
     """Base model, dataset version, queue, then the method's hyperparameters (added per instance)."""
 
@@ -161,6 +190,13 @@ class LaunchForm(forms.Form):
         self.fields["dataset_version"].queryset = project.versions.order_by("-number")
         self.fields["run_token"].initial = run_token_sign(new_run_token())
         self.hyper_names, self.model_names = [], list(model_ref_fields(method))
+        self.source_names, self.source = [], None
+        if method_samples_policy(method):
+            source_initial = prompt_source_initial(initial_config or {})
+            for name, field in prompt_source_fields().items():
+                field.initial = source_initial.get(name, field.initial)
+                self.fields[name] = field
+                self.source_names.append(name)
         ref_ids = model_ref_ids(config=initial_config or {})
         for name in self.model_names:
             self.fields[name] = model_ref_field(name, user=user)
@@ -181,8 +217,12 @@ class LaunchForm(forms.Form):
         """The models the method reads besides its base (a PPO job's reward model, …)."""
         return [self[name] for name in self.model_names]
 
+    def prompt_fields(self):
+        """Where a PPO/RTO job's prompts come from (none for other methods)."""
+        return [self[name] for name in self.source_names]
+
     def params(self) -> dict:
-        names = [*self.model_names, *self.hyper_names]
+        names = [*self.model_names, *self.source_names, *self.hyper_names]
         return {"method": self.method, **{name: self.cleaned_data.get(name) for name in names}}
 
     def clean_run_token(self):
@@ -200,8 +240,10 @@ class LaunchForm(forms.Form):
         if self.errors or not data.get("base_model") or not data.get("dataset_version"):
             return data
         base_model, version = data["base_model"], data["dataset_version"]
+        if self.source_names and data.get("prompt_source") != LIST:
+            data["prompt_list"] = ""  # a list left in the box is read only with the list source
         try:
-            self.config = job_config_build(
+            self.config, self.source = job_plan_build(
                 params=self.params(),
                 base_model=base_model,
                 dataset_version=version,
@@ -214,7 +256,11 @@ class LaunchForm(forms.Form):
                 field if field in self.fields else None, str(exc) if field not in self.fields else message
             )
         problems = launch_problems(
-            method=self.method, base_model=base_model, dataset_version=version, queue=data["queue"]
+            method=self.method,
+            base_model=base_model,
+            dataset_version=version,
+            queue=data["queue"],
+            source=self.source,
         )
         for field, message in problems.items():
             self.add_error(field if field in self.fields else None, message)

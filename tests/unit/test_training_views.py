@@ -252,14 +252,14 @@ def test_the_launch_form_builds_the_engine_config_once_per_post(
     from training.services import jobs
 
     calls = []
-    real = jobs.job_config_build
+    real = jobs.job_plan_build
 
     def counted(**kwargs):
         calls.append(kwargs["params"]["method"])
         return real(**kwargs)
 
-    monkeypatch.setattr(forms, "job_config_build", counted)
-    monkeypatch.setattr(jobs, "job_config_build", counted)
+    monkeypatch.setattr(forms, "job_plan_build", counted)
+    monkeypatch.setattr(jobs, "job_plan_build", counted)
     url = f"/projects/{project.pk}/jobs/new/?method=dpo"
     data = launch_form_data(manager_client.get(url).context, base_model, version, action="launch")
     assert manager_client.post(url, data).status_code == 302

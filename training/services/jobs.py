@@ -24,6 +24,13 @@ from training.engine.runtime.checkpoint import latest_checkpoint
 
 from ..models import ModelEntry, Queue, TrainingJob
 from .paths import dataset_file, encode_cache_dir, new_run_token, reference_cache_dir, run_dir
+from .prompt_sources import (
+    PromptSource,
+    PromptSourceError,
+    prompt_file,
+    prompt_file_write,
+    prompt_source_resolve,
+)
 from .registry import model_entry_problem, model_kind_problem
 from .rlhf import method_samples_policy, model_refs_resolve, version_has_prompts
 
@@ -37,6 +44,8 @@ FIXED_FIELDS = (
     "dpo_reference",
 )
 """Config fields the server sets (every path): whatever a client sends for them is ignored."""
+SOURCE_PARAMS = ("prompt_source", "prompt_list")
+"""Launch parameters that are not config fields: where a PPO/RTO job's prompts come from."""
 CONFIG_MAX_DEPTH = 6
 """Lists and objects nested in a config (``extra_losses`` entries hold a ``params`` object: three)."""
 
@@ -48,17 +57,30 @@ def job_config_build(
     (text the database cannot store and nesting no config has are refused before the engine sees them).
     A model field besides the base (``reward_model``, …) takes an entry ``user`` may use (None: any, for
     the command line) and gets its spec (``rlhf.model_refs_resolve``)."""
+    return job_plan_build(
+        params=params, base_model=base_model, dataset_version=dataset_version, run_token=run_token, user=user
+    )[0]
+
+
+def job_plan_build(
+    *, params: dict, base_model: ModelEntry, dataset_version, run_token: str, user=None
+) -> tuple[dict, PromptSource]:
+    """``(config, prompt source)``: ``job_config_build`` and where a PPO/RTO job's prompts come from (its
+    ``train_file`` is then the run's ``prompts.jsonl``, which ``training_job_queue`` writes)."""
     method = str(params.get("method", "dpo"))
     refs, ref_problems = model_refs_resolve(method=method, params=params, user=user)
     if ref_problems:
         raise ConfigError("{}: {}".format(*next(iter(ref_problems.items()))))
-    data = {k: v for k, v in params.items() if k not in FIXED_FIELDS and k not in refs}
+    source = _prompt_source(method, params, dataset_version)
+    data = {
+        k: v for k, v in params.items() if k not in FIXED_FIELDS and k not in refs and k not in SOURCE_PARAMS
+    }
     if problems := value_problems(data, "", max_depth=CONFIG_MAX_DEPTH)[1]:
         raise ConfigError("{}: {}".format(*problems[0]))
     data.update(refs)
     data.update(
         model=base_model.spec,
-        train_file=str(dataset_file(dataset_version)),
+        train_file=str(prompt_file(run_token) if source.writes_file else dataset_file(dataset_version)),
         output_dir=str(run_dir(run_token)),
         eval_file=None,
     )
@@ -66,12 +88,29 @@ def job_config_build(
     caches = {"ref_cache_dir": reference_cache_dir(), "encode_cache_dir": encode_cache_dir()}
     data.update({name: str(folder) for name, folder in caches.items() if name in fields})
     config = config_to_dict(config_from_dict(data))
-    estimate_total_steps(config, dataset_version)  # a plan too long to run: ConfigError naming epochs
-    return config
+    estimate_total_steps(config, dataset_version, source)  # a plan too long to run: ConfigError naming epochs
+    return config, source
 
 
-def launch_problems(*, method: str, base_model: ModelEntry, dataset_version, queue: str) -> dict:
-    """Why a job of ``method`` on this model, version and queue cannot run, by field ({} when it can)."""
+def _prompt_source(method: str, params: dict, dataset_version) -> PromptSource:
+    """The prompt source ``params`` choose; a source for a method that does not sample is a ConfigError."""
+    if not method_samples_policy(method):
+        if any(params.get(name) not in (None, "", [], ()) for name in SOURCE_PARAMS):
+            raise ConfigError(
+                f"prompt_source: {method} trains on the version's rows; only PPO and RTO sample prompts"
+            )
+        return PromptSource("version")
+    try:
+        return prompt_source_resolve(params=params, dataset_version=dataset_version)
+    except PromptSourceError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def launch_problems(
+    *, method: str, base_model: ModelEntry, dataset_version, queue: str, source: PromptSource | None = None
+) -> dict:
+    """Why a job of ``method`` on this model, version and queue cannot run, by field ({} when it can);
+    ``source`` is where a PPO/RTO job's prompts come from (None: the version)."""
     problems = {}
     if queue not in Queue.values:
         problems["queue"] = f"queue must be one of {', '.join(Queue.values)}, not {queue!r}."
@@ -85,7 +124,11 @@ def launch_problems(*, method: str, base_model: ModelEntry, dataset_version, que
         )
     elif not dataset_version.examples.filter(split="train").exists():
         problems["dataset_version"] = f"{dataset_version} has no training rows."
-    elif method_samples_policy(method) and not version_has_prompts(dataset_version):
+    elif (
+        method_samples_policy(method)
+        and not (source and source.writes_file)
+        and not version_has_prompts(dataset_version)
+    ):
         problems["dataset_version"] = f"{dataset_version} has no prompts to sample responses to ({method})."
     return problems
 
@@ -101,9 +144,9 @@ def training_job_launch(
     """Build the engine config of ``params`` and queue the job in a new output folder; bad settings raise
     ValidationError naming the field (never the worker)."""
     problems = {}
-    config, run_token = None, new_run_token()
+    config, source, run_token = None, None, new_run_token()
     try:
-        config = job_config_build(
+        config, source = job_plan_build(
             params=params,
             base_model=base_model,
             dataset_version=dataset_version,
@@ -115,11 +158,13 @@ def training_job_launch(
         problems[field if message else "config"] = str(exc)
     method = str(params.get("method", "dpo"))
     problems.update(
-        launch_problems(method=method, base_model=base_model, dataset_version=dataset_version, queue=queue)
+        launch_problems(
+            method=method, base_model=base_model, dataset_version=dataset_version, queue=queue, source=source
+        )
     )
     if problems:
         raise ValidationError(problems)
-    return _job_create(config, run_token, base_model, dataset_version, queue, created_by)
+    return _job_create(config, run_token, base_model, dataset_version, queue, created_by, source)
 
 
 def training_job_queue(
@@ -130,24 +175,38 @@ def training_job_queue(
     dataset_version,
     queue: str = Queue.CPU,
     created_by=None,
+    source: PromptSource | None = None,
 ) -> TrainingJob:
-    """Queue a job whose engine config is built (``job_config_build`` with ``run_token``, as the launch
-    form does once per POST); a model, version or queue it cannot run on, or a run token some job already
-    has, raises ValidationError naming the field."""
+    """Queue a job whose engine config is built (``job_plan_build`` with ``run_token``, as the launch
+    form does once per POST, with the prompt source it returned); a model, version or queue it cannot run
+    on, or a run token some job already has, raises ValidationError naming the field."""
     problems = launch_problems(
-        method=config["method"], base_model=base_model, dataset_version=dataset_version, queue=queue
+        method=config["method"],
+        base_model=base_model,
+        dataset_version=dataset_version,
+        queue=queue,
+        source=source,
     )
     if config.get("output_dir") != str(run_dir(run_token)):
         problems["run_token"] = "The config does not write to this run's folder; reload the form."  # noqa: S105
+    if source and source.writes_file and config.get("train_file") != str(prompt_file(run_token)):
+        problems["prompt_source"] = "The config does not train on this run's prompt list; reload the form."
     if problems:
         raise ValidationError(problems)
-    return _job_create(config, run_token, base_model, dataset_version, queue, created_by)
+    return _job_create(config, run_token, base_model, dataset_version, queue, created_by, source)
 
 
 def _job_create(
-    config: dict, run_token: str, base_model: ModelEntry, dataset_version, queue: str, created_by
+    config: dict,
+    run_token: str,
+    base_model: ModelEntry,
+    dataset_version,
+    queue: str,
+    created_by,
+    source: PromptSource | None = None,
 ) -> TrainingJob:
-    """The job row and its output folder, both new: a run token can name one job and one folder only."""
+    """The job row and its output folder (with the prompt file of ``source``), all new: a run token can
+    name one job and one folder only."""
     used = ValidationError({"run_token": "This form already launched a job; reload it to launch another."})
     try:
         with transaction.atomic():
@@ -159,19 +218,24 @@ def _job_create(
                 dataset_version=dataset_version,
                 queue=queue,
                 created_by=created_by,
-                total_steps=estimate_total_steps(config, dataset_version),
+                total_steps=estimate_total_steps(config, dataset_version, source),
             )
             run_dir(run_token).mkdir(parents=True)
+            if source and source.writes_file:
+                prompt_file_write(path=prompt_file(run_token), source=source, dataset_version=dataset_version)
     except (IntegrityError, FileExistsError):
         raise used from None
     job_send_on_commit(TRAINING_JOBS, job.pk)
     return job
 
 
-def estimate_total_steps(config: dict, dataset_version) -> int:
-    """The engine's step plan for the version's training rows (before rows too long are dropped; the
-    attempt sets the exact count when its run starts)."""
-    n_train = dataset_version.examples.filter(split="train").count()
+def estimate_total_steps(config: dict, dataset_version, source: PromptSource | None = None) -> int:
+    """The engine's step plan for the version's training rows, or the prompts of ``source`` (before rows
+    too long are dropped; the attempt sets the exact count when its run starts)."""
+    if source and source.writes_file:
+        n_train = len(source.rows)
+    else:
+        n_train = dataset_version.examples.filter(split="train").count()
     return planned_steps(config_from_dict(config), n_train)
 
 

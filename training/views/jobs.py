@@ -31,6 +31,7 @@ from ..selectors import (
 from ..services.artifacts import artifact_path, sample_file, sample_manifest
 from ..services.joblog import log_tail
 from ..services.jobs import training_job_cancel
+from ..services.prompt_sources import prompt_source_label
 from ..services.registry import method_is_diffusion, model_kind_trained
 from ..services.rlhf import latest_rollouts, method_samples_policy
 
@@ -102,6 +103,7 @@ def _detail_context(request, job) -> dict:
         "samples": _samples_context(request, job),
         "rollouts": latest_rollouts(job=job) if method_samples_policy(job.method) else None,
         "samples_policy": method_samples_policy(job.method),
+        "prompt_source": prompt_source_label(job.config) if method_samples_policy(job.method) else None,
     }
 
 

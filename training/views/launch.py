@@ -82,6 +82,7 @@ def job_new(request, project_id):
             dataset_version=data["dataset_version"],
             queue=data["queue"],
             created_by=request.user,
+            source=form.source,
         )
     except ValidationError as exc:
         for field, errors in exc.message_dict.items():
