@@ -1,5 +1,7 @@
 """``python -m training.engine train CONFIG.yaml [--resume]``: train any method from an exported dataset.
 
+Alone it is one process; under ``torchrun --nproc-per-node N … -m training.engine train CONFIG.yaml`` the
+same config trains on N processes with the same global batch (``runtime/distributed.py``), rank 0 writing.
 The run writes ``metrics.jsonl``, ``checkpoint-N/`` folders and, when it succeeds, ``final/`` (the model
 every consumer loads: a plain Hugging Face folder) into the config's ``output_dir``.
 """
@@ -7,10 +9,17 @@ every consumer loads: a plain Hugging Face folder) into the config's ``output_di
 from __future__ import annotations
 
 import argparse
+import ctypes
+import json
+import math
+import os
+import signal
 import sys
+from pathlib import Path
 
 from training.engine.methods import load_config, train
 from training.engine.runtime.config import ConfigError
+from training.engine.runtime.distributed import DistributedError, is_main_process, leave_process_group
 from training.engine.runtime.loop import NonFiniteError
 
 
@@ -25,17 +34,39 @@ def main(argv: list[str] | None = None) -> int:
         "--resume", action="store_true", help="continue from the latest checkpoint in output_dir"
     )
     run.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
+    run.add_argument(
+        "--cancel-file",
+        help="stop (with a checkpoint) before the next step once this file exists: how a supervisor cancels",
+    )
+    run.add_argument(
+        "--die-with-parent",
+        action="store_true",
+        help="end when the parent process ends, even by SIGKILL (Linux): a supervised run leaves no orphans",
+    )
     args = parser.parse_args(argv)
+    if args.die_with_parent:
+        die_with_parent()
     try:
         config = load_config(args.config)
     except ConfigError as exc:
         print(f"invalid config {args.config}: {exc}", file=sys.stderr)
         return 2
+    cancel = Path(args.cancel_file) if args.cancel_file else None
     try:
-        result = train(config, resume=args.resume, progress=not args.no_progress)
-    except NonFiniteError as exc:
+        result = train(
+            config,
+            resume=args.resume,
+            progress=not args.no_progress,
+            should_cancel=cancel.exists if cancel else None,
+        )
+    except (NonFiniteError, DistributedError) as exc:
         print(f"training stopped: {exc}", file=sys.stderr)
         return 1
+    finally:
+        leave_process_group()
+    if not is_main_process():
+        return 0  # rank 0 reports the run
+    result_write(result)
     print(f"{result.status} after {result.step} steps; checkpoint: {result.last_checkpoint}")
     if result.final_model:
         print(f"final model: {result.final_model}")
@@ -44,6 +75,36 @@ def main(argv: list[str] | None = None) -> int:
     if result.dropped:
         print("dropped rows: " + ", ".join(f"{k}={v}" for k, v in result.dropped.items()))
     return 0
+
+
+RESULT_FILE = "result.json"
+
+
+def result_write(result) -> None:
+    """``<output_dir>/result.json``: how the run ended, for a supervisor that started it as a process."""
+    data = {
+        "status": result.status,
+        "step": result.step,
+        "last_checkpoint": str(result.last_checkpoint) if result.last_checkpoint else None,
+        "final_model": str(result.final_model) if result.final_model else None,
+        "eval_metrics": {k: v for k, v in result.eval_metrics.items() if math.isfinite(v)},
+        "dropped": result.dropped,
+        "reference_was_cached": result.reference_was_cached,
+    }
+    path = Path(result.output_dir) / RESULT_FILE
+    path.with_suffix(".tmp").write_text(json.dumps(data))
+    path.with_suffix(".tmp").replace(path)
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """Ask Linux to SIGKILL this process when its parent ends (elsewhere: nothing)."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() == 1:  # the parent ended before the request: this process is already an orphan
+            raise SystemExit("the supervising process ended before training started")
 
 
 if __name__ == "__main__":

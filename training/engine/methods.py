@@ -35,6 +35,7 @@ from training.engine.recipes.reward_model import RewardModelConfig, RewardModelR
 from training.engine.recipes.rto import RTOConfig, RTORecipe
 from training.engine.runtime.checkpoint import latest_checkpoint, load_state
 from training.engine.runtime.config import MAX_STEPS, ConfigError, RunConfig
+from training.engine.runtime.distributed import Dist
 from training.engine.runtime.loop import TrainResult, prepare, run, write_config
 from training.engine.runtime.metrics import MetricsCallback
 from training.engine.runtime.recipe import Interrupted
@@ -150,12 +151,15 @@ def train(
     pre-loaded model.  A cancel during the set-up (the reference pass) ends the run ``cancelled`` with the
     checkpoint it resumed from.  See ``runtime.loop.run`` for the rest."""
     out = Path(config.output_dir)
+    dist = Dist.from_env()  # a world of one unless torchrun started this process
     guard()
-    write_config(out, config_to_dict(config))
+    if dist.is_main:
+        write_config(out, config_to_dict(config))
     recipe = recipe if recipe is not None else recipe_for(config)
-    recipe.should_stop = should_cancel
+    # across processes a cancel is agreed on between steps: a pass one rank cut short would strand the rest
+    recipe.should_stop = None if dist.active else should_cancel
     try:
-        recipe = prepare(recipe, config)
+        recipe = prepare(recipe, config, dist)
     except Interrupted:
         checkpoint = latest_checkpoint(out) if resume else None
         return TrainResult("cancelled", load_state(checkpoint).step if checkpoint else 0, out, checkpoint)
@@ -166,5 +170,6 @@ def train(
         should_cancel=should_cancel,
         guard=guard,
         resume=resume,
-        progress=progress,
+        progress=progress and dist.is_main,
+        dist=dist,
     )

@@ -112,6 +112,7 @@ class CurryDPORecipe(DPORecipe):
     """DPO over a curriculum: one stage per pair set (iterative) or one ordered stage."""
 
     accepts: ClassVar[tuple[str, ...]] = ("ranking",)
+    supports_distributed: ClassVar[bool] = False  # each stage's reference pass would write the cache per rank
 
     @classmethod
     def planned_steps(cls, config: CurryDPOConfig, n_train_rows: int) -> int:

@@ -90,6 +90,7 @@ class DPORecipe(RecipeBase):
 
     unit: ClassVar[str] = "pairs"
     accepts: ClassVar[tuple[str, ...]] = TEXT_PAIR_KINDS
+    supports_distributed: ClassVar[bool] = True
 
     def __init__(self, config: PreferenceConfig, *, model: nn.Module | None = None) -> None:
         self.config = config

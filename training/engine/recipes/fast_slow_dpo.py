@@ -80,6 +80,8 @@ class Roles:
 class FastSlowDPORecipe(DPORecipe):
     """Two adapters trained on the same batches; metrics are the fast adapter's, plus each one's loss."""
 
+    supports_distributed: ClassVar[bool] = False  # the adapter it trains changes between forwards
+
     def __init__(self, config: FastSlowDPOConfig, **kwargs) -> None:
         super().__init__(config, **kwargs)
         self.roles = Roles()

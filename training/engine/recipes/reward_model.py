@@ -68,6 +68,7 @@ class RewardModelRecipe(RecipeBase):
     unit: ClassVar[str] = "pairs"
     accepts: ClassVar[tuple[str, ...]] = REWARD_KINDS
     model_kind: ClassVar[str] = "reward_model"
+    supports_distributed: ClassVar[bool] = True
 
     def __init__(self, config: RewardModelConfig) -> None:
         self.config = config

@@ -25,6 +25,8 @@ would take years, and a job row's ``total_steps`` must hold it."""
 MAX_BATCH = 65_536
 """The most examples per micro-batch, and micro-batches per optimizer step."""
 MAX_SEED = 2**32 - 1
+MAX_PROCESSES = 64
+"""The most training processes per node (a node with more GPUs than this is not a node we have seen)."""
 
 
 def require(ok: bool, name: str, message: str) -> None:
@@ -107,6 +109,10 @@ class RunConfig:
     """Write checkpoint-N every N steps (the final model is always written)."""
     save_final: bool = True
     """Write checkpoint-N and final/ at the last step (turn off only for benchmarks)."""
+    processes_per_node: int = 1
+    """Training processes the studio's worker starts (torchrun --nproc-per-node): the global batch stays
+    batch_size × gradient_accumulation_steps, split across them. The engine itself trains on whatever
+    world torchrun gives it, so the same file runs alone or under torchrun."""
 
     def __post_init__(self) -> None:
         for name in ("model", "train_file", "output_dir"):
@@ -140,6 +146,7 @@ class RunConfig:
         """Step counts, cadences, batch sizes and the seed: whole numbers within bounds."""
         limits = {"epochs": None if self.max_steps else MAX_EPOCHS, "logging_steps": MAX_STEPS}
         limits.update(batch_size=MAX_BATCH, gradient_accumulation_steps=MAX_BATCH)
+        limits.update(processes_per_node=MAX_PROCESSES)
         for name, limit in limits.items():
             require_positive(getattr(self, name), name, integer=True)
             if limit is not None:  # with max_steps, later epochs are never planned: any count is harmless

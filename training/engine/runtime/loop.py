@@ -37,6 +37,7 @@ from training.engine.runtime.checkpoint import (
 )
 from training.engine.runtime.config import RunConfig
 from training.engine.runtime.device import resolve_device
+from training.engine.runtime.distributed import Dist, DistributedError
 from training.engine.runtime.memory import retain_freed_memory
 from training.engine.runtime.metrics import MetricsCallback, open_sinks
 from training.engine.runtime.optim import build_optimizer, build_scheduler
@@ -91,28 +92,46 @@ class _Run:
     saved: Callable[[Path], None]
     guard: Callable[[], None]
     result: TrainResult
+    dist: Dist = field(default_factory=Dist)
     optimizer: torch.optim.Optimizer | None = None
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
 
     def checkpoint(self, step: int) -> Path:
-        folder = save_checkpoint(
-            self.out_dir / f"checkpoint-{step}",
-            write_model=self.recipe.save,
-            optimizer=self.optimizer,
-            scheduler=self.scheduler,
-            step=step,
-            extra={"recipe": self.recipe.state_dict(), "plan_length": self.total},
-            guard=self.guard,
-        )
-        self.saved(folder)
+        """``checkpoint-N``, written by rank 0 (every rank holds the same weights and optimizer state);
+        the other ranks wait for it, so none runs ahead of a checkpoint a resume would start from."""
+        folder = self.out_dir / f"checkpoint-{step}"
+        if self.dist.is_main:
+            folder = save_checkpoint(
+                folder,
+                write_model=self.recipe.save,
+                optimizer=self.optimizer,
+                scheduler=self.scheduler,
+                step=step,
+                extra={"recipe": self.recipe.state_dict(), "plan_length": self.total},
+                guard=self.guard,
+            )
+            self.saved(folder)
+        self.dist.barrier()
         return folder
 
 
-def prepare(recipe: Recipe, config: RunConfig) -> Recipe:
-    """Seed the run and set the recipe up on the config's device (model, data, caches)."""
+def prepare(recipe: Recipe, config: RunConfig, dist: Dist | None = None) -> Recipe:
+    """Seed the run and set the recipe up on the config's device (model, data, caches).  With more than
+    one process, rank 0 sets up first (it fills the reference cache the others then read), and the
+    ranks start from rank 0's trainable weights."""
+    dist = dist or Dist()
+    if dist.active and not getattr(recipe, "supports_distributed", False):
+        raise DistributedError(
+            f"{config.method} does not run on more than one process yet; launch it with one process"
+        )
     retain_freed_memory()
     seed_everything(config.seed)
-    recipe.setup(resolve_device(config.device))
+    if not dist.is_main:
+        dist.barrier()
+    recipe.setup(resolve_device(dist.device_spec(config.device)))
+    if dist.is_main:
+        dist.barrier()
+    dist.broadcast_from_main([p for group in recipe.param_groups() for p in group["params"]])
     return recipe
 
 
@@ -125,12 +144,18 @@ def run(
     guard: Callable[[], None] = lambda: None,
     resume: bool = False,
     progress: bool = False,
+    dist: Dist | None = None,
 ) -> TrainResult:
-    """Train a ``prepare``d recipe; metrics go to ``callbacks`` and ``<output_dir>/metrics.jsonl``,
+    """Train a ``prepare``d recipe (as rank ``dist`` of its processes: ``runtime.distributed``); metrics go
+    to ``callbacks`` and ``<output_dir>/metrics.jsonl``,
     checkpoints to ``<output_dir>/checkpoint-N`` (callbacks with ``on_saved(path)`` hear each one, and
     ``final/``, once in place).  ``should_cancel()`` is checked before every step and between the batches
     of evaluation passes; on True the run saves a checkpoint and returns ``status="cancelled"``.
     ``guard()`` runs before every write.  Raises NonFiniteError on NaN/inf."""
+    dist = dist or Dist()
+    if dist.active and should_cancel is not None:
+        asked = should_cancel
+        should_cancel = lambda: dist.agree(asked())  # noqa: E731 - every rank stops at the same step
     stages = recipe.stages()
     total = sum(len(stage.plan) for stage in stages)
     out_dir = Path(config.output_dir)
@@ -147,15 +172,17 @@ def run(
         recipe.load_state_dict(state.extra.get("recipe", {}))
     start = state.step if state is not None else 0
     out_dir.mkdir(parents=True, exist_ok=True)
-    sinks, bar = open_sinks(
-        out_dir,
-        callbacks,
-        total=total,
-        start=start,
-        resumed=state is not None,
-        progress=progress,
-        guard=guard,
-    )
+    sinks, bar = [], None
+    if dist.is_main:  # the other ranks' metrics reach rank 0 through the step's reduction
+        sinks, bar = open_sinks(
+            out_dir,
+            callbacks,
+            total=total,
+            start=start,
+            resumed=state is not None,
+            progress=progress,
+            guard=guard,
+        )
 
     def emit(metrics: dict[str, float], step: int) -> None:
         for sink in sinks:
@@ -175,7 +202,7 @@ def run(
         dropped=facts.get("dropped", {}),
         reference_was_cached=facts.get("reference_was_cached", False),
     )
-    current = _Run(recipe, config, out_dir, total, emit, saved, guard, result)
+    current = _Run(recipe, config, out_dir, total, emit, saved, guard, result, dist)
     offset = 0
     try:
         if start == 0:
@@ -192,8 +219,12 @@ def run(
     if bar:
         bar.close()
     if result.status == "succeeded" and config.save_final and result.last_checkpoint is not None:
-        result.final_model = _export_final(recipe, result.last_checkpoint, out_dir, guard)
-        saved(result.final_model)
+        if dist.is_main:
+            result.final_model = _export_final(recipe, result.last_checkpoint, out_dir, guard)
+            saved(result.final_model)
+        else:
+            result.final_model = out_dir / FINAL
+        dist.barrier()
     return result
 
 
@@ -232,25 +263,38 @@ def _run_stage(run_: _Run, index: int, stage: Stage, offset: int, start: int, st
 def _train_step(run_: _Run, micro_batches: list[list[int]], params, step: int) -> dict[str, float]:
     """Accumulate the micro-batches' gradients, clip, step; the step's metrics."""
     recipe, config, optimizer, scheduler = run_.recipe, run_.config, run_.optimizer, run_.scheduler
+    dist = run_.dist
     tick = time.perf_counter()
     n_examples = sum(len(mb) for mb in micro_batches)
     learning_rate = max(scheduler.get_last_lr())
-    parts, tokens = [], 0
+    sums: dict[str, float] = {}
+    examples, tokens = 0, 0
     for positions in micro_batches:
-        out = recipe.micro_step(positions, scale=len(positions) / n_examples)
-        check_finite("loss", out.metrics["loss"], step)
-        parts.append(out)
-        tokens += out.tokens
+        mine = dist.shard(positions)
+        # the gradients are averaged over the ranks: N·|shard|/|batch| makes that the one-process gradient.
+        # A rank whose shard is empty runs a forward and backward at scale 0: its step has the same shape.
+        scale = dist.world_size * len(mine) / n_examples
+        out = recipe.micro_step(mine or list(positions[:1]), scale=scale)
+        if mine:
+            if not dist.active:
+                check_finite("loss", out.metrics["loss"], step)
+            for name, value in out.metrics.items():
+                sums[name] = sums.get(name, 0.0) + value * out.examples
+            examples, tokens = examples + out.examples, tokens + out.tokens
+    metrics, examples, tokens = dist.weighted_means(sums, examples, tokens)
+    check_finite("loss", metrics["loss"], step)  # every rank sees the same value, so all stop together
+    dist.average_gradients(params)
     max_norm = config.max_grad_norm if config.max_grad_norm is not None else float("inf")
     grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
     check_finite("grad_norm", grad_norm, step)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    metrics = {k: sum(p.metrics[k] * p.examples for p in parts) / n_examples for k in parts[0].metrics}
     metrics.update(recipe.end_step(metrics))
     scheduler.step()  # after end_step: the next step's rates see the recipe's new lr_scales
     elapsed = time.perf_counter() - tick
-    metrics.update({"grad_norm": grad_norm, "learning_rate": learning_rate})
+    metrics.update(
+        {"grad_norm": grad_norm, "learning_rate": learning_rate, "dist/world_size": dist.world_size}
+    )
     metrics[f"throughput/{recipe.unit}_per_s"] = n_examples / elapsed
     if tokens:
         metrics["throughput/tokens_per_s"] = tokens / elapsed
@@ -276,7 +320,7 @@ def _report_and_save(run_: _Run, step: int, metrics: dict[str, float], *, stage_
 
 def _write_samples(run_: _Run, step: int) -> None:
     """``<output_dir>/samples/step-N``: what the recipe draws from the model after step N (0 = the base)."""
-    if not run_.recipe.writes_samples:
+    if not run_.recipe.writes_samples or not run_.dist.is_main:
         return
     target = run_.out_dir / SAMPLES / f"step-{step}"
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -121,6 +121,10 @@ class Recipe(Protocol):
         """Between two batches of a pass that is not a training step: raises Interrupted once the run
         was asked to stop."""
 
+    supports_distributed: ClassVar[bool]
+    """Whether the recipe runs on more than one process (``runtime/distributed.py``): a micro-batch's loss
+    is a mean over the examples it is given, with no state shared between examples of a step."""
+
 
 class RecipeBase:
     """Defaults for the optional parts of ``Recipe``: one stage, no extra state, one lr for every group."""
@@ -128,6 +132,7 @@ class RecipeBase:
     unit: ClassVar[str] = "examples"
     model_kind: ClassVar[str] = "causal_lm"
     writes_samples: ClassVar[bool] = False
+    supports_distributed: ClassVar[bool] = False
     should_stop: Callable[[], bool] | None = None
 
     def between_batches(self) -> None:
