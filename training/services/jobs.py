@@ -88,6 +88,8 @@ def job_plan_build(
     caches = {"ref_cache_dir": reference_cache_dir(), "encode_cache_dir": encode_cache_dir()}
     data.update({name: str(folder) for name, folder in caches.items() if name in fields})
     config = config_to_dict(config_from_dict(data))
+    if config.get("processes_per_node", 1) > 1 and not METHODS[method].recipe.supports_distributed:
+        raise ConfigError(f"processes_per_node: {method} trains in one process only (for now); set it to 1")
     estimate_total_steps(config, dataset_version, source)  # a plan too long to run: ConfigError naming epochs
     return config, source
 

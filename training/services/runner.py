@@ -25,6 +25,7 @@ from training.engine.runtime.metrics import read_metrics
 from ..models import ModelKind, TrainingJob
 from .artifacts import Digests, artifact_record, artifacts_record
 from .attempt import AttemptWatch, LeaseLostError
+from .child_run import ChildFailedError, ChildRun, child_processes
 from .evaluation import diffusion_evaluation_run, evaluation_run, policy_evaluation_run
 from .joblog import JobLog
 from .jobs import training_job_claim
@@ -119,13 +120,17 @@ def _run_attempt(job: TrainingJob, watch: AttemptWatch, log: JobLog) -> str | No
         db.step = _resume_point(job, log) if resume else 0
         config = config_from_dict(job.config)
         dataset_export_ensure(job.dataset_version)
-        result = train(
-            config,
-            callbacks=[db, recorder],
-            should_cancel=watch.should_cancel,
-            guard=watch.fence,
-            resume=resume,
-        )
+        if child_processes(job.config) > 1:
+            child = ChildRun(job, watch, log, metrics=db, recorder=recorder, resume=resume)
+            result = child.run()
+        else:
+            result = train(
+                config,
+                callbacks=[db, recorder],
+                should_cancel=watch.should_cancel,
+                guard=watch.fence,
+                resume=resume,
+            )
         db.flush()
     except LeaseLostError:
         raise
@@ -133,8 +138,9 @@ def _run_attempt(job: TrainingJob, watch: AttemptWatch, log: JobLog) -> str | No
         if db.buffer:
             db.flush()
         kind = "training stopped" if isinstance(exc, NonFiniteError) else type(exc).__name__
-        log.write(f"failed: {kind}: {exc}")
-        lease.finish(JobState.FAILED, error=f"{kind}: {exc}"[:10000], traceback=tb.format_exc())
+        error = str(exc) if isinstance(exc, ChildFailedError) else f"{kind}: {exc}"
+        log.write(f"failed: {error}")
+        lease.finish(JobState.FAILED, error=error[:10000], traceback=tb.format_exc())
         return JobState.FAILED
     if result.status == "cancelled":
         with transaction.atomic():
