@@ -17,9 +17,10 @@ _TEXT = (
 WORDS = _TEXT.split()
 
 
-def bench_rows(n_pairs: int, seed: int = 0) -> list[dict]:
-    """Conversational rows (both trainers apply the chat template): a short system turn and a ~14-word
-    user turn give a ~30-token templated prompt; responses have 22–76 words (≈ 25–80 tokens)."""
+def bench_rows(n_pairs: int, seed: int = 0, prompt_words: int = 14) -> list[dict]:
+    """Conversational rows (both trainers apply the chat template): a short system turn and a
+    ``prompt_words``-word user turn (14: a ~30-token templated prompt); responses have 22–76 words
+    (≈ 25–80 tokens)."""
     rng = random.Random(seed)
 
     def words(lo: int, hi: int) -> str:
@@ -29,7 +30,7 @@ def bench_rows(n_pairs: int, seed: int = 0) -> list[dict]:
         {
             "prompt": [
                 {"role": "system", "content": "Be brief."},
-                {"role": "user", "content": words(14, 14)},
+                {"role": "user", "content": words(prompt_words, prompt_words)},
             ],
             "chosen": [{"role": "assistant", "content": words(22, 76)}],
             "rejected": [{"role": "assistant", "content": words(22, 76)}],
