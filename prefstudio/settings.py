@@ -245,6 +245,12 @@ for _path in (VAR_DIR, STATIC_ROOT, MEDIA_ROOT, ARTIFACT_ROOT, MODEL_CACHE):
 # ---------------------------------------------------------------------------------------------------
 CELERY_TASK_ROUTES = {"prefstudio.tasks.jobs_recover": {"queue": "cpu"}}
 CELERY_WORKER_PREFETCH_MULTIPLIER = int(os.environ.get("CELERY_WORKER_PREFETCH_MULTIPLIER", "1"))
+# A worker fetches a task only when it has a free slot (Redis only; Celery ignores it elsewhere). Tasks are
+# acknowledged when they start, so a busy worker would otherwise hold one more message: the node task of a
+# multi-node job could wait behind the very job it is part of (training/services/nodes.py).
+CELERY_WORKER_DISABLE_PREFETCH = env_bool(
+    "CELERY_WORKER_DISABLE_PREFETCH", CELERY_BROKER_URL.startswith(("redis://", "rediss://"))
+)
 TRAINING_HEARTBEAT_SECONDS = float(os.environ.get("TRAINING_HEARTBEAT_SECONDS", "10"))
 TRAINING_HEARTBEAT_STALE_SECONDS = float(os.environ.get("TRAINING_HEARTBEAT_STALE_SECONDS", "120"))
 TRAINING_MAX_ATTEMPTS = int(os.environ.get("TRAINING_MAX_ATTEMPTS", "3"))
@@ -265,6 +271,12 @@ TRAINING_TORCH_THREADS = int(os.environ.get("TRAINING_TORCH_THREADS", "0"))
 TRAINING_CANCEL_POLL_SECONDS = float(os.environ.get("TRAINING_CANCEL_POLL_SECONDS", "1"))
 TRAINING_CANCEL_CHECK_SHARE = float(os.environ.get("TRAINING_CANCEL_CHECK_SHARE", "0.005"))
 TRAINING_METRICS_FLUSH_SECONDS = float(os.environ.get("TRAINING_METRICS_FLUSH_SECONDS", "2"))
+# Jobs on more than one node (training/services/nodes.py, docs/scaling.md): the operator declares that
+# ARTIFACT_ROOT and MODEL_CACHE are storage every worker shares; the address other nodes reach this
+# worker's rendezvous at (empty: this host's name); how long the nodes wait for each other.
+TRAINING_SHARED_STORAGE = env_bool("TRAINING_SHARED_STORAGE", False)
+TRAINING_NODE_ADDRESS = os.environ.get("TRAINING_NODE_ADDRESS", "")
+TRAINING_RENDEZVOUS_TIMEOUT_SECONDS = int(os.environ.get("TRAINING_RENDEZVOUS_TIMEOUT_SECONDS", "600"))
 CELERY_BEAT_SCHEDULE = {
     "jobs-recover": {"task": "prefstudio.tasks.jobs_recover", "schedule": JOB_RECOVERY_SECONDS},
 }

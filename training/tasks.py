@@ -29,6 +29,7 @@ from celery import shared_task
 from celery.signals import worker_init
 
 from .services.generation import generation_job_run
+from .services.nodes import training_node_join
 from .services.runner import training_job_run
 from .services.threads import worker_slots_set
 
@@ -43,6 +44,12 @@ def _record_worker_slots(sender=None, **_):
 def training_run(job_id: int) -> None:
     """Run (or resume) a training job; a job that is not queued any more is left alone."""
     training_job_run(job_id=job_id)
+
+
+@shared_task(name="training.tasks.training_node_run", acks_late=False, ignore_result=True)
+def training_node_run(job_id: int, run_id: str, endpoint: str, timeout: int) -> None:
+    """Join a multi-node job's attempt as one of its other nodes (``services/nodes.py``)."""
+    training_node_join(job_id=job_id, run_id=run_id, endpoint=endpoint, timeout=timeout)
 
 
 @shared_task(name="training.tasks.generation_run", acks_late=False, ignore_result=True)

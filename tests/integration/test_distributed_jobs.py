@@ -14,7 +14,7 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.db import connections
 
-from jobs.models import JobState
+from jobs.models import FINISHED_STATES, JobState
 from tests.factories import MembershipFactory, ProjectFactory, UserFactory
 from tests.integration.native import compose_command, native_env, running, wait_for
 from tests.training_support import dataset_version, tiny_model_entry, tiny_params
@@ -177,3 +177,97 @@ def test_a_method_that_trains_in_one_process_only_is_refused_naming_the_field(se
         _launch(setup, tmp_path, processes_per_node=0)
     assert list(refused.value.message_dict) == ["processes_per_node"]
     assert not TrainingJob.objects.exists()
+
+
+def _one_slot_worker(name: str) -> list[str]:
+    """The compose file's worker command with one job at a time, under its own node name."""
+    command = compose_command("worker")
+    command[command.index("--concurrency") + 1] = "1"
+    return [*command, "-n", f"{name}@%h"]
+
+
+def _node_env(tmp_path, **extra):
+    return native_env(
+        ARTIFACT_ROOT=str(tmp_path / "artifacts"),
+        TRAINING_HEARTBEAT_SECONDS="0.5",
+        TRAINING_METRICS_FLUSH_SECONDS="0.2",
+        TRAINING_TORCH_THREADS="1",
+        TRAINING_NODE_ADDRESS="127.0.0.1",
+        TRAINING_SHARED_STORAGE="true",
+        **extra,
+    )
+
+
+def _log_times(job, *needles: str) -> list[float]:
+    """When the job log first says each of ``needles`` (seconds since the log began)."""
+    lines = log_path(job).read_text().splitlines()
+    stamps = [
+        time.mktime(time.strptime(line[:19], "%Y-%m-%d %H:%M:%S")) for line in lines if line[:2] == "20"
+    ]
+    first = stamps[0]
+    found = []
+    for needle in needles:
+        line = next(line for line in lines if needle in line and line[:2] == "20")
+        found.append(time.mktime(time.strptime(line[:19], "%Y-%m-%d %H:%M:%S")) - first)
+    return found
+
+
+def test_two_workers_meet_as_two_nodes_and_the_metrics_reach_the_job_once(setup, tmp_path, settings):
+    settings.TRAINING_SHARED_STORAGE = True
+    logs = [tmp_path / "node-a.log", tmp_path / "node-b.log"]
+    env = _node_env(tmp_path)
+    with (
+        running(_one_slot_worker("node-a"), env=env, log_path=logs[0]),
+        running(_one_slot_worker("node-b"), env=env, log_path=logs[1]),
+    ):
+        job = _launch(setup, tmp_path, nodes=2)
+        wait_for(
+            lambda: TrainingJob.objects.get(pk=job.pk).state in FINISHED_STATES,
+            timeout=300,
+            what="the two-node job to finish",
+            log_path=logs[0],
+        )
+        job.refresh_from_db()
+        assert job.state == JobState.SUCCEEDED, (job.error, log_path(job).read_text()[-3000:])
+        wait_for(lambda: not _engine_processes(job), timeout=30, what="both nodes' processes to end")
+    assert [s for s, _ in _points(job, "loss")] == [1, 2, 3, 4, 5]  # once, though two nodes trained
+    assert {v for _, v in _points(job, "dist/world_size")} == {2.0}
+    assert ModelEntry.objects.filter(produced_by=job).exists()
+    text = log_path(job).read_text()
+    assert "on each of 2 nodes, meeting at 127.0.0.1:" in text and f"joining job-{job.pk}-attempt-1" in text
+    launched, joined, first_step = _log_times(job, "engine: ", "joining job-", "step 1:")
+    assert launched <= joined <= first_step
+    print(
+        f"two-node timeline: launched {launched:.0f} s, node joined {joined:.0f} s, step 1 {first_step:.0f} s"
+    )
+
+
+def test_a_two_node_job_without_a_second_free_worker_fails_at_the_rendezvous_timeout(
+    setup, tmp_path, settings
+):
+    settings.TRAINING_SHARED_STORAGE = True
+    log = tmp_path / "worker.log"
+    env = _node_env(tmp_path, TRAINING_RENDEZVOUS_TIMEOUT_SECONDS="20")
+    with running(_one_slot_worker("alone"), env=env, log_path=log):
+        job = _launch(setup, tmp_path, nodes=2)
+        wait_for(
+            lambda: TrainingJob.objects.get(pk=job.pk).state in FINISHED_STATES,
+            timeout=180,
+            what="the job to give up waiting",
+            log_path=log,
+        )
+        job.refresh_from_db()
+        # the node task ran once the worker was free again, found its attempt over and did nothing
+        wait_for(
+            lambda: "succeeded in" in log.read_text().split("training_node_run")[-1], timeout=60, log_path=log
+        )
+    assert job.state == JobState.FAILED
+    assert "not all 2 nodes joined within 20 s (rendezvous timeout)" in job.error, job.error
+    assert not _engine_processes(job)
+
+
+def test_a_job_on_two_nodes_needs_storage_declared_shared(setup, tmp_path, settings):
+    settings.TRAINING_SHARED_STORAGE = False
+    with pytest.raises(ValidationError) as refused:
+        _launch(setup, tmp_path, nodes=2)
+    assert "TRAINING_SHARED_STORAGE=true" in refused.value.message_dict["nodes"][0]

@@ -61,12 +61,14 @@ def main(argv: list[str] | None = None) -> int:
         )
     except (NonFiniteError, DistributedError) as exc:
         print(f"training stopped: {exc}", file=sys.stderr)
-        return 1
-    finally:
         leave_process_group()
+        return 1
+    if is_main_process():
+        result_write(result)
+    # every rank waits for result.json: a supervisor on another node may see its own ranks end first
+    leave_process_group(synchronise=True)
     if not is_main_process():
         return 0  # rank 0 reports the run
-    result_write(result)
     print(f"{result.status} after {result.step} steps; checkpoint: {result.last_checkpoint}")
     if result.final_model:
         print(f"final model: {result.final_model}")

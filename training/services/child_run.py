@@ -21,9 +21,11 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -53,15 +55,93 @@ def child_processes(config: dict) -> int:
     return int(config.get("processes_per_node") or 1)
 
 
-def engine_command(config_file: Path, *, processes: int, resume: bool, cancel_file: Path) -> list[str]:
-    """The command the worker runs: the engine alone, or under ``torchrun --standalone`` for more than
-    one process (``--max-restarts 0``: a rank that dies fails the attempt; the job core retries it)."""
+def child_nodes(config: dict) -> int:
+    """Nodes a job's config asks for (1: this worker's machine alone)."""
+    return int(config.get("nodes") or 1)
+
+
+def runs_as_child(config: dict) -> bool:
+    """Whether an attempt runs the engine as a child process (more than one process, or node)."""
+    return child_processes(config) > 1 or child_nodes(config) > 1
+
+
+@dataclass(frozen=True)
+class Rendezvous:
+    """Where a multi-node job's nodes meet (torchrun's c10d rendezvous; the owner's worker hosts it)."""
+
+    endpoint: str
+    """``host:port`` of the owner's rendezvous store."""
+    run_id: str
+    """One per attempt, so nodes of an older attempt never join a newer one."""
+    is_host: bool
+    timeout: int
+    """Seconds torchrun waits for every node before the attempt fails."""
+
+
+def engine_command(
+    config_file: Path,
+    *,
+    processes: int,
+    resume: bool,
+    cancel_file: Path,
+    nodes: int = 1,
+    rendezvous: Rendezvous | None = None,
+) -> list[str]:
+    """The command a worker runs: the engine alone; under ``torchrun --standalone`` for more than one
+    process; or, on ``nodes`` machines, under torchrun meeting at ``rendezvous``.  ``--max-restarts 0``: a
+    rank that dies fails the attempt (the job core decides what happens next)."""
     engine = ["-m", "training.engine", "train", str(config_file), "--no-progress", "--die-with-parent"]
     engine += ["--cancel-file", str(cancel_file)] + (["--resume"] if resume else [])
-    if processes <= 1:
+    if processes <= 1 and nodes <= 1:
         return [sys.executable, *engine]
-    launcher = ["-m", "training.engine.launch", "--standalone", f"--nproc-per-node={processes}"]
-    return [sys.executable, *launcher, "--max-restarts=0", *engine]
+    launcher = [sys.executable, "-m", "training.engine.launch", f"--nproc-per-node={processes}"]
+    if nodes <= 1:
+        return [*launcher, "--standalone", "--max-restarts=0", *engine]
+    meet = [f"--nnodes={nodes}", "--rdzv-backend=c10d", f"--rdzv-endpoint={rendezvous.endpoint}"]
+    meet += [f"--rdzv-id={rendezvous.run_id}"]
+    meet += [f"--rdzv-conf=is_host={str(rendezvous.is_host).lower()},join_timeout={rendezvous.timeout}"]
+    return [*launcher, *meet, "--max-restarts=0", *engine]
+
+
+def engine_start(command: list[str], log_file: Path, env: dict[str, str]) -> subprocess.Popen:
+    """The engine's process, in its own process group (a stop reaches every rank), its output appended to
+    ``log_file``."""
+    with log_file.open("ab") as output:
+        return subprocess.Popen(
+            command,
+            cwd=settings.BASE_DIR,
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+
+def engine_stop(process: subprocess.Popen) -> None:
+    """SIGTERM to the engine's process group, SIGKILL after STOP_GRACE_SECONDS."""
+    for sig, wait in ((signal.SIGTERM, STOP_GRACE_SECONDS), (signal.SIGKILL, None)):
+        if process.poll() is not None:
+            return
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            process.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def engine_env(processes: int) -> dict[str, str]:
+    """The engine's environment: this worker's torch threads shared among its processes, and none of a
+    torchrun environment this worker may itself run under."""
+    env = dict(os.environ)
+    threads = max(1, torch_threads() // processes)
+    env.update(OMP_NUM_THREADS=str(threads), TQDM_DISABLE="1", PYTHONUNBUFFERED="1")
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(name, None)
+    return env
 
 
 class MetricsTail:
@@ -90,6 +170,17 @@ class MetricsTail:
         return fresh
 
 
+def node_address() -> str:
+    """The address other nodes reach this worker at (TRAINING_NODE_ADDRESS, else this host's name)."""
+    return settings.TRAINING_NODE_ADDRESS or socket.getfqdn()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("", 0))
+        return sock.getsockname()[1]
+
+
 def _published(out: Path) -> list[Path]:
     """The folders the engine has put in place (it writes each privately and renames it into place)."""
     found = sorted(p for p in out.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit())
@@ -104,11 +195,15 @@ def _numbers(values: dict) -> dict[str, float]:
 class ChildRun:
     """One attempt's engine process: ``run()`` returns its TrainResult or raises ChildFailedError."""
 
-    def __init__(self, job, watch: AttemptWatch, log: JobLog, *, metrics, recorder, resume: bool) -> None:
+    def __init__(
+        self, job, watch: AttemptWatch, log: JobLog, *, metrics, recorder, resume: bool, send_nodes=None
+    ) -> None:
         self.job, self.watch, self.log = job, watch, log
         self.metrics, self.recorder, self.resume = metrics, recorder, resume
+        self.send_nodes = send_nodes
+        """``send_nodes(rendezvous)`` asks ``nodes - 1`` other workers to join (``nodes.py``)."""
         self.out = Path(job.config["output_dir"])
-        self.processes = child_processes(job.config)
+        self.processes, self.nodes = child_processes(job.config), child_nodes(job.config)
 
     def run(self) -> TrainResult:
         config_file, cancel_file = self.out / LAUNCH_FILE, self.out / CANCEL_FILE
@@ -118,41 +213,41 @@ class ChildRun:
             stale.unlink(missing_ok=True)
         tail = MetricsTail(self.out / "metrics.jsonl", after=self.metrics.step)
         recorded = set(_published(self.out))
+        rendezvous = self._rendezvous()
         command = engine_command(
-            config_file, processes=self.processes, resume=self.resume, cancel_file=cancel_file
+            config_file,
+            processes=self.processes,
+            resume=self.resume,
+            cancel_file=cancel_file,
+            nodes=self.nodes,
+            rendezvous=rendezvous,
         )
-        self.log.write(
-            f"engine: {self.processes} process{'es' if self.processes > 1 else ''}: {' '.join(command[1:])}"
-        )
+        shape = f"{self.processes} process{'es' if self.processes > 1 else ''}"
+        if self.nodes > 1:
+            shape += f" on each of {self.nodes} nodes, meeting at {rendezvous.endpoint}"
+        self.log.write(f"engine: {shape}: {' '.join(command[1:])}")
         log_file = log_path(self.job)
         start = log_file.stat().st_size if log_file.exists() else 0
-        with log_file.open("ab") as output:
-            process = subprocess.Popen(
-                command,
-                cwd=settings.BASE_DIR,
-                env=self._env(),
-                stdout=output,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,  # its own process group: a stop reaches every rank
-            )
+        process = engine_start(command, log_file, engine_env(self.processes))
         try:
+            if rendezvous is not None:
+                self.send_nodes(rendezvous)
             while process.poll() is None:
                 self._relay(tail, recorded, cancel_file)
                 time.sleep(CHILD_POLL_SECONDS)
             self._relay(tail, recorded, cancel_file, final=True)
         except BaseException:
-            self._stop(process)
+            engine_stop(process)
             raise
         return self._result(process.returncode, log_file, start)
 
-    def _env(self) -> dict[str, str]:
-        env = dict(os.environ)
-        threads = max(1, torch_threads() // self.processes)
-        env.update(OMP_NUM_THREADS=str(threads), TQDM_DISABLE="1", PYTHONUNBUFFERED="1")
-        for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-            env.pop(name, None)
-        return env
+    def _rendezvous(self) -> Rendezvous | None:
+        if self.nodes <= 1:
+            return None
+        endpoint = f"{node_address()}:{free_port()}"
+        run_id = f"job-{self.job.pk}-attempt-{self.watch.lease.attempt}"
+        timeout = settings.TRAINING_RENDEZVOUS_TIMEOUT_SECONDS
+        return Rendezvous(endpoint=endpoint, run_id=run_id, is_host=True, timeout=timeout)
 
     def _relay(self, tail: MetricsTail, recorded: set, cancel_file: Path, *, final: bool = False) -> None:
         for row in tail.read():
@@ -167,20 +262,6 @@ class ChildRun:
         ):  # raises once the lease is lost
             cancel_file.touch()
             self.log.write("cancel asked: the engine stops before its next step")
-
-    def _stop(self, process: subprocess.Popen) -> None:
-        """SIGTERM to the child's process group, SIGKILL after STOP_GRACE_SECONDS."""
-        for sig, wait in ((signal.SIGTERM, STOP_GRACE_SECONDS), (signal.SIGKILL, None)):
-            if process.poll() is not None:
-                return
-            try:
-                os.killpg(process.pid, sig)
-            except ProcessLookupError:
-                return
-            try:
-                process.wait(timeout=wait)
-            except subprocess.TimeoutExpired:
-                continue
 
     def _result(self, code: int, log_file: Path, start: int) -> TrainResult:
         path = self.out / RESULT_FILE
@@ -203,6 +284,12 @@ class ChildRun:
             fh.seek(start)
             lines = [line.strip() for line in fh.read().decode("utf-8", errors="replace").splitlines()]
         how = f"killed by {_signal_name(-code)}" if code < 0 else f"exit code {code}"
+        if any("RendezvousTimeoutError" in line for line in lines):
+            return (
+                f"engine process failed ({how}): not all {self.nodes} nodes joined within "
+                f"{settings.TRAINING_RENDEZVOUS_TIMEOUT_SECONDS} s (rendezvous timeout); the job needs "
+                f"{self.nodes} free workers on the {self.job.queue!r} queue at once"
+            )
         rank, rank_code = _root_cause(lines)
         if rank is not None and rank_code is not None and rank_code < 0:
             return f"engine process failed ({how}): rank {rank} was killed by {_signal_name(-rank_code)}"

@@ -8,6 +8,7 @@ does not own (``jobs.leases``).
 import dataclasses
 from pathlib import Path
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import F, Q
@@ -88,10 +89,21 @@ def job_plan_build(
     caches = {"ref_cache_dir": reference_cache_dir(), "encode_cache_dir": encode_cache_dir()}
     data.update({name: str(folder) for name, folder in caches.items() if name in fields})
     config = config_to_dict(config_from_dict(data))
-    if config.get("processes_per_node", 1) > 1 and not METHODS[method].recipe.supports_distributed:
-        raise ConfigError(f"processes_per_node: {method} trains in one process only (for now); set it to 1")
+    distributed_problem(method, config)
     estimate_total_steps(config, dataset_version, source)  # a plan too long to run: ConfigError naming epochs
     return config, source
+
+
+def distributed_problem(method: str, config: dict) -> None:
+    """ConfigError naming the field when a job's processes or nodes cannot run as asked."""
+    for field in ("processes_per_node", "nodes"):
+        if config.get(field, 1) > 1 and not METHODS[method].recipe.supports_distributed:
+            raise ConfigError(f"{field}: {method} trains in one process only (for now); set it to 1")
+    if config.get("nodes", 1) > 1 and not settings.TRAINING_SHARED_STORAGE:
+        raise ConfigError(
+            f"nodes: a job on {config['nodes']} nodes needs ARTIFACT_ROOT and MODEL_CACHE on storage every "
+            "worker shares; once they are, set TRAINING_SHARED_STORAGE=true (docs/scaling.md)"
+        )
 
 
 def _prompt_source(method: str, params: dict, dataset_version) -> PromptSource:

@@ -25,11 +25,12 @@ from training.engine.runtime.metrics import read_metrics
 from ..models import ModelKind, TrainingJob
 from .artifacts import Digests, artifact_record, artifacts_record
 from .attempt import AttemptWatch, LeaseLostError
-from .child_run import ChildFailedError, ChildRun, child_processes
+from .child_run import ChildFailedError, ChildRun, runs_as_child
 from .evaluation import diffusion_evaluation_run, evaluation_run, policy_evaluation_run
 from .joblog import JobLog
 from .jobs import training_job_claim
 from .metrics import DbMetrics, metrics_delete_after, metrics_write_batch
+from .nodes import nodes_send
 from .paths import dataset_file
 from .registry import method_is_diffusion, model_entry_register_from_job, model_kind_trained
 from .rlhf import method_samples_policy
@@ -120,8 +121,9 @@ def _run_attempt(job: TrainingJob, watch: AttemptWatch, log: JobLog) -> str | No
         db.step = _resume_point(job, log) if resume else 0
         config = config_from_dict(job.config)
         dataset_export_ensure(job.dataset_version)
-        if child_processes(job.config) > 1:
-            child = ChildRun(job, watch, log, metrics=db, recorder=recorder, resume=resume)
+        if runs_as_child(job.config):
+            send = lambda rendezvous: nodes_send(job=job, rendezvous=rendezvous)  # noqa: E731
+            child = ChildRun(job, watch, log, metrics=db, recorder=recorder, resume=resume, send_nodes=send)
             result = child.run()
         else:
             result = train(

@@ -27,6 +27,7 @@ MAX_BATCH = 65_536
 MAX_SEED = 2**32 - 1
 MAX_PROCESSES = 64
 """The most training processes per node (a node with more GPUs than this is not a node we have seen)."""
+MAX_NODES = 256
 
 
 def require(ok: bool, name: str, message: str) -> None:
@@ -113,6 +114,9 @@ class RunConfig:
     """Training processes the studio's worker starts (torchrun --nproc-per-node): the global batch stays
     batch_size × gradient_accumulation_steps, split across them. The engine itself trains on whatever
     world torchrun gives it, so the same file runs alone or under torchrun."""
+    nodes: int = 1
+    """Machines the job's processes run on (torchrun --nnodes, meeting by c10d rendezvous); each runs
+    processes_per_node of them."""
 
     def __post_init__(self) -> None:
         for name in ("model", "train_file", "output_dir"):
@@ -146,7 +150,7 @@ class RunConfig:
         """Step counts, cadences, batch sizes and the seed: whole numbers within bounds."""
         limits = {"epochs": None if self.max_steps else MAX_EPOCHS, "logging_steps": MAX_STEPS}
         limits.update(batch_size=MAX_BATCH, gradient_accumulation_steps=MAX_BATCH)
-        limits.update(processes_per_node=MAX_PROCESSES)
+        limits.update(processes_per_node=MAX_PROCESSES, nodes=MAX_NODES)
         for name, limit in limits.items():
             require_positive(getattr(self, name), name, integer=True)
             if limit is not None:  # with max_steps, later epochs are never planned: any count is harmless

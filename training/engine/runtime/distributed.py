@@ -156,7 +156,10 @@ def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-def leave_process_group() -> None:
-    """End this process's part in the process group, if it joined one."""
+def leave_process_group(*, synchronise: bool = False) -> None:
+    """End this process's part in the process group, if it joined one (after every rank got here, with
+    ``synchronise``)."""
     if torch_dist.is_initialized():
+        if synchronise:
+            torch_dist.barrier()
         torch_dist.destroy_process_group()
