@@ -19,6 +19,7 @@ from tests.factories import MembershipFactory, ProjectFactory, UserFactory
 from tests.integration.native import compose_command, native_env, running, wait_for
 from tests.training_support import dataset_version, tiny_model_entry, tiny_params
 from training.models import Artifact, ArtifactKind, MetricPoint, ModelEntry, TrainingJob
+from training.services import jobs
 from training.services.jobs import training_job_cancel, training_job_launch
 from training.services.paths import log_path
 from training.services.runner import training_job_run
@@ -135,17 +136,41 @@ def _rank_pids(job) -> dict[int, int]:
     return ranks
 
 
-def test_a_rank_that_dies_fails_the_job_with_a_message_not_a_hang(setup, tmp_path):
-    job = _launch(setup, tmp_path, processes_per_node=2, max_steps=5000, epochs=1000, save_steps=2)
-    with _attempt_running(job, steps=3) as outcome:
+def test_a_rank_killed_mid_run_requeues_the_job_which_resumes_with_continuous_metrics(
+    setup, tmp_path, monkeypatch
+):
+    monkeypatch.setattr(jobs, "job_enqueue", lambda job: None)  # this test is the next worker
+    job = _launch(setup, tmp_path, processes_per_node=2, max_steps=60, epochs=1000, save_steps=3)
+    with _attempt_running(job, steps=5) as outcome:
         ranks = _rank_pids(job)
         assert sorted(ranks) == [0, 1], ranks
         os.kill(ranks[1], signal.SIGKILL)
         killed = time.monotonic()
-    assert outcome["state"] == JobState.FAILED and time.monotonic() - killed < 120
+    assert outcome["state"] == JobState.QUEUED and time.monotonic() - killed < 120  # no hang
+    job.refresh_from_db()
+    assert job.state == JobState.QUEUED and job.attempts == 1
+    resumed_at = int(job.resume_from.rsplit("-", 1)[1])
+    assert resumed_at % 3 == 0 and 3 <= resumed_at < 60
+    assert "rank 1 was killed by SIGKILL; queued again for attempt 2" in log_path(job).read_text()
+    assert not _engine_processes(job)
+
+    assert training_job_run(job_id=job.pk) == JobState.SUCCEEDED
+    job.refresh_from_db()
+    assert job.attempts == 2 and job.step == 60
+    assert [s for s, _ in _points(job, "loss")] == list(range(1, 61))  # every step once, none lost
+    assert "resuming from checkpoint-" in log_path(job).read_text()
+    assert ModelEntry.objects.filter(produced_by=job).exists()
+
+
+def test_a_rank_that_dies_in_the_last_attempt_fails_the_job_with_its_message(setup, tmp_path, settings):
+    settings.TRAINING_MAX_ATTEMPTS = 1
+    job = _launch(setup, tmp_path, processes_per_node=2, max_steps=5000, epochs=1000, save_steps=2)
+    with _attempt_running(job, steps=3) as outcome:
+        os.kill(_rank_pids(job)[1], signal.SIGKILL)
+    assert outcome["state"] == JobState.FAILED
     job.refresh_from_db()
     assert "rank 1 was killed by SIGKILL" in job.error, job.error
-    assert Artifact.objects.filter(job=job, kind=ArtifactKind.CHECKPOINT).exists()  # kept to resume from
+    assert Artifact.objects.filter(job=job, kind=ArtifactKind.CHECKPOINT).exists()  # kept: a clone resumes
     assert not _engine_processes(job)
 
 

@@ -47,7 +47,13 @@ ERROR_LINE = re.compile(r"^(?:\[rank\d+\]: )?(?:[\w.]+(?:Error|Exception)|traini
 
 
 class ChildFailedError(RuntimeError):
-    """The engine's process ended without a result; the message is its own last error line."""
+    """The engine's process ended without a result; the message is its own last error line.  ``lost``:
+    a process was killed by a signal (the OOM killer, a node going away) rather than failing on its own,
+    so another attempt from the last checkpoint may well succeed."""
+
+    def __init__(self, message: str, *, lost: bool = False) -> None:
+        super().__init__(message)
+        self.lost = lost
 
 
 def child_processes(config: dict) -> int:
@@ -266,7 +272,8 @@ class ChildRun:
     def _result(self, code: int, log_file: Path, start: int) -> TrainResult:
         path = self.out / RESULT_FILE
         if code != 0 or not path.is_file():
-            raise ChildFailedError(self._error_text(code, log_file, start))
+            message, lost = self._error_text(code, log_file, start)
+            raise ChildFailedError(message, lost=lost)
         data = json.loads(path.read_text())
         return TrainResult(
             status=data["status"],
@@ -279,27 +286,30 @@ class ChildRun:
             reference_was_cached=bool(data.get("reference_was_cached")),
         )
 
-    def _error_text(self, code: int, log_file: Path, start: int) -> str:
+    def _error_text(self, code: int, log_file: Path, start: int) -> tuple[str, bool]:
+        """``(the job's error, whether a process was lost to a signal)``."""
         with log_file.open("rb") as fh:
             fh.seek(start)
             lines = [line.strip() for line in fh.read().decode("utf-8", errors="replace").splitlines()]
         how = f"killed by {_signal_name(-code)}" if code < 0 else f"exit code {code}"
         if any("RendezvousTimeoutError" in line for line in lines):
-            return (
+            message = (
                 f"engine process failed ({how}): not all {self.nodes} nodes joined within "
                 f"{settings.TRAINING_RENDEZVOUS_TIMEOUT_SECONDS} s (rendezvous timeout); the job needs "
                 f"{self.nodes} free workers on the {self.job.queue!r} queue at once"
             )
+            return message, False
         rank, rank_code = _root_cause(lines)
         if rank is not None and rank_code is not None and rank_code < 0:
-            return f"engine process failed ({how}): rank {rank} was killed by {_signal_name(-rank_code)}"
+            killed = f"rank {rank} was killed by {_signal_name(-rank_code)}"
+            return f"engine process failed ({how}): {killed}", True
         errors = [line for line in lines if ERROR_LINE.match(line) and "ChildFailedError" not in line]
         own = [line for line in errors if rank is not None and line.startswith(f"[rank{rank}]: ")]
         if own or errors:
             text = re.sub(r"^\[rank\d+\]: ", "", (own or errors)[-1]).removeprefix("training stopped: ")
             where = f"rank {rank}: " if own else ""
-            return f"engine process failed ({how}): {where}{text}"
-        return f"engine process failed ({how}) without an error message; see the job log"
+            return f"engine process failed ({how}): {where}{text}", False
+        return f"engine process failed ({how}) without an error message; see the job log", code < 0
 
 
 def _root_cause(lines: list[str]) -> tuple[int | None, int | None]:

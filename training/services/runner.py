@@ -14,10 +14,12 @@ import traceback as tb
 from pathlib import Path
 
 import torch
+from django.conf import settings
 from django.db import close_old_connections, transaction
 
 from annotation.services.exports import export_write
 from jobs.models import JobState
+from jobs.sending import job_send_on_commit
 from training.engine import NonFiniteError, config_from_dict, train
 from training.engine.runtime.checkpoint import latest_checkpoint, load_state
 from training.engine.runtime.metrics import read_metrics
@@ -28,7 +30,7 @@ from .attempt import AttemptWatch, LeaseLostError
 from .child_run import ChildFailedError, ChildRun, runs_as_child
 from .evaluation import diffusion_evaluation_run, evaluation_run, policy_evaluation_run
 from .joblog import JobLog
-from .jobs import training_job_claim
+from .jobs import TRAINING_JOBS, training_job_claim
 from .metrics import DbMetrics, metrics_delete_after, metrics_write_batch
 from .nodes import nodes_send
 from .paths import dataset_file
@@ -136,14 +138,12 @@ def _run_attempt(job: TrainingJob, watch: AttemptWatch, log: JobLog) -> str | No
         db.flush()
     except LeaseLostError:
         raise
+    except ChildFailedError as exc:
+        if exc.lost and lease.attempt < settings.TRAINING_MAX_ATTEMPTS:
+            return _retry(job, lease, log, db, exc)
+        return _fail(job, lease, log, db, exc)
     except Exception as exc:  # noqa: BLE001 - any failure is recorded on the job row
-        if db.buffer:
-            db.flush()
-        kind = "training stopped" if isinstance(exc, NonFiniteError) else type(exc).__name__
-        error = str(exc) if isinstance(exc, ChildFailedError) else f"{kind}: {exc}"
-        log.write(f"failed: {error}")
-        lease.finish(JobState.FAILED, error=error[:10000], traceback=tb.format_exc())
-        return JobState.FAILED
+        return _fail(job, lease, log, db, exc)
     if result.status == "cancelled":
         with transaction.atomic():
             artifacts_record(job=job, digests=recorder.digests)
@@ -152,6 +152,34 @@ def _run_attempt(job: TrainingJob, watch: AttemptWatch, log: JobLog) -> str | No
         log.write(f"cancelled before step {result.step + 1}; checkpoint {result.last_checkpoint}")
         return JobState.CANCELLED
     return _succeed(job, lease, result, log, recorder.digests)
+
+
+def _fail(job: TrainingJob, lease, log: JobLog, db: DbMetrics, exc: Exception) -> str:
+    if db.buffer:
+        db.flush()
+    kind = "training stopped" if isinstance(exc, NonFiniteError) else type(exc).__name__
+    error = str(exc) if isinstance(exc, ChildFailedError) else f"{kind}: {exc}"
+    log.write(f"failed: {error}")
+    lease.finish(JobState.FAILED, error=error[:10000], traceback=tb.format_exc())
+    return JobState.FAILED
+
+
+def _retry(job: TrainingJob, lease, log: JobLog, db: DbMetrics, exc: ChildFailedError) -> str | None:
+    """A training process was lost to a signal: queue the job for another attempt, which resumes from
+    its last checkpoint, as the job core does for a worker that stopped answering."""
+    if db.buffer:
+        db.flush()
+    if TrainingJob.objects.filter(pk=job.pk, cancel_requested=True).exists():
+        log.write(f"{exc}; a cancel was asked for, so it is not retried")
+        lease.finish(JobState.CANCELLED)
+        return JobState.CANCELLED
+    fields = TRAINING_JOBS.requeue(job)
+    if not lease.write(state=JobState.QUEUED, sent_at=None, **fields):
+        raise LeaseLostError(f"job {job.pk}: attempt {lease.attempt} no longer owns the job")
+    lease.done.set()  # this attempt is over: its heartbeat stops
+    log.write(f"{exc}; queued again for attempt {lease.attempt + 1} (resumes from its last checkpoint)")
+    job_send_on_commit(TRAINING_JOBS, job.pk)
+    return JobState.QUEUED
 
 
 class ArtifactRecorder:
