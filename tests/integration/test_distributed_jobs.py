@@ -106,7 +106,7 @@ def test_a_two_process_job_trains_like_a_one_process_job_and_is_recorded_once(se
     assert ModelEntry.objects.filter(produced_by=double).exists()
     assert double.step == 5 and double.total_steps == 5  # 24 rows in batches of 5
     text = log_path(double).read_text()
-    assert "engine: 2 processes" in text and "training.engine.launch --standalone" in text
+    assert "engine: 2 processes: -m training.engine.launch --nproc-per-node=2 --standalone" in text
     assert not _engine_processes(double)
 
 

@@ -131,7 +131,8 @@ def prepare(recipe: Recipe, config: RunConfig, dist: Dist | None = None) -> Reci
     recipe.setup(resolve_device(dist.device_spec(config.device)))
     if dist.is_main:
         dist.barrier()
-    dist.broadcast_from_main([p for group in recipe.param_groups() for p in group["params"]])
+    if dist.active:
+        dist.broadcast_from_main([p for group in recipe.param_groups() for p in group["params"]])
     return recipe
 
 
