@@ -12,7 +12,7 @@ from __future__ import annotations
 import runpy
 import sys
 
-from training.engine.__main__ import die_with_parent
+from training.engine.supervision import die_with_parent
 
 
 def main(argv: list[str]) -> None:

@@ -31,8 +31,8 @@ from pathlib import Path
 import yaml
 from django.conf import settings
 
-from training.engine.__main__ import RESULT_FILE
 from training.engine.runtime.loop import FINAL, SAMPLES, TrainResult
+from training.engine.supervision import RESULT_FILE
 
 from .attempt import AttemptWatch
 from .joblog import JobLog
@@ -82,6 +82,11 @@ class Rendezvous:
     is_host: bool
     timeout: int
     """Seconds torchrun waits for every node before the attempt fails."""
+
+
+def rendezvous_id(job_id: int, attempt: int) -> str:
+    """torchrun's ``--rdzv-id`` for an attempt of a job."""
+    return f"job-{job_id}-attempt-{attempt}"
 
 
 def engine_command(
@@ -251,7 +256,7 @@ class ChildRun:
         if self.nodes <= 1:
             return None
         endpoint = f"{node_address()}:{free_port()}"
-        run_id = f"job-{self.job.pk}-attempt-{self.watch.lease.attempt}"
+        run_id = rendezvous_id(self.job.pk, self.watch.lease.attempt)
         timeout = settings.TRAINING_RENDEZVOUS_TIMEOUT_SECONDS
         return Rendezvous(endpoint=endpoint, run_id=run_id, is_host=True, timeout=timeout)
 

@@ -32,6 +32,7 @@ from .child_run import (
     engine_start,
     engine_stop,
     node_address,
+    rendezvous_id,
 )
 from .joblog import JobLog
 from .paths import log_path
@@ -51,7 +52,7 @@ def nodes_send(*, job: TrainingJob, rendezvous: Rendezvous) -> None:
 
 def _attempt_running(job_id: int, run_id: str) -> bool:
     row = TrainingJob.objects.filter(pk=job_id).values_list("state", "attempts").first()
-    return row is not None and row[0] == JobState.RUNNING and run_id == f"job-{job_id}-attempt-{row[1]}"
+    return row is not None and row[0] == JobState.RUNNING and run_id == rendezvous_id(job_id, row[1])
 
 
 def training_node_join(*, job_id: int, run_id: str, endpoint: str, timeout: int) -> str:
@@ -73,7 +74,7 @@ def training_node_join(*, job_id: int, run_id: str, endpoint: str, timeout: int)
     command = engine_command(
         out / LAUNCH_FILE,
         processes=processes,
-        resume=not run_id.endswith("-attempt-1"),
+        resume=job.attempts > 1,
         cancel_file=out / CANCEL_FILE,
         nodes=child_nodes(job.config),
         rendezvous=Rendezvous(endpoint=endpoint, run_id=run_id, is_host=False, timeout=timeout),

@@ -149,11 +149,19 @@ def prompt_file_write(*, path: Path, source: PromptSource, dataset_version) -> N
     temporary.replace(path)
 
 
+def _own_prompt_file(config: dict) -> Path | None:
+    """The job's ``prompts.jsonl`` when it trains on one in its own folder (else None)."""
+    path = Path(config.get("train_file") or "")
+    if path.name != PROMPTS_FILE or path.parent != Path(config.get("output_dir") or "/nonexistent"):
+        return None
+    return path
+
+
 def prompt_source_initial(config: dict) -> dict:
     """The launch parameters that rebuild a job's prompt source (``{}`` for the version's prompts): what a
     clone of the job starts from.  Only the run's own ``prompts.jsonl`` is read."""
-    path = Path(config.get("train_file") or "")
-    if path.name != PROMPTS_FILE or path.parent != Path(config.get("output_dir") or "/nonexistent"):
+    path = _own_prompt_file(config)
+    if path is None:
         return {}
     try:
         rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
@@ -173,8 +181,8 @@ def prompt_source_initial(config: dict) -> dict:
 
 def prompt_source_label(config: dict) -> str | None:
     """What the job page says its training prompts were, when not the version's (the first row tells)."""
-    path = Path(config.get("train_file") or "")
-    if path.name != PROMPTS_FILE:
+    path = _own_prompt_file(config)
+    if path is None:
         return None
     try:
         with path.open(encoding="utf-8") as fh:
