@@ -154,7 +154,7 @@ def test_a_rank_killed_mid_run_requeues_the_job_which_resumes_with_continuous_me
     assert "rank 1 was killed by SIGKILL; queued again for attempt 2" in log_path(job).read_text()
     assert not _engine_processes(job)
 
-    assert training_job_run(job_id=job.pk) == JobState.SUCCEEDED
+    assert training_job_run(job_id=job.pk) == JobState.SUCCEEDED, TrainingJob.objects.get(pk=job.pk).error
     job.refresh_from_db()
     assert job.attempts == 2 and job.step == 60
     assert [s for s, _ in _points(job, "loss")] == list(range(1, 61))  # every step once, none lost

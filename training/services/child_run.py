@@ -156,20 +156,23 @@ def engine_env(processes: int) -> dict[str, str]:
 
 
 class MetricsTail:
-    """The complete lines added to ``metrics.jsonl`` since the last read, for steps after ``after``
-    (a resumed child first rewrites the file up to its checkpoint: a shorter file is read again)."""
+    """The complete lines added to ``metrics.jsonl`` since the last read, for steps after ``after``. A
+    resumed child replaces the file by one holding the lines up to its checkpoint (a new file, see
+    JsonlMetrics), which is read again from its start."""
 
     def __init__(self, path: Path, after: int) -> None:
         self.path, self.offset, self.after = path, 0, after
+        self.inode: int | None = None
 
     def read(self) -> list[dict]:
         try:
-            size = self.path.stat().st_size
+            fh = self.path.open("rb")
         except FileNotFoundError:
             return []
-        if size < self.offset:
-            self.offset = 0
-        with self.path.open("rb") as fh:
+        with fh:
+            stat = os.fstat(fh.fileno())
+            if stat.st_ino != self.inode or stat.st_size < self.offset:
+                self.inode, self.offset = stat.st_ino, 0
             fh.seek(self.offset)
             chunk = fh.read()
         complete = chunk[: chunk.rfind(b"\n") + 1]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -21,7 +22,9 @@ class MetricsCallback(Protocol):
 
 
 class JsonlMetrics:
-    """Appends ``{"step": N, **metrics}`` lines to a file; on resume, drops lines after the resumed step.
+    """Appends ``{"step": N, **metrics}`` lines to a file; on resume, keeps the lines up to the resumed
+    step in a new file put in place by rename (a reader holding the old one sees a different file, never
+    a rewrite under its offset), dropping a last line a killed run left unfinished.
     ``guard()`` runs before every write (it raises when the run no longer owns its output folder)."""
 
     def __init__(
@@ -33,16 +36,22 @@ class JsonlMetrics:
         if resume_step is None:
             self.path.write_text("")
         elif self.path.exists():
-            kept = [
-                line for line in self.path.read_text().splitlines() if json.loads(line)["step"] <= resume_step
-            ]
-            self.path.write_text("".join(line + "\n" for line in kept))
+            kept = [row for row in _complete_rows(self.path.read_text()) if row[0]["step"] <= resume_step]
+            fresh = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+            fresh.write_text("".join(line + "\n" for _, line in kept))
+            os.replace(fresh, self.path)
 
     def log(self, metrics: dict[str, float], step: int) -> None:
         clean = {k: (v if math.isfinite(v) else str(v)) for k, v in metrics.items()}
         self.guard()
         with self.path.open("a", encoding="utf-8") as fh:
             fh.write(json.dumps({"step": step, **clean}) + "\n")
+
+
+def _complete_rows(text: str) -> list[tuple[dict, str]]:
+    """Each finished line with its parsed row; a last line without its newline is one a kill cut short."""
+    lines = text.split("\n")[:-1]  # the piece after the last newline is unfinished (or empty)
+    return [(json.loads(line), line) for line in lines if line.strip()]
 
 
 def read_metrics(path: Path) -> list[dict]:
