@@ -48,7 +48,7 @@ def main() -> None:
     )
     print(
         "seed  RM acc  freq base→PPO→RTO     score base→PPO→RTO        PPO KL  "
-        "batches to PPO's final: PPO RTO"
+        "batches to half PPO's gain: PPO RTO"
     )
     for seed in (int(s) for s in args.seeds.split(",")):
         tick = time.perf_counter()

@@ -125,9 +125,12 @@ class RLHFReproduction:
     ppo_final_kl: float
     """``objective/kl`` of PPO's last rollout batch (nats per response)."""
     ppo_batches_to_target: int | None
-    """Rollout batches PPO's running mean score took to reach PPO's own final running mean."""
+    """Rollout batches PPO's running mean score took to reach half of PPO's own gain (the midpoint of its
+    first and final running means): a sample-efficiency reading that does not hinge on the last batch, as
+    reaching PPO's final value itself does (PPO gets there only at its end, and RTO, ahead most of the run,
+    may meet it on the same batch)."""
     rto_batches_to_target: int | None
-    """The same for RTO, against PPO's final running mean."""
+    """The same for RTO, against the same score."""
 
 
 def reproduce(
@@ -197,7 +200,8 @@ def reproduce(
     )
     prompts = sorted({r["prompt"] for r in rows if r["split"] == "test"}, key=str)
     read = {"max_new_tokens": max_new_tokens, "seed": seed}
-    target = running_means(scores["ppo"], window)[-1]
+    ppo_means = running_means(scores["ppo"], window)
+    target = (ppo_means[0] + ppo_means[-1]) / 2
     return RLHFReproduction(
         reward_model_accuracy=reward.eval_metrics["eval/accuracy"],
         base=read_policy(model, reward_spec, prompts, **read),
