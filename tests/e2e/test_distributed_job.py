@@ -1,5 +1,5 @@
-"""A manager launches a DPO job with two training processes from the form: the worker runs torchrun, the
-dashboard draws one set of live charts (every step once, rank 0's) and ends with the job succeeded."""
+"""A manager launches a DPO job with two FSDP training processes from the form: the worker runs torchrun,
+the dashboard draws one set of live charts (every step once, rank 0's) and ends with the job succeeded."""
 
 import pytest
 
@@ -40,6 +40,7 @@ def test_a_two_process_job_from_the_form_shows_one_set_of_charts_and_finishes(
             {"base_model": base.pk, "dataset_version": version.pk},
             {
                 "processes_per_node": 2,
+                "strategy": "fsdp",
                 "batch_size": 4,
                 "epochs": 100,
                 "max_steps": STEPS,
@@ -54,11 +55,14 @@ def test_a_two_process_job_from_the_form_shows_one_set_of_charts_and_finishes(
         page.wait_for_function(DONE, timeout=30_000)
     assert _loss_points(page) == STEPS
     assert page.inner_text("#job-world") == "2 processes"
+    assert page.inner_text("#job-strategy") == "(fsdp, full sharding)"
     assert page.locator("#chart-loss .scatterlayer .trace").count() == 2  # raw + smoothed, one run
     steps = MetricPoint.objects.filter(job_id=job_id, name="loss").values_list("step", flat=True)
     assert sorted(steps) == list(range(1, STEPS + 1))
     world = MetricPoint.objects.filter(job_id=job_id, name="dist/world_size").values_list("value", flat=True)
     assert set(world) == {2.0}
+    held = MetricPoint.objects.filter(job_id=job_id, name="dist/weights_held").values_list("value", flat=True)
+    assert held and max(held) < 0.6  # sharded: rank 0 holds about half of the weights
     assert "engine: 2 processes" in log_path(TrainingJob.objects.get(pk=job_id)).read_text()
     page.screenshot(path=str(screenshot_dir / "two_process_job.png"), full_page=True)
     assert page.evaluate("window.__csp") == []

@@ -201,6 +201,12 @@ def test_a_method_that_trains_in_one_process_only_is_refused_naming_the_field(se
     with pytest.raises(ValidationError) as refused:
         _launch(setup, tmp_path, processes_per_node=0)
     assert list(refused.value.message_dict) == ["processes_per_node"]
+    with pytest.raises(ValidationError) as refused:
+        _launch(setup, tmp_path, strategy="fsdp")
+    assert "fsdp shards the model across processes" in refused.value.message_dict["strategy"][0]
+    with pytest.raises(ValidationError) as refused:
+        _launch(setup, tmp_path, strategy="zero", processes_per_node=2)
+    assert "ddp or fsdp" in refused.value.message_dict["strategy"][0]
     assert not TrainingJob.objects.exists()
 
 

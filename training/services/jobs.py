@@ -96,9 +96,18 @@ def job_plan_build(
 
 def distributed_problem(method: str, config: dict) -> None:
     """ConfigError naming the field when a job's processes or nodes cannot run as asked."""
+    recipe = METHODS[method].recipe
     for field in ("processes_per_node", "nodes"):
-        if config.get(field, 1) > 1 and not METHODS[method].recipe.supports_distributed:
+        if config.get(field, 1) > 1 and not recipe.supports_distributed:
             raise ConfigError(f"{field}: {method} trains in one process only (for now); set it to 1")
+    if config.get("strategy") == "fsdp":
+        if config.get("processes_per_node", 1) * config.get("nodes", 1) == 1:
+            raise ConfigError(
+                "strategy: fsdp shards the model across processes; set processes_per_node (or nodes) "
+                "above 1, or use ddp"
+            )
+        if not recipe.supports_fsdp:
+            raise ConfigError(f"strategy: {method} does not shard with FSDP yet; use ddp")
     if config.get("nodes", 1) > 1 and not settings.TRAINING_SHARED_STORAGE:
         raise ConfigError(
             f"nodes: a job on {config['nodes']} nodes needs ARTIFACT_ROOT and MODEL_CACHE on storage every "

@@ -124,3 +124,65 @@ def test_a_world_of_one_shards_nothing():
     assert [Dist(rank=r, world_size=2).shard([1, 2, 3, 4, 5]) for r in (0, 1)] == [[1, 2], [3, 4, 5]]
     means, examples, tokens = dist.weighted_means({"loss": 3.0}, 2, 7)
     assert means == {"loss": 1.5} and examples == 2 and tokens == 7
+
+
+def _with(config_file: Path, name: str, *, drop: tuple[str, ...] = (), **changes) -> Path:
+    config = {k: v for k, v in yaml.safe_load(config_file.read_text()).items() if k not in drop}
+    config.update(changes)
+    path = config_file.with_name(name)
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_fsdp_on_two_processes_repeats_the_one_process_run_and_its_checkpoint_resumes_anywhere(
+    tmp_path, config_file
+):
+    """Sharded (a unit per decoder layer, ZeRO-3), two processes train as one does: each step's loss and
+    gradient norm to 1e-5 (the reduce-scatter sums the ranks' gradients in another order than one
+    process accumulates them: float32 rounding, ~1e-7 relative), the final weights to 1e-5.  Its
+    checkpoint holds the full weights and optimizer state, so it resumes under FSDP and under one process
+    alike, continuing the uninterrupted run's losses."""
+    fsdp = _with(config_file, "fsdp.yaml", strategy="fsdp")
+    one = _engine(tmp_path / "one", config_file)
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = _engine(tmp_path / "two", fsdp, processes=2)
+    assert two.returncode == 0, two.stderr[-3000:]
+    single, sharded = _losses(tmp_path / "one" / "run"), _losses(tmp_path / "two" / "run")
+    assert sorted(sharded) == [1, 2, 3, 4]
+    assert single[1]["dist/weights_held"] == 1.0
+    assert 0.45 < sharded[1]["dist/weights_held"] < 0.55  # rank 0 holds about half of every unit
+    for step in single:
+        for name in ("loss", "rewards/margins", "grad_norm"):
+            assert sharded[step][name] == pytest.approx(single[step][name], abs=1e-5), (step, name)
+    a = load_file(tmp_path / "one" / "run" / "final" / "model.safetensors")
+    b = load_file(tmp_path / "two" / "run" / "final" / "model.safetensors")
+    assert a.keys() == b.keys()
+    for name in a:
+        torch.testing.assert_close(b[name], a[name], atol=1e-5, rtol=1e-4)
+
+    for where, config, processes in (("again-fsdp", fsdp, 2), ("again-one", config_file, 1)):
+        run = tmp_path / where / "run"
+        run.mkdir(parents=True)
+        subprocess.run(["cp", "-r", str(tmp_path / "two" / "run" / "checkpoint-2"), str(run)], check=True)
+        again = _engine(tmp_path / where, config, "--resume", processes=processes)
+        assert again.returncode == 0, again.stderr[-3000:]
+        resumed = _losses(run)
+        assert sorted(resumed) == [3, 4], where
+        for step in (3, 4):
+            assert resumed[step]["loss"] == pytest.approx(sharded[step]["loss"], abs=1e-5), (where, step)
+
+
+def test_a_reward_model_shards_with_fsdp_and_trains_as_one_process_does(tmp_path, config_file):
+    changes = {"method": "reward_model", "max_steps": 2, "save_steps": None, "drop": ("ref_cache_dir",)}
+    plain = _with(config_file, "rm.yaml", **changes)
+    one = _engine(tmp_path / "one", plain)
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = _engine(
+        tmp_path / "two", _with(config_file, "rm-fsdp.yaml", **changes, strategy="fsdp"), processes=2
+    )
+    assert two.returncode == 0, two.stderr[-3000:]
+    single, sharded = _losses(tmp_path / "one" / "run"), _losses(tmp_path / "two" / "run")
+    assert sharded[1]["dist/weights_held"] < 0.55
+    for step in (1, 2):
+        for name in ("loss", "accuracy", "margin", "grad_norm"):
+            assert sharded[step][name] == pytest.approx(single[step][name], abs=1e-5), (step, name)

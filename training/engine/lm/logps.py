@@ -11,12 +11,22 @@ from torch.autograd.function import once_differentiable
 from training.engine.lm.collate import PackedBatch
 from training.engine.lm.data import TokenizedPair
 from training.engine.lm.pair_attention import pair_attention, uses_pair_attention
+from training.engine.runtime.distributed import DistributedError
+from training.engine.runtime.sharding import as_forward
 
 
 def decoder_and_head(model: nn.Module) -> tuple[nn.Module, nn.Module]:
     """The transformer body and the LM head of a causal LM (a peft wrapper is looked through)."""
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model
     return inner.get_decoder(), inner.get_output_embeddings()
+
+
+def decoder_layers(body: nn.Module) -> list[nn.Module]:
+    """The decoder layers of a transformer body (Llama, Qwen, Mistral, ...): FSDP's wrap units."""
+    layers = getattr(body, "layers", None)
+    if not isinstance(layers, nn.ModuleList):
+        raise DistributedError(f"{type(body).__name__} has no decoder layers FSDP knows how to shard")
+    return list(layers)
 
 
 def row_hidden(body: nn.Module, batch: PackedBatch) -> tuple[Tensor, Tensor]:
@@ -66,6 +76,10 @@ class TargetLogProbs(torch.autograd.Function):
 
 def token_logps(model: nn.Module, batch: PackedBatch) -> Tensor:
     """``[N]`` log-probs of the batch's response tokens; the LM head runs only on the N source positions."""
+    return as_forward(model, _token_logps, model, batch)
+
+
+def _token_logps(model: nn.Module, batch: PackedBatch) -> Tensor:
     body, head = decoder_and_head(model)
     hidden, offsets = row_hidden(body, batch)
     logits = head(hidden[offsets[batch.src_row] + batch.src_pos])

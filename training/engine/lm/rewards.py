@@ -19,6 +19,7 @@ from training.engine.lm.collate import PackedBatch
 from training.engine.lm.cpu_linear import route_linears
 from training.engine.lm.logps import row_hidden
 from training.engine.lm.models import ModelSpec, ensure_bundled, existing_folder, hub_call, load_model
+from training.engine.runtime.sharding import as_forward
 
 
 def response_ends(batch: PackedBatch) -> tuple[Tensor, Tensor]:
@@ -41,6 +42,10 @@ def response_ends(batch: PackedBatch) -> tuple[Tensor, Tensor]:
 
 def pair_rewards(model: nn.Module, batch: PackedBatch) -> tuple[Tensor, Tensor]:
     """Rewards ``[B]`` of the chosen and ``[B]`` of the rejected responses (float32)."""
+    return as_forward(model, _pair_rewards, model, batch)
+
+
+def _pair_rewards(model: nn.Module, batch: PackedBatch) -> tuple[Tensor, Tensor]:
     body, head = model.base_model, model.score
     hidden, offsets = row_hidden(body, batch)
     rows, positions = response_ends(batch)

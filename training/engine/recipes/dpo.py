@@ -19,7 +19,13 @@ from torch import Tensor, nn
 from training.engine.lm.collate import PackingCollator
 from training.engine.lm.cpu_linear import route_linears
 from training.engine.lm.data import TokenizedPair, read_rows, tokenize_rows
-from training.engine.lm.logps import segment_lengths, segment_sums, token_logps
+from training.engine.lm.logps import (
+    decoder_and_head,
+    decoder_layers,
+    segment_lengths,
+    segment_sums,
+    token_logps,
+)
 from training.engine.lm.lora import attach_lora, merged_with_adapter
 from training.engine.lm.models import load_model, load_tokenizer, weights_fingerprint
 from training.engine.lm.refcache import cached_reference, default_cache_dir
@@ -91,6 +97,7 @@ class DPORecipe(RecipeBase):
     unit: ClassVar[str] = "pairs"
     accepts: ClassVar[tuple[str, ...]] = TEXT_PAIR_KINDS
     supports_distributed: ClassVar[bool] = True
+    supports_fsdp: ClassVar[bool] = True
 
     def __init__(self, config: PreferenceConfig, *, model: nn.Module | None = None) -> None:
         self.config = config
@@ -204,8 +211,11 @@ class DPORecipe(RecipeBase):
             between_batches=self.between_batches,
         )
 
-    def save(self, folder: Path) -> None:
-        self.model.save_pretrained(folder, safe_serialization=True)
+    def fsdp_units(self) -> tuple[nn.Module, list[nn.Module]]:
+        return self.model, decoder_layers(decoder_and_head(self.model)[0])
+
+    def save(self, folder: Path, state_dict: dict | None = None) -> None:
+        self.model.save_pretrained(folder, safe_serialization=True, state_dict=state_dict)
         self.tokenizer.save_pretrained(folder)
 
     def load(self, folder: Path) -> None:

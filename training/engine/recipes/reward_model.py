@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from training.engine.lm.collate import PackingCollator
 from training.engine.lm.data import TokenizedPair, read_rows, tokenize_rows
+from training.engine.lm.logps import decoder_layers
 from training.engine.lm.models import load_tokenizer
 from training.engine.lm.rewards import load_reward_model, pair_rewards
 from training.engine.objectives.reward import bradley_terry_losses, reward_metrics
@@ -69,6 +70,7 @@ class RewardModelRecipe(RecipeBase):
     accepts: ClassVar[tuple[str, ...]] = REWARD_KINDS
     model_kind: ClassVar[str] = "reward_model"
     supports_distributed: ClassVar[bool] = True
+    supports_fsdp: ClassVar[bool] = True
 
     def __init__(self, config: RewardModelConfig) -> None:
         self.config = config
@@ -141,8 +143,11 @@ class RewardModelRecipe(RecipeBase):
         margin = None if self.eval_margins is None else self.eval_margins.to(c.device)
         return reward_metrics(c, r, bradley_terry_losses(c, r, margin).mean(), prefix="eval/")
 
-    def save(self, folder: Path) -> None:
-        self.model.save_pretrained(folder, safe_serialization=True)
+    def fsdp_units(self) -> tuple[nn.Module, list[nn.Module]]:
+        return self.model, decoder_layers(self.model.base_model)
+
+    def save(self, folder: Path, state_dict: dict | None = None) -> None:
+        self.model.save_pretrained(folder, safe_serialization=True, state_dict=state_dict)
         self.tokenizer.save_pretrained(folder)
 
     def load(self, folder: Path) -> None:

@@ -23,6 +23,8 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
+from training.engine.runtime.sharding import is_sharded, load_full_weights
+
 STATE_FILE = "trainer_state.pt"
 
 
@@ -56,7 +58,7 @@ def save_checkpoint(
     folder: Path,
     *,
     write_model: Callable[[Path], None],
-    optimizer,
+    optimizer_state: dict,
     scheduler,
     step: int,
     extra: dict,
@@ -70,7 +72,7 @@ def save_checkpoint(
     write_model(tmp)
     state = {
         "step": step,
-        "optimizer": optimizer.state_dict() if optimizer else {},
+        "optimizer": optimizer_state,
         "scheduler": scheduler.state_dict() if scheduler else {},
         "rng": rng_state(),
         "extra": extra,
@@ -120,6 +122,9 @@ def load_weights(model: nn.Module, folder: Path) -> None:
     state = {}
     for shard in sorted(folder.glob("*.safetensors")):
         state.update(load_file(shard))
+    if is_sharded(list(model.parameters())):
+        load_full_weights(model, state)
+        return
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [k for k in missing if not k.endswith("lm_head.weight")]  # tied to the embeddings
     if missing or unexpected:

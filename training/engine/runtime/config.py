@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from training.engine.runtime.device import DEVICE_PATTERN
+from training.engine.runtime.sharding import SHARDINGS, STRATEGIES
 
 
 class ConfigError(ValueError):
@@ -117,6 +118,12 @@ class RunConfig:
     nodes: int = 1
     """Machines the job's processes run on (torchrun --nnodes, meeting by c10d rendezvous); each runs
     processes_per_node of them."""
+    strategy: str = "ddp"
+    """How more than one process shares the model: ddp (each holds all of it and the gradients are
+    averaged) or fsdp (weights, gradients and optimizer state sharded, one unit per decoder layer)."""
+    fsdp_sharding: str = "full"
+    """With fsdp: full (a layer's weights are gathered for its forward and freed after it, ZeRO-3) or
+    grad_op (kept from forward to backward, ZeRO-2: more memory, less communication)."""
 
     def __post_init__(self) -> None:
         for name in ("model", "train_file", "output_dir"):
@@ -138,6 +145,10 @@ class RunConfig:
             self.lr_scheduler in {"constant", "linear", "cosine"},
             "lr_scheduler",
             "constant, linear or cosine",
+        )
+        require(self.strategy in STRATEGIES, "strategy", f"ddp or fsdp, got {self.strategy!r}")
+        require(
+            self.fsdp_sharding in SHARDINGS, "fsdp_sharding", f"full or grad_op, got {self.fsdp_sharding!r}"
         )
         require(self.precision in {"fp32", "bf16"}, "precision", f"fp32 or bf16, got {self.precision!r}")
         require(

@@ -42,6 +42,13 @@ from training.engine.runtime.memory import retain_freed_memory
 from training.engine.runtime.metrics import MetricsCallback, open_sinks
 from training.engine.runtime.optim import build_optimizer, build_scheduler
 from training.engine.runtime.recipe import Interrupted, Recipe, Stage
+from training.engine.runtime.sharding import (
+    gathered_state,
+    held_fraction,
+    load_optimizer_state,
+    local_value,
+    shard,
+)
 
 FINAL = "final"
 SAMPLES = "samples"
@@ -93,18 +100,29 @@ class _Run:
     guard: Callable[[], None]
     result: TrainResult
     dist: Dist = field(default_factory=Dist)
+    sharded: torch.nn.Module | None = None
+    """The FSDP root module (``runtime/sharding.py``) when the run shards its model, else None."""
+    weights_held: float = 1.0
+    """The share of the trainable weights rank 0 holds (``dist/weights_held``: 1, or ~1/N under FSDP)."""
     optimizer: torch.optim.Optimizer | None = None
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
 
     def checkpoint(self, step: int) -> Path:
-        """``checkpoint-N``, written by rank 0 (every rank holds the same weights and optimizer state);
-        the other ranks wait for it, so none runs ahead of a checkpoint a resume would start from."""
+        """``checkpoint-N``, written by rank 0 (every rank holds the same weights and optimizer state, or
+        under FSDP hands its shards to rank 0 first); the other ranks wait for it, so none runs ahead of a
+        checkpoint a resume would start from."""
         folder = self.out_dir / f"checkpoint-{step}"
+        write_model = self.recipe.save
+        if self.sharded is not None:
+            weights, optimizer_state = gathered_state(self.sharded, self.optimizer)
+            write_model = lambda target: self.recipe.save(target, state_dict=weights)  # noqa: E731
+        else:
+            optimizer_state = self.optimizer.state_dict() if self.optimizer else {}
         if self.dist.is_main:
             folder = save_checkpoint(
                 folder,
-                write_model=self.recipe.save,
-                optimizer=self.optimizer,
+                write_model=write_model,
+                optimizer_state=optimizer_state,
                 scheduler=self.scheduler,
                 step=step,
                 extra={"recipe": self.recipe.state_dict(), "plan_length": self.total},
@@ -133,7 +151,16 @@ def prepare(recipe: Recipe, config: RunConfig, dist: Dist | None = None) -> Reci
         dist.barrier()
     if dist.active:
         dist.broadcast_from_main([p for group in recipe.param_groups() for p in group["params"]])
+    if dist.active and config.strategy == "fsdp":
+        if not getattr(recipe, "supports_fsdp", False):
+            raise DistributedError(f"{config.method} does not shard with FSDP yet; use strategy ddp")
+        root, layers = recipe.fsdp_units()
+        shard(root, layers, sharding=config.fsdp_sharding)
     return recipe
+
+
+def sharded_root(recipe: Recipe, config: RunConfig, dist: Dist) -> torch.nn.Module | None:
+    return recipe.fsdp_units()[0] if dist.active and config.strategy == "fsdp" else None
 
 
 def run(
@@ -203,7 +230,9 @@ def run(
         dropped=facts.get("dropped", {}),
         reference_was_cached=facts.get("reference_was_cached", False),
     )
-    current = _Run(recipe, config, out_dir, total, emit, saved, guard, result, dist)
+    current = _Run(
+        recipe, config, out_dir, total, emit, saved, guard, result, dist, sharded_root(recipe, config, dist)
+    )
     offset = 0
     try:
         if start == 0:
@@ -242,12 +271,15 @@ def _run_stage(run_: _Run, index: int, stage: Stage, offset: int, start: int, st
     recipe_groups = recipe.param_groups()
     run_.optimizer = build_optimizer(recipe_groups, config)
     run_.scheduler = build_scheduler(run_.optimizer, config, len(stage.plan), recipe.lr_scales)
-    if resumed_inside:
+    if resumed_inside and run_.sharded is not None:
+        load_optimizer_state(run_.sharded, run_.optimizer, state.optimizer)
+    elif resumed_inside:
         run_.optimizer.load_state_dict(state.optimizer)
         run_.scheduler.load_state_dict(state.scheduler)
     if state is not None and first == start:
         set_rng_state(state.rng)
     params = [p for group in recipe_groups for p in group["params"]]
+    run_.weights_held = held_fraction(params)
     seen = list(itertools.accumulate(sum(len(mb) for mb in group) for group in stage.plan))
     for step_idx in range(first, offset + len(stage.plan)):
         step = step_idx + 1
@@ -284,9 +316,10 @@ def _train_step(run_: _Run, micro_batches: list[list[int]], params, step: int) -
             examples, tokens = examples + out.examples, tokens + out.tokens
     metrics, examples, tokens = dist.weighted_means(sums, examples, tokens)
     check_finite("loss", metrics["loss"], step)  # every rank sees the same value, so all stop together
-    dist.average_gradients(params)
+    if run_.sharded is None:  # FSDP reduce-scatters (and averages) each unit's gradients in its backward
+        dist.average_gradients(params)
     max_norm = config.max_grad_norm if config.max_grad_norm is not None else float("inf")
-    grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+    grad_norm = float(local_value(torch.nn.utils.clip_grad_norm_(params, max_norm)))
     check_finite("grad_norm", grad_norm, step)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
@@ -294,7 +327,12 @@ def _train_step(run_: _Run, micro_batches: list[list[int]], params, step: int) -
     scheduler.step()  # after end_step: the next step's rates see the recipe's new lr_scales
     elapsed = time.perf_counter() - tick
     metrics.update(
-        {"grad_norm": grad_norm, "learning_rate": learning_rate, "dist/world_size": dist.world_size}
+        {
+            "grad_norm": grad_norm,
+            "learning_rate": learning_rate,
+            "dist/world_size": dist.world_size,
+            "dist/weights_held": run_.weights_held,
+        }
     )
     metrics[f"throughput/{recipe.unit}_per_s"] = n_examples / elapsed
     if tokens:

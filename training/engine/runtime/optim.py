@@ -11,6 +11,7 @@ from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 
 from training.engine.runtime.config import RunConfig
+from training.engine.runtime.sharding import is_sharded
 
 
 def build_optimizer(param_groups: list[dict[str, Any]], config: RunConfig) -> torch.optim.AdamW:
@@ -28,6 +29,8 @@ def build_optimizer(param_groups: list[dict[str, Any]], config: RunConfig) -> to
 
 def _can_fuse(params: list[nn.Parameter]) -> bool:
     """The fused AdamW kernel (one pass over each tensor instead of a dozen) takes float CPU/CUDA tensors."""
+    if is_sharded(params):
+        return False  # FSDP's DTensor shards take the multi-tensor kernel
     return bool(params) and all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 import torch
+from torch import nn
 
 Plan = list[list[list[int]]]
 """Every optimizer step's micro-batches, each a list of example positions."""
@@ -86,7 +87,8 @@ class Recipe(Protocol):
         """Restore what ``state_dict`` returned."""
 
     def save(self, folder: Path) -> None:
-        """Write the trainable model (and what loads it) into a checkpoint folder."""
+        """Write the trainable model (and what loads it) into a checkpoint folder.  A recipe that
+        ``supports_fsdp`` also takes ``state_dict=``: the sharded model's weights, gathered (rank 0)."""
 
     def load(self, folder: Path) -> None:
         """Load a checkpoint folder's weights into the set-up model, in place."""
@@ -125,6 +127,14 @@ class Recipe(Protocol):
     """Whether the recipe runs on more than one process (``runtime/distributed.py``): a micro-batch's loss
     is a mean over the examples it is given, with no state shared between examples of a step."""
 
+    supports_fsdp: ClassVar[bool]
+    """Whether the recipe's model can be sharded (``runtime/sharding.py``): it names its units with
+    ``fsdp_units``, its forward passes go through ``sharding.as_forward`` and ``save`` takes the gathered
+    ``state_dict``."""
+
+    def fsdp_units(self) -> tuple[nn.Module, list[nn.Module]]:
+        """The trainable model (the root FSDP unit) and the modules sharded as units of their own."""
+
 
 class RecipeBase:
     """Defaults for the optional parts of ``Recipe``: one stage, no extra state, one lr for every group."""
@@ -133,6 +143,7 @@ class RecipeBase:
     model_kind: ClassVar[str] = "causal_lm"
     writes_samples: ClassVar[bool] = False
     supports_distributed: ClassVar[bool] = False
+    supports_fsdp: ClassVar[bool] = False
     should_stop: Callable[[], bool] | None = None
 
     def between_batches(self) -> None:
