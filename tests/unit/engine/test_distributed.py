@@ -5,6 +5,7 @@ the metrics; a recipe that cannot run on two processes fails with its reason, no
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +15,11 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from training.engine.runtime.distributed import Dist
+from training.engine.lm.collate import PackingCollator
+from training.engine.lm.data import tokenize_rows
+from training.engine.lm.models import load_model, load_tokenizer
+from training.engine.lm.refcache import compute_reference
+from training.engine.runtime.distributed import Dist, leave_process_group
 from training.engine.runtime.metrics import read_metrics
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -32,19 +37,20 @@ def _engine(cwd: Path, config: Path, *extra: str, processes: int = 1, timeout: i
     return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
-@pytest.fixture
-def config_file(tmp_path, make_rows):
+@pytest.fixture(scope="module")
+def config_file(tmp_path_factory, make_rows):
+    folder = tmp_path_factory.mktemp("distributed")
     rows = make_rows(40, seed=5)
     for i, row in enumerate(rows):
         row["split"] = "test" if i < 8 else "train"
-    data = tmp_path / "pairs.jsonl"
+    data = folder / "pairs.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     config = {
         "method": "dpo",
         "model": "tiny",
         "train_file": str(data),
         "output_dir": "run",  # relative: each run writes in its own working directory
-        "ref_cache_dir": str(tmp_path / "ref"),
+        "ref_cache_dir": str(folder / "ref"),
         "batch_size": 5,  # odd on purpose: the two ranks' shards differ in size
         "gradient_accumulation_steps": 2,
         "max_steps": 4,
@@ -55,9 +61,25 @@ def config_file(tmp_path, make_rows):
         "device": "cpu",
         "seed": 3,
     }
-    path = tmp_path / "config.yaml"
+    path = folder / "config.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
+
+
+@pytest.fixture(scope="module")
+def one_process(config_file) -> Path:
+    """The one-process run every multi-process run is compared with (its ``output_dir``)."""
+    out = _engine(config_file.parent / "one", config_file)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return config_file.parent / "one" / "run"
+
+
+@pytest.fixture(scope="module")
+def two_processes(config_file):
+    """The same config on two processes (DDP): its ``output_dir`` and the launch's output."""
+    out = _engine(config_file.parent / "two", config_file, processes=2)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return config_file.parent / "two" / "run", out
 
 
 def _losses(run: Path) -> dict[int, dict]:
@@ -67,52 +89,54 @@ def _losses(run: Path) -> dict[int, dict]:
     return {m["step"]: m for m in lines if "loss" in m}
 
 
-def test_two_processes_repeat_the_one_process_run(tmp_path, config_file):
-    one = _engine(tmp_path / "one", config_file)
-    assert one.returncode == 0, one.stderr[-3000:]
-    two = _engine(tmp_path / "two", config_file, processes=2)
-    assert two.returncode == 0, two.stderr[-3000:]
+def test_two_processes_repeat_the_one_process_run(one_process, two_processes):
+    run, two = two_processes
     assert two.stdout.count("succeeded after 4 steps") == 1  # rank 0 reports, rank 1 keeps quiet
 
-    single, double = _losses(tmp_path / "one" / "run"), _losses(tmp_path / "two" / "run")
+    single, double = _losses(one_process), _losses(run)
     assert sorted(single) == sorted(double) == [1, 2, 3, 4]
     for step in single:
         assert double[step]["dist/world_size"] == 2 and single[step]["dist/world_size"] == 1
         for name in ("loss", "rewards/margins", "rewards/accuracies", "grad_norm"):
             assert double[step][name] == pytest.approx(single[step][name], abs=1e-5), (step, name)
-    evals = [m for m in read_metrics(tmp_path / "two" / "run" / "metrics.jsonl") if "eval/loss" in m]
+    evals = [m for m in read_metrics(run / "metrics.jsonl") if "eval/loss" in m]
     assert [m["step"] for m in evals] == [2, 4]
 
-    a = load_file(tmp_path / "one" / "run" / "final" / "model.safetensors")
-    b = load_file(tmp_path / "two" / "run" / "final" / "model.safetensors")
+    a = load_file(one_process / "final" / "model.safetensors")
+    b = load_file(run / "final" / "model.safetensors")
     assert a.keys() == b.keys()
     for name in a:
         torch.testing.assert_close(b[name], a[name], atol=1e-5, rtol=1e-4)
 
 
-def test_a_two_process_run_resumes_from_its_checkpoint_with_continuous_metrics(tmp_path, config_file):
-    run = tmp_path / "part" / "run"
-    first = _engine(tmp_path / "part", config_file, processes=2)
-    assert first.returncode == 0, first.stderr[-3000:]
-    uninterrupted = _losses(run)
-    # as if killed after the checkpoint at step 2: drop what such a run would not have written
-    for folder in ("checkpoint-4", "final"):
-        subprocess.run(["rm", "-rf", str(run / folder)], check=True)
-    kept = [m for m in read_metrics(run / "metrics.jsonl") if m["step"] <= 3]
-    (run / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in kept))
-    again = _engine(tmp_path / "part", config_file, "--resume", processes=2)
+def _resumed_from(checkpoint: Path, cwd: Path, config: Path, processes: int, *, metrics: Path | None = None):
+    """A run in ``cwd`` resumed from a copy of ``checkpoint`` (as if killed after it, with the metrics a
+    killed run would have left), on ``processes`` processes; its steps' metrics."""
+    run = cwd / "run"
+    run.mkdir(parents=True)
+    subprocess.run(["cp", "-r", str(checkpoint), str(run)], check=True)
+    if metrics is not None:
+        (run / "metrics.jsonl").write_text(metrics.read_text())
+    again = _engine(cwd, config, "--resume", processes=processes)
     assert again.returncode == 0, again.stderr[-3000:]
-    resumed = _losses(run)
+    return _losses(run)
+
+
+def test_a_two_process_run_resumes_from_its_checkpoint_with_continuous_metrics(
+    tmp_path, config_file, two_processes
+):
+    run, _ = two_processes
+    uninterrupted = _losses(run)
+    kept = [m for m in read_metrics(run / "metrics.jsonl") if m["step"] <= 3]
+    (tmp_path / "left.jsonl").write_text("".join(json.dumps(m) + "\n" for m in kept))
+    resumed = _resumed_from(run / "checkpoint-2", tmp_path, config_file, 2, metrics=tmp_path / "left.jsonl")
     assert sorted(resumed) == [1, 2, 3, 4]  # step 3, written before the kill, is replaced once
     for step in (3, 4):
         assert resumed[step]["loss"] == pytest.approx(uninterrupted[step]["loss"], abs=1e-6)
 
 
 def test_a_recipe_that_cannot_run_on_two_processes_says_so(tmp_path, config_file):
-    config = yaml.safe_load(config_file.read_text())
-    config.update(method="fast_slow_dpo", lora=True)
-    path = tmp_path / "fast_slow.yaml"
-    path.write_text(yaml.safe_dump(config))
+    path = _with(config_file, "fast_slow.yaml", method="fast_slow_dpo", lora=True)
     out = _engine(tmp_path / "fs", path, processes=2, timeout=180)
     assert out.returncode != 0
     assert "fast_slow_dpo does not run on more than one process yet" in out.stderr
@@ -129,13 +153,13 @@ def test_a_world_of_one_shards_nothing():
 def _with(config_file: Path, name: str, *, drop: tuple[str, ...] = (), **changes) -> Path:
     config = {k: v for k, v in yaml.safe_load(config_file.read_text()).items() if k not in drop}
     config.update(changes)
-    path = config_file.with_name(name)
+    path = config_file.with_name(name)  # beside the data: a module's configs share one folder
     path.write_text(yaml.safe_dump(config))
     return path
 
 
 def test_fsdp_on_two_processes_repeats_the_one_process_run_and_its_checkpoint_resumes_anywhere(
-    tmp_path, config_file
+    tmp_path, config_file, one_process
 ):
     """Sharded (a unit per decoder layer, ZeRO-3), two processes train as one does: each step's loss and
     gradient norm to 1e-5 (the reduce-scatter sums the ranks' gradients in another order than one
@@ -143,30 +167,24 @@ def test_fsdp_on_two_processes_repeats_the_one_process_run_and_its_checkpoint_re
     checkpoint holds the full weights and optimizer state, so it resumes under FSDP and under one process
     alike, continuing the uninterrupted run's losses."""
     fsdp = _with(config_file, "fsdp.yaml", strategy="fsdp")
-    one = _engine(tmp_path / "one", config_file)
-    assert one.returncode == 0, one.stderr[-3000:]
     two = _engine(tmp_path / "two", fsdp, processes=2)
     assert two.returncode == 0, two.stderr[-3000:]
-    single, sharded = _losses(tmp_path / "one" / "run"), _losses(tmp_path / "two" / "run")
+    single, sharded = _losses(one_process), _losses(tmp_path / "two" / "run")
     assert sorted(sharded) == [1, 2, 3, 4]
     assert single[1]["dist/weights_held"] == 1.0
     assert 0.45 < sharded[1]["dist/weights_held"] < 0.55  # rank 0 holds about half of every unit
     for step in single:
         for name in ("loss", "rewards/margins", "grad_norm"):
             assert sharded[step][name] == pytest.approx(single[step][name], abs=1e-5), (step, name)
-    a = load_file(tmp_path / "one" / "run" / "final" / "model.safetensors")
+    a = load_file(one_process / "final" / "model.safetensors")
     b = load_file(tmp_path / "two" / "run" / "final" / "model.safetensors")
     assert a.keys() == b.keys()
     for name in a:
         torch.testing.assert_close(b[name], a[name], atol=1e-5, rtol=1e-4)
 
+    checkpoint = tmp_path / "two" / "run" / "checkpoint-2"
     for where, config, processes in (("again-fsdp", fsdp, 2), ("again-one", config_file, 1)):
-        run = tmp_path / where / "run"
-        run.mkdir(parents=True)
-        subprocess.run(["cp", "-r", str(tmp_path / "two" / "run" / "checkpoint-2"), str(run)], check=True)
-        again = _engine(tmp_path / where, config, "--resume", processes=processes)
-        assert again.returncode == 0, again.stderr[-3000:]
-        resumed = _losses(run)
+        resumed = _resumed_from(checkpoint, tmp_path / where, config, processes)
         assert sorted(resumed) == [3, 4], where
         for step in (3, 4):
             assert resumed[step]["loss"] == pytest.approx(sharded[step]["loss"], abs=1e-5), (where, step)
@@ -186,3 +204,40 @@ def test_a_reward_model_shards_with_fsdp_and_trains_as_one_process_does(tmp_path
     for step in (1, 2):
         for name in ("loss", "accuracy", "margin", "grad_norm"):
             assert sharded[step][name] == pytest.approx(single[step][name], abs=1e-5), (step, name)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _reference_on_rank(rank: int, port: int, rows: list[dict], out: str) -> None:
+    """One of two processes computing the reference log-probs together, counting the pairs it ran."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2")
+    os.environ["LOCAL_RANK"] = str(rank)
+    torch.set_num_threads(1)
+    dist = Dist.from_env()
+    tokenizer = load_tokenizer("tiny")
+    pairs, _ = tokenize_rows(rows, tokenizer, max_length=128)
+    collator = PackingCollator(tokenizer.pad_token_id, 4096, torch.device("cpu"))
+    counted = []
+    counting = lambda batch: counted.append(len(batch)) or collator(batch)  # noqa: E731
+    values = compute_reference(load_model("tiny"), pairs, counting, batch_size=4, dist=dist)
+    torch.save({"values": values, "computed": sum(counted)}, f"{out}/rank{rank}.pt")
+    leave_process_group(synchronise=True)
+
+
+def test_two_processes_share_the_reference_pass_and_both_get_all_of_it(tmp_path, make_rows):
+    rows = make_rows(22, seed=2)  # 6 batches of 4 (the last of 2): 3 for each rank
+    tokenizer = load_tokenizer("tiny")
+    pairs, _ = tokenize_rows(rows, tokenizer, max_length=128)
+    collator = PackingCollator(tokenizer.pad_token_id, 4096, torch.device("cpu"))
+    alone = compute_reference(load_model("tiny"), pairs, collator, batch_size=4)
+    port = _free_port()
+    torch.multiprocessing.spawn(_reference_on_rank, args=(port, rows, str(tmp_path)), nprocs=2)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1)]
+    assert [r["computed"] for r in ranks] == [12, 10]  # a share each, not everything on rank 0
+    for rank in ranks:
+        for side in ("chosen", "rejected"):
+            torch.testing.assert_close(rank["values"][side], alone[side], atol=1e-5, rtol=1e-5)

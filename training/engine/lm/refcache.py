@@ -20,6 +20,7 @@ from training.engine.lm.data import TokenizedPair
 from training.engine.lm.logps import segment_sums, token_logps
 from training.engine.lm.models import REPO_ROOT
 from training.engine.runtime.device import autocast
+from training.engine.runtime.distributed import Dist
 
 
 def default_cache_dir() -> Path:
@@ -49,13 +50,17 @@ def compute_reference(
     batch_size: int,
     autocast_dtype: torch.dtype | None = None,
     between_batches: Callable[[], None] = lambda: None,
+    dist: Dist | None = None,
 ) -> dict[str, torch.Tensor]:
     """Sequence log-probs of chosen and rejected for every pair, in the order of ``pairs``;
-    ``between_batches()`` runs before each batch (it may raise to stop the pass)."""
+    ``between_batches()`` runs before each batch (it may raise to stop the pass).  With ``dist`` of
+    more than one process, each rank computes a contiguous share of the batches and every rank gets the
+    whole, gathered."""
+    dist = dist or Dist()
     was_training = model.training
     model.eval()
-    chosen, rejected = [], []
-    for start in range(0, len(pairs), batch_size):
+    chosen, rejected = [torch.zeros(0)], [torch.zeros(0)]
+    for start in dist.shard(range(0, len(pairs), batch_size)):
         between_batches()
         batch = collator(pairs[start : start + batch_size])
         with autocast(batch.input_ids.device, autocast_dtype):
@@ -63,7 +68,10 @@ def compute_reference(
         chosen.append(c.float().cpu())
         rejected.append(r.float().cpu())
     model.train(was_training)
-    return {"chosen": torch.cat(chosen), "rejected": torch.cat(rejected)}
+    return {
+        "chosen": dist.gather_concat(torch.cat(chosen)),
+        "rejected": dist.gather_concat(torch.cat(rejected)),
+    }
 
 
 def cached_reference(
@@ -76,15 +84,27 @@ def cached_reference(
     precision: str,
     cache_dir: Path,
     between_batches: Callable[[], None] = lambda: None,
+    dist: Dist | None = None,
 ) -> tuple[dict[str, torch.Tensor], bool]:
-    """The pairs' reference log-probs from the cache, or computed and stored; returns (values, was_cached)."""
+    """The pairs' reference log-probs from the cache, or computed and stored; returns (values, was_cached).
+    With ``dist``, the ranks compute it together (each a share) unless every rank finds it cached, and
+    rank 0 stores it."""
+    dist = dist or Dist()
     path = Path(cache_dir) / f"{cache_key(model_fingerprint, pairs, precision)}.safetensors"
-    if path.is_file():
+    if not dist.agree(not path.is_file()):  # computed by all ranks or by none: a lone rank would hang
         return load_file(path), True
     dtype = torch.bfloat16 if precision == "bf16" else None
     values = compute_reference(
-        model, pairs, collator, batch_size=batch_size, autocast_dtype=dtype, between_batches=between_batches
+        model,
+        pairs,
+        collator,
+        batch_size=batch_size,
+        autocast_dtype=dtype,
+        between_batches=between_batches,
+        dist=dist,
     )
+    if not dist.is_main:
+        return values, False
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
     save_file(values, tmp)

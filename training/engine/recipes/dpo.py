@@ -169,6 +169,7 @@ class DPORecipe(RecipeBase):
             precision=config.precision,
             cache_dir=cache_dir,
             between_batches=self.between_batches,
+            dist=self.dist,
         )
 
     def wrap_trainable(self, model: nn.Module) -> nn.Module:

@@ -100,6 +100,21 @@ class Dist:
         total = float(values[-2])
         return {k: float(values[i]) / total for i, k in enumerate(names)}, total, int(values[-1])
 
+    def gather_concat(self, value: torch.Tensor) -> torch.Tensor:
+        """Every rank's ``value`` (1-D, any length, the same dtype) concatenated in rank order, on every
+        rank: with contiguous shards (``shard``), the whole in its original order."""
+        if not self.active:
+            return value
+        length = torch.tensor([value.numel()])
+        lengths = [torch.zeros_like(length) for _ in range(self.world_size)]
+        torch_dist.all_gather(lengths, length)
+        longest = int(max(lengths).item())
+        padded = torch.zeros(longest, dtype=value.dtype)
+        padded[: value.numel()] = value.cpu()
+        parts = [torch.zeros_like(padded) for _ in range(self.world_size)]
+        torch_dist.all_gather(parts, padded)
+        return torch.cat([part[: int(n.item())] for part, n in zip(parts, lengths, strict=True)])
+
     def broadcast_from_main(self, params: Sequence[torch.Tensor]) -> None:
         """Every rank starts from rank 0's trainable weights (as DDP does when it wraps a module)."""
         if self.active:

@@ -135,8 +135,8 @@ class _Run:
 
 def prepare(recipe: Recipe, config: RunConfig, dist: Dist | None = None) -> Recipe:
     """Seed the run and set the recipe up on the config's device (model, data, caches).  With more than
-    one process, rank 0 sets up first (it fills the reference cache the others then read), and the
-    ranks start from rank 0's trainable weights."""
+    one process, the ranks set up side by side (the DPO recipe's reference pass is shared among them),
+    start from rank 0's trainable weights and, under FSDP, shard the model."""
     dist = dist or Dist()
     if dist.active and not getattr(recipe, "supports_distributed", False):
         raise DistributedError(
@@ -144,11 +144,8 @@ def prepare(recipe: Recipe, config: RunConfig, dist: Dist | None = None) -> Reci
         )
     retain_freed_memory()
     seed_everything(config.seed)
-    if not dist.is_main:
-        dist.barrier()
+    recipe.dist = dist
     recipe.setup(resolve_device(dist.device_spec(config.device)))
-    if dist.is_main:
-        dist.barrier()
     if dist.active:
         dist.broadcast_from_main([p for group in recipe.param_groups() for p in group["params"]])
     if dist.active and config.strategy == "fsdp":

@@ -16,6 +16,8 @@ from typing import Any, ClassVar, Protocol
 import torch
 from torch import nn
 
+from training.engine.runtime.distributed import Dist
+
 Plan = list[list[list[int]]]
 """Every optimizer step's micro-batches, each a list of example positions."""
 
@@ -115,6 +117,10 @@ class Recipe(Protocol):
         """Write the current model's samples into ``folder`` (a private folder the runtime publishes as
         ``<output_dir>/samples/step-N``)."""
 
+    dist: Dist
+    """This process's place among the run's processes, set by the runtime before ``setup`` (a recipe that
+    ``supports_distributed`` may share set-up work with it, as the DPO recipe's reference pass does)."""
+
     should_stop: Callable[[], bool] | None
     """Set by the runtime (the run's ``should_cancel``) before ``setup``; long passes call
     ``between_batches`` so a cancel does not wait for them to end."""
@@ -144,6 +150,7 @@ class RecipeBase:
     writes_samples: ClassVar[bool] = False
     supports_distributed: ClassVar[bool] = False
     supports_fsdp: ClassVar[bool] = False
+    dist: Dist = Dist()
     should_stop: Callable[[], bool] | None = None
 
     def between_batches(self) -> None:
