@@ -19,8 +19,12 @@ from training.engine.lm.collate import PackingCollator
 from training.engine.lm.data import tokenize_rows
 from training.engine.lm.models import load_model, load_tokenizer
 from training.engine.lm.refcache import compute_reference
+from training.engine.runtime.config import RunConfig
 from training.engine.runtime.distributed import Dist, leave_process_group
+from training.engine.runtime.loop import prepare, run
 from training.engine.runtime.metrics import read_metrics
+from training.engine.runtime.optim import step_plan
+from training.engine.runtime.recipe import MicroStep, RecipeBase, Stage
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -241,3 +245,66 @@ def test_two_processes_share_the_reference_pass_and_both_get_all_of_it(tmp_path,
     for rank in ranks:
         for side in ("chosen", "rejected"):
             torch.testing.assert_close(rank["values"][side], alone[side], atol=1e-5, rtol=1e-5)
+
+
+class _NoisyRecipe(RecipeBase):
+    """One weight fitted to uniform noise drawn per example: each rank draws as many numbers as its shard
+    holds, so with uneven shards the ranks' random streams part after the first step."""
+
+    supports_distributed = True
+
+    def __init__(self, n: int, config: RunConfig) -> None:
+        self.n, self.config = n, config
+
+    def setup(self, device) -> None:
+        self.weight = torch.nn.Parameter(torch.zeros(1))
+
+    def param_groups(self):
+        return [{"params": [self.weight]}]
+
+    def stages(self):
+        return [Stage(step_plan(self.n, self.config), self.n)]
+
+    def micro_step(self, positions, *, scale):
+        loss = ((self.weight - torch.rand(len(positions))) ** 2).mean()
+        (loss * scale).backward()
+        return MicroStep({"loss": loss.item()}, len(positions))
+
+    def evaluate(self):
+        return {}
+
+    def save(self, folder) -> None:
+        torch.save(self.weight.detach(), folder / "weight.pt")
+
+    def load(self, folder) -> None:
+        self.weight.data.copy_(torch.load(folder / "weight.pt"))
+
+
+def _noisy_on_rank(rank: int, port: int, out: str) -> None:
+    """Two processes: four steps saving at 2, then a run resumed from that checkpoint in another folder."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2")
+    torch.set_num_threads(1)
+    dist = Dist.from_env()
+    common = {"model": "-", "train_file": "-", "batch_size": 5, "max_steps": 4, "save_steps": 2}
+    common["save_final"] = False
+    losses = {}
+    for name, resume in (("whole", False), ("resumed", True)):
+        config = RunConfig(**common, output_dir=f"{out}/{name}", learning_rate=0.1, warmup_ratio=0.0)
+        if resume and dist.is_main:
+            subprocess.run(["cp", "-r", f"{out}/whole/checkpoint-2", f"{out}/resumed/"], check=True)
+        dist.barrier()
+        recipe = prepare(_NoisyRecipe(40, config), config, dist)
+        run(recipe, config, resume=resume, dist=dist)
+        losses[name] = {m["step"]: m["loss"] for m in read_metrics(Path(out) / name / "metrics.jsonl")}
+    if dist.is_main:
+        torch.save(losses, f"{out}/losses.pt")
+    leave_process_group(synchronise=True)
+
+
+def test_each_rank_resumes_its_own_random_streams(tmp_path):
+    (tmp_path / "resumed").mkdir()
+    torch.multiprocessing.spawn(_noisy_on_rank, args=(_free_port(), str(tmp_path)), nprocs=2)
+    losses = torch.load(tmp_path / "losses.pt")
+    assert sorted(losses["resumed"]) == [3, 4]
+    for step in (3, 4):  # rank 1 drew 3 numbers a step, rank 0 two: rank 0's streams would not do for both
+        assert losses["resumed"][step] == pytest.approx(losses["whole"][step], abs=1e-7), step

@@ -36,7 +36,17 @@ class ResumeState:
     optimizer: dict
     scheduler: dict
     rng: dict
+    """Rank 0's RNG states (the only process's, in a one-process run)."""
     extra: dict
+    rank_rng: list[dict] | None = None
+    """Every rank's RNG states, by rank, when more than one process wrote the checkpoint."""
+
+    def rng_for(self, rank: int, world_size: int) -> dict:
+        """The states rank ``rank`` resumes with: its own when the world is the one that wrote the
+        checkpoint; else rank 0's, as every rank of a fresh run starts from the same seed."""
+        if self.rank_rng is not None and len(self.rank_rng) == world_size:
+            return self.rank_rng[rank]
+        return self.rng
 
 
 def rng_state() -> dict[str, Any]:
@@ -63,6 +73,7 @@ def save_checkpoint(
     step: int,
     extra: dict,
     guard: Callable[[], None] = lambda: None,
+    rank_rng: list[dict] | None = None,
 ) -> Path:
     """Write a complete checkpoint atomically: the model through ``write_model(folder)`` (the recipe's
     ``save``) and the resume state go into a folder of this process's own, renamed into place once
@@ -77,6 +88,8 @@ def save_checkpoint(
         "rng": rng_state(),
         "extra": extra,
     }
+    if rank_rng is not None:
+        state["rank_rng"] = rank_rng
     torch.save(state, tmp / STATE_FILE)
     return publish(tmp, folder, guard)
 
@@ -135,4 +148,6 @@ def load_weights(model: nn.Module, folder: Path) -> None:
 
 def load_state(folder: Path) -> ResumeState:
     raw = torch.load(Path(folder) / STATE_FILE, weights_only=False)
-    return ResumeState(raw["step"], raw["optimizer"], raw["scheduler"], raw["rng"], raw.get("extra", {}))
+    return ResumeState(
+        raw["step"], raw["optimizer"], raw["scheduler"], raw["rng"], raw.get("extra", {}), raw.get("rank_rng")
+    )

@@ -100,6 +100,14 @@ class Dist:
         total = float(values[-2])
         return {k: float(values[i]) / total for i, k in enumerate(names)}, total, int(values[-1])
 
+    def gather_objects(self, value) -> list | None:
+        """Every rank's picklable ``value``, by rank, on every rank (None in a world of one)."""
+        if not self.active:
+            return None
+        values = [None] * self.world_size
+        torch_dist.all_gather_object(values, value)
+        return values
+
     def gather_concat(self, value: torch.Tensor) -> torch.Tensor:
         """Every rank's ``value`` (1-D, any length, the same dtype) concatenated in rank order, on every
         rank: with contiguous shards (``shard``), the whole in its original order."""

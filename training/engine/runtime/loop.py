@@ -32,6 +32,7 @@ from training.engine.runtime.checkpoint import (
     load_state,
     private_folder,
     publish,
+    rng_state,
     save_checkpoint,
     set_rng_state,
 )
@@ -118,6 +119,7 @@ class _Run:
             write_model = lambda target: self.recipe.save(target, state_dict=weights)  # noqa: E731
         else:
             optimizer_state = self.optimizer.state_dict() if self.optimizer else {}
+        rank_rng = self.dist.gather_objects(rng_state())  # each rank resumes its own random streams
         if self.dist.is_main:
             folder = save_checkpoint(
                 folder,
@@ -127,6 +129,7 @@ class _Run:
                 step=step,
                 extra={"recipe": self.recipe.state_dict(), "plan_length": self.total},
                 guard=self.guard,
+                rank_rng=rank_rng,
             )
             self.saved(folder)
         self.dist.barrier()
@@ -274,7 +277,7 @@ def _run_stage(run_: _Run, index: int, stage: Stage, offset: int, start: int, st
         run_.optimizer.load_state_dict(state.optimizer)
         run_.scheduler.load_state_dict(state.scheduler)
     if state is not None and first == start:
-        set_rng_state(state.rng)
+        set_rng_state(state.rng_for(run_.dist.rank, run_.dist.world_size))
     params = [p for group in recipe_groups for p in group["params"]]
     run_.weights_held = held_fraction(params)
     seen = list(itertools.accumulate(sum(len(mb) for mb in group) for group in stage.plan))
