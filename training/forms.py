@@ -15,7 +15,7 @@ import typing
 from django import forms
 from django.core.exceptions import ValidationError
 
-from training.engine import METHODS, ConfigError
+from training.engine import METHODS, SHARDINGS, STRATEGIES, ConfigError
 
 from .models import ModelEntry, Queue, TrainingJob
 from .selectors import models_for_user
@@ -89,10 +89,21 @@ class JsonListField(forms.CharField):
         return tuple(parsed)
 
 
+FIELD_CHOICES = {
+    "lr_scheduler": ("constant", "linear", "cosine"),
+    "precision": ("fp32", "bf16"),
+    "strategy": STRATEGIES,
+    "fsdp_sharding": SHARDINGS,
+}
+"""Config fields with a closed set of values: a select, not free text (the config still validates)."""
+
+
 def form_field(field: dataclasses.Field, help_text: str) -> forms.Field:
     kind, optional = _base_type(field.type)
     initial = field.default if field.default is not dataclasses.MISSING else None
     common = {"help_text": help_text, "initial": initial, "label": field.name}
+    if field.name in FIELD_CHOICES:
+        return forms.ChoiceField(choices=[(v, v) for v in FIELD_CHOICES[field.name]], **common)
     if kind is bool:
         return forms.BooleanField(required=False, **common)
     if kind is int:
@@ -180,7 +191,12 @@ class LaunchForm(forms.Form):
     dataset_version = forms.ModelChoiceField(
         queryset=None, help_text="Frozen version; its test split is held out."
     )
-    queue = forms.ChoiceField(choices=Queue.choices, initial=Queue.CPU, help_text="Worker queue: cpu or gpu.")
+    queue = forms.ChoiceField(
+        choices=Queue.choices,
+        initial=Queue.CPU,
+        help_text="Worker queue: cpu or gpu; or slurm: the job page then offers an sbatch script that "
+        "runs it on a Slurm cluster, reporting to the job.",
+    )
     run_token = forms.CharField(widget=forms.HiddenInput)
 
     def __init__(self, *args, method: str, project, user, initial_config: dict | None = None, **kwargs):

@@ -37,10 +37,9 @@ def test_a_two_process_job_from_the_form_shows_one_set_of_charts_and_finishes(
             live_server,
             project,
             "dpo",
-            {"base_model": base.pk, "dataset_version": version.pk},
+            {"base_model": base.pk, "dataset_version": version.pk, "strategy": "fsdp"},
             {
                 "processes_per_node": 2,
-                "strategy": "fsdp",
                 "batch_size": 4,
                 "epochs": 100,
                 "max_steps": STEPS,

@@ -500,7 +500,16 @@ def test_hostile_values_in_every_body_field_are_never_a_5xx_nor_a_partial_write(
 
 def test_hostile_values_in_every_job_config_field_are_never_a_5xx(api, endpoints, tmp_path):
     path, body = endpoints[-1]
-    fields = [*tiny_params(tmp_path), "epochs", "seed", "lr_scheduler", "lora_target_modules", "extra_losses"]
+    fields = [
+        *tiny_params(tmp_path),
+        "epochs",
+        "seed",
+        "lr_scheduler",
+        "strategy",
+        "fsdp_sharding",
+        "lora_target_modules",
+        "extra_losses",
+    ]
     for field in fields:
         for value in [*HOSTILE_VALUES, [corpus.NUL], [{"name": "sft", "params": {"k": corpus.SURROGATE}}]]:
             before = written()

@@ -40,6 +40,21 @@ def test_every_method_field_gets_a_form_field_with_its_docstring(method):
     assert missing == [], f"{method}: no docstring for {missing}"
 
 
+def test_fields_with_a_closed_set_of_values_are_selects_of_the_values_the_config_accepts():
+    from django import forms
+
+    from training.engine import config_from_dict
+
+    fields = method_fields("dpo")
+    for name, default in (("strategy", "ddp"), ("fsdp_sharding", "full"), ("lr_scheduler", "linear")):
+        field = fields[name]
+        assert isinstance(field, forms.ChoiceField) and field.initial == default, name
+        for value, _ in field.choices:  # each value offered is one the engine takes
+            base = {"method": "dpo", "model": "tiny", "train_file": "t.jsonl", "output_dir": "o"}
+            assert getattr(config_from_dict({**base, name: value}), name) == value
+    assert [v for v, _ in fields["strategy"].choices] == ["ddp", "fsdp"]
+
+
 def test_config_differences_of_two_methods_mark_a_field_only_one_has():
     from training.charts import NOT_A_FIELD, difference_rows
 

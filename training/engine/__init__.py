@@ -24,6 +24,7 @@ from training.engine.methods import (
 from training.engine.runtime.config import ConfigError, RunConfig
 from training.engine.runtime.loop import NonFiniteError, TrainResult
 from training.engine.runtime.metrics import MetricsCallback
+from training.engine.runtime.sharding import SHARDINGS, STRATEGIES
 
 __all__ = [
     "METHODS",
@@ -32,6 +33,8 @@ __all__ = [
     "MetricsCallback",
     "NonFiniteError",
     "RunConfig",
+    "SHARDINGS",
+    "STRATEGIES",
     "TrainResult",
     "config_from_dict",
     "config_to_dict",
