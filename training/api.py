@@ -1,4 +1,5 @@
-"""JSON API for training jobs (mounted at /api/jobs): create, list, get, metrics after a step, cancel.
+"""JSON API for training jobs (mounted at /api/jobs): create, list, get, metrics after a step, cancel, and
+the reports of a run outside the studio's workers (a Slurm job's engine, ``--report-to``).
 
 Roles as on the pages: project members read, managers launch and cancel."""
 
@@ -14,6 +15,7 @@ from annotation.models import DatasetVersion
 
 from .models import TrainingJob
 from .selectors import job_for_user, job_progress, jobs_for_project, metrics_after, models_for_user
+from .services.external import Report, ReportRefused, external_report
 from .services.jobs import FIXED_FIELDS, training_job_cancel, training_job_launch
 from .services.rlhf import model_ref_ids
 
@@ -161,3 +163,30 @@ def jobs_metrics(request, job_id: int, query: Query[MetricsQuery]):
 def jobs_cancel(request, job_id: int):
     job = training_job_cancel(job=job_for_user(user=request.auth, job_id=job_id, manager=True))
     return job_out(job)
+
+
+class ReportIn(BodyIn):
+    attempt: int | None = Field(None, description="The attempt the first report (null) was given.")
+    points: list[dict] = Field([], description='Metric rows: {"step": N, name: value, ...}.')
+    saved: list[str] = Field([], description="Folders now in place: checkpoint-N, samples/step-N, final.")
+    outcome: str | None = Field(None, description="succeeded, failed or cancelled: the run ended.")
+    step: int | None = Field(None, ge=0, description="With the outcome: steps done.")
+    error: str = Field("", max_length=20_000)
+
+
+class ReportOut(Schema):
+    attempt: int
+    cancel: bool
+
+
+@router.post(
+    "/{job_id}/report",
+    response={200: ReportOut, 400: Detail, 403: Detail, 404: Detail, 409: Detail, 422: Detail},
+)
+def jobs_report(request, job_id: int, payload: ReportIn):
+    """A run of a ``slurm`` job reports: the first report (``attempt`` null) takes the queued job."""
+    job = job_for_user(user=request.auth, job_id=job_id, manager=True)
+    try:
+        return Status(200, external_report(job=job, report=Report(**payload.dict())))
+    except ReportRefused as exc:
+        return Status(exc.status, {"detail": str(exc)})

@@ -61,6 +61,7 @@ class ModelEntry(models.Model):
 class Queue(models.TextChoices):
     CPU = "cpu", "cpu"
     GPU = "gpu", "gpu"
+    SLURM = "slurm", "slurm (run by its sbatch script, reporting over the API)"
 
 
 class TrainingJob(Job):

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from training.engine.methods import load_config, train
+from training.engine.reporting import ReportError, StudioReporter
 from training.engine.runtime.config import ConfigError
 from training.engine.runtime.distributed import DistributedError, is_main_process, leave_process_group
 from training.engine.runtime.loop import NonFiniteError
@@ -39,6 +40,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="end when the parent process ends, even by SIGKILL (Linux): a supervised run leaves no orphans",
     )
+    run.add_argument(
+        "--report-to",
+        metavar="URL",
+        help="report to the studio's job at URL (…/api/jobs/ID/report; token in $PREFSTUDIO_TOKEN): "
+        "how a run outside the studio's workers (Slurm) feeds its job page",
+    )
     args = parser.parse_args(argv)
     if args.die_with_parent:
         die_with_parent()
@@ -48,19 +55,40 @@ def main(argv: list[str] | None = None) -> int:
         print(f"invalid config {args.config}: {exc}", file=sys.stderr)
         return 2
     cancel = Path(args.cancel_file) if args.cancel_file else None
+    should_cancel = cancel.exists if cancel else None
+    reporter = None
+    if args.report_to:
+        should_cancel = lambda: bool(cancel and cancel.exists())  # noqa: E731 - every rank asks
+        if is_main_process():
+            try:
+                reporter = StudioReporter(args.report_to)
+                reporter.start()
+            except (ReportError, OSError) as exc:
+                print(f"cannot report to the studio: {exc}", file=sys.stderr)
+                return 2
+            asked, should_cancel = should_cancel, lambda: asked() or reporter.should_cancel()  # noqa: E731
     try:
         result = train(
             config,
             resume=args.resume,
             progress=not args.no_progress,
-            should_cancel=cancel.exists if cancel else None,
+            should_cancel=should_cancel,
+            callbacks=[reporter] if reporter else (),
         )
     except (NonFiniteError, DistributedError) as exc:
         print(f"training stopped: {exc}", file=sys.stderr)
+        if reporter:
+            reporter.finish("failed", step=0, error=f"training stopped: {exc}")
         leave_process_group()
         return 1
+    except Exception as exc:
+        if reporter:
+            reporter.finish("failed", step=0, error=f"{type(exc).__name__}: {exc}")
+        raise
     if is_main_process():
         result_write(result)
+        if reporter:
+            reporter.finish(result.status, step=result.step)
     # every rank waits for result.json: a supervisor on another node may see its own ranks end first
     leave_process_group(synchronise=True)
     if not is_main_process():

@@ -137,6 +137,12 @@ def launch_problems(
     problems = {}
     if queue not in Queue.values:
         problems["queue"] = f"queue must be one of {', '.join(Queue.values)}, not {queue!r}."
+    elif queue == Queue.SLURM and not settings.TRAINING_SHARED_STORAGE:
+        problems["queue"] = (
+            "A Slurm job runs on the cluster's nodes and the studio reads what it writes: ARTIFACT_ROOT and "
+            "MODEL_CACHE must be storage both share; once they are, set TRAINING_SHARED_STORAGE=true "
+            "(docs/scaling.md)."
+        )
     if problem := model_kind_problem(method=method, entry=base_model) or model_entry_problem(base_model):
         problems["base_model"] = problem
     kind = dataset_version.project.task_type
@@ -265,6 +271,8 @@ def estimate_total_steps(config: dict, dataset_version, source: PromptSource | N
 def job_enqueue(job: TrainingJob) -> None:
     from ..tasks import training_run
 
+    if job.queue == Queue.SLURM:
+        return  # its sbatch script runs it (``external.py``): no worker of ours takes it
     training_run.apply_async(args=[job.pk], queue=job.queue)
 
 

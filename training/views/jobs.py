@@ -18,7 +18,7 @@ from annotation.models import Role
 from jobs.pages import STOP_POLLING, job_page
 
 from ..charts import chart_panels
-from ..models import Artifact
+from ..models import Artifact, Queue
 from ..selectors import (
     artifacts_for,
     job_for_user,
@@ -34,6 +34,7 @@ from ..services.jobs import training_job_cancel
 from ..services.prompt_sources import prompt_source_label
 from ..services.registry import method_is_diffusion, model_kind_trained
 from ..services.rlhf import latest_rollouts, method_samples_policy
+from ..services.slurm import sbatch_script
 
 
 def _cursor(request) -> int:
@@ -90,14 +91,17 @@ def _detail_context(request, job) -> dict:
         "pollSeconds": 2,
     }
     artifacts = list(artifacts_for(job=job))
+    is_manager = request.project_role == Role.MANAGER
+    outside = is_manager and job.queue == Queue.SLURM and not job.finished
     return {
+        "sbatch": sbatch_script(job, studio_url=request.build_absolute_uri("/")) if outside else None,
         "project": request.project,
         "job": job,
         "progress": job_progress(job=job),
         "artifacts": artifacts,
         "sample_count": sum(a.kind == "samples" for a in artifacts),  # shown folded: PPO writes one per batch
         "log": log_tail(job),
-        "is_manager": request.project_role == Role.MANAGER,
+        "is_manager": is_manager,
         "panels": panels,
         "chart_config": chart_config,
         "samples": _samples_context(request, job),
