@@ -271,10 +271,11 @@ def _run_stage(run_: _Run, index: int, stage: Stage, offset: int, start: int, st
     recipe_groups = recipe.param_groups()
     run_.optimizer = build_optimizer(recipe_groups, config)
     run_.scheduler = build_scheduler(run_.optimizer, config, len(stage.plan), recipe.lr_scales)
-    if resumed_inside and run_.sharded is not None:
-        load_optimizer_state(run_.sharded, run_.optimizer, state.optimizer)
-    elif resumed_inside:
-        run_.optimizer.load_state_dict(state.optimizer)
+    if resumed_inside:
+        if run_.sharded is not None:
+            load_optimizer_state(run_.sharded, run_.optimizer, state.optimizer)
+        else:
+            run_.optimizer.load_state_dict(state.optimizer)
         run_.scheduler.load_state_dict(state.scheduler)
     if state is not None and first == start:
         set_rng_state(state.rng_for(run_.dist.rank, run_.dist.world_size))
