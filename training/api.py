@@ -187,6 +187,6 @@ def jobs_report(request, job_id: int, payload: ReportIn):
     """A run of a ``slurm`` job reports: the first report (``attempt`` null) takes the queued job."""
     job = job_for_user(user=request.auth, job_id=job_id, manager=True)
     try:
-        return Status(200, external_report(job=job, report=Report(**payload.dict())))
+        return Status(200, external_report(job=job, report=Report(**payload.model_dump())))
     except ReportRefused as exc:
         return Status(exc.status, {"detail": str(exc)})

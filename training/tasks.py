@@ -30,7 +30,7 @@ from celery.signals import worker_init
 
 from .services.generation import generation_job_run
 from .services.nodes import training_node_join
-from .services.runner import training_job_run
+from .services.runner import training_job_evaluate, training_job_run
 from .services.threads import worker_slots_set
 
 
@@ -56,3 +56,9 @@ def training_node_run(job_id: int, run_id: str, endpoint: str, timeout: int) -> 
 def generation_run(job_id: int) -> None:
     """Run a queued generation or step-checking job (claims it first: a duplicate does nothing)."""
     generation_job_run(job_id=job_id)
+
+
+@shared_task(name="training.tasks.training_evaluate", acks_late=False, ignore_result=True)
+def training_evaluate(job_id: int) -> None:
+    """Write the evaluation report of a job that a run outside the workers (Slurm) finished."""
+    training_job_evaluate(job_id=job_id)

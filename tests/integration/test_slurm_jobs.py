@@ -21,6 +21,7 @@ from tests.factories import MembershipFactory, ProjectFactory, UserFactory
 from tests.integration.native import ROOT, wait_for
 from tests.training_support import dataset_version, tiny_model_entry, tiny_params
 from training.models import Artifact, ArtifactKind, MetricPoint, ModelEntry, TrainingJob
+from training.services.evaluation import evaluation_report
 from training.services.jobs import training_job_cancel, training_job_launch
 from training.services.paths import log_path
 from training.services.slurm import sbatch_script
@@ -101,7 +102,9 @@ def _finish(process: subprocess.Popen, timeout: int = 300) -> str:
     return output
 
 
-def test_the_sbatch_script_trains_the_job_and_reports_everything_to_it(setup, tmp_path, live_server):
+def test_the_sbatch_script_trains_the_job_and_reports_everything_to_it(
+    setup, tmp_path, live_server, celery_eager
+):
     job = _launch(setup, tmp_path, processes_per_node=2, max_steps=5, save_steps=2)
     assert job.state == JobState.QUEUED and job.attempts == 0  # no worker took it
     script = sbatch_script(job, studio_url=live_server.url)
@@ -125,6 +128,8 @@ def test_the_sbatch_script_trains_the_job_and_reports_everything_to_it(setup, tm
     ]
     assert ModelEntry.objects.filter(produced_by=job).exists()
     assert "a run outside the studio (Slurm) took the job" in log_path(job).read_text()
+    report = evaluation_report(job=job)  # written by a worker's task once the run reported success
+    assert report is not None and report["pairs"] > 0 and report["implicit_accuracy"] is not None
 
 
 def test_a_cancel_from_the_studio_stops_the_run_with_its_checkpoint(setup, tmp_path, live_server):

@@ -10,7 +10,6 @@ the artifacts and the final model from the run's output folder, which must be st
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import threading
@@ -43,8 +42,11 @@ class StudioReporter:
         self.points: list[dict] = []
         self.saved: list[str] = []
         self.last_post = 0.0
-        self.lock = threading.Lock()
+        self.lock = threading.Lock()  # the buffers; never held during a post
+        self.posting = threading.Lock()  # one post at a time
         self.stopped = threading.Event()
+        self.sender: threading.Thread | None = None
+        self.refused: ReportError | None = None
 
     def _post(self, body: dict) -> dict:
         request = urllib.request.Request(  # noqa: S310 - http(s) only, checked in __init__
@@ -64,49 +66,52 @@ class StudioReporter:
         return reply
 
     def start(self) -> None:
-        """Take the job as this run's attempt, and keep it alive while the run is quiet."""
+        """Take the job as this run's attempt; from then on a thread of its own posts what the run logs
+        every FLUSH_SECONDS (a heartbeat while the run is quiet), so a slow studio never holds up a step."""
         self.attempt = int(self._post({"attempt": None})["attempt"])
-        threading.Thread(target=self._beat, daemon=True, name="studio-heartbeat").start()
+        self.sender = threading.Thread(target=self._send, daemon=True, name="studio-reports")
+        self.sender.start()
 
-    def _beat(self) -> None:
-        while not self.stopped.wait(HEARTBEAT_SECONDS / 3):
-            if time.monotonic() - self.last_post >= HEARTBEAT_SECONDS:
-                with contextlib.suppress(ReportError, OSError):  # the next report says so, or the studio
-                    self.flush()  # requeues a job gone quiet
+    def _send(self) -> None:
+        while not self.stopped.wait(FLUSH_SECONDS):
+            with self.lock:
+                pending = bool(self.points or self.saved)
+            if pending or time.monotonic() - self.last_post >= HEARTBEAT_SECONDS:
+                try:
+                    self.flush()
+                except OSError:
+                    self.last_post = time.monotonic()  # kept for the next post; a quiet studio is retried
+                except ReportError as exc:  # the job is no longer this run's: the run stops at its next log
+                    self.refused = exc
+                    return
 
     def flush(self, **outcome) -> dict:
         """Post what is buffered (and ``outcome``); when the studio cannot be reached, keep it for the
         next post and raise OSError."""
-        with self.lock:
-            points, saved = self.points, self.saved
-            self.points, self.saved = [], []
+        with self.posting:
+            with self.lock:
+                points, saved = self.points, self.saved
+                self.points, self.saved = [], []
             try:
                 return self._post({"attempt": self.attempt, "points": points, "saved": saved, **outcome})
             except OSError:
-                self.points, self.saved = points + self.points, saved + self.saved
+                with self.lock:
+                    self.points, self.saved = points + self.points, saved + self.saved
                 raise
-
-    def _flush_soon(self) -> None:
-        """A flush from the training loop: a studio out of reach for a moment does not stop the run."""
-        try:
-            self.flush()
-        except OSError:
-            self.last_post = time.monotonic()  # try again after FLUSH_SECONDS, not at every step
 
     # --- the metrics callback ----------------------------------------------------------------------------
 
     def log(self, metrics: dict[str, float], step: int) -> None:
+        if self.refused is not None:
+            raise self.refused
         with self.lock:
             self.points.append({"step": step, **metrics})
-        if time.monotonic() - self.last_post >= FLUSH_SECONDS:
-            self._flush_soon()
 
     def on_saved(self, path: Path) -> None:
         path = Path(path)  # <output_dir>/checkpoint-N, /final or /samples/step-N: named within the folder
         name = f"{path.parent.name}/{path.name}" if path.parent.name == "samples" else path.name
         with self.lock:
             self.saved.append(name)
-        self._flush_soon()
 
     def should_cancel(self) -> bool:
         return self.cancel
@@ -114,6 +119,8 @@ class StudioReporter:
     def finish(self, outcome: str, *, step: int, error: str = "") -> None:
         """Report the outcome (with what is still buffered), trying for about a minute."""
         self.stopped.set()
+        if self.sender is not None:
+            self.sender.join()
         for wait in (1, 2, 4, 8, 16, 32, 0):
             try:
                 self.flush(outcome=outcome, step=step, error=error[:10000])

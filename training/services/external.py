@@ -24,14 +24,16 @@ from jobs.models import JobState
 
 from ..models import Queue, TrainingJob
 from .artifacts import Digests, artifact_record, artifacts_record
+from .attempt import LeaseLostError
 from .joblog import JobLog
 from .jobs import TRAINING_JOBS
 from .metrics import metrics_write_batch
-from .registry import model_entry_register_from_job
+from .runner import training_job_succeed
 
 FOLDER_NAME = re.compile(r"checkpoint-\d{1,9}|samples/step-\d{1,9}|final")
 OUTCOMES = {"succeeded": JobState.SUCCEEDED, "failed": JobState.FAILED, "cancelled": JobState.CANCELLED}
 MAX_POINTS = 100_000
+EVALUATION_QUEUE = Queue.CPU
 
 
 class ReportRefused(Exception):
@@ -52,10 +54,6 @@ class Report:
     error: str = ""
 
 
-def _log(job: TrainingJob, line: str) -> None:
-    JobLog.for_job(job).write(line)
-
-
 def external_report(*, job: TrainingJob, report: Report) -> dict:
     """Take one report of an outside run; the reply tells it its attempt and whether to stop."""
     if job.queue != Queue.SLURM:
@@ -65,7 +63,7 @@ def external_report(*, job: TrainingJob, report: Report) -> dict:
         if lease is None:
             raise ReportRefused(f"job {job.pk} is {job.state}, not queued: nothing to run", 409)
         TrainingJob.objects.filter(pk=job.pk).update(worker_host="slurm")
-        _log(job, f"attempt {lease.attempt}: a run outside the studio (Slurm) took the job")
+        JobLog.for_job(job).write(f"attempt {lease.attempt}: a run outside the studio (Slurm) took the job")
         return {"attempt": lease.attempt, "cancel": False}
     lease = Lease(TrainingJob, job.pk, report.attempt)
     points = _points(report.points)
@@ -119,17 +117,28 @@ def _finish(job: TrainingJob, lease: Lease, report: Report) -> None:
     state = OUTCOMES.get(report.outcome or "")
     if state is None:
         raise ReportRefused(f"outcome: succeeded, failed or cancelled, not {str(report.outcome)[:40]!r}")
+    from ..tasks import training_evaluate
+
     job.refresh_from_db()
-    fields = {"error": report.error[:10000]} if state == JobState.FAILED else {}
-    if state != JobState.FAILED and report.step is not None:
-        fields["step"] = report.step
+    log = JobLog.for_job(job)
     if state == JobState.SUCCEEDED:
-        fields["total_steps"] = report.step if report.step is not None else job.step
+        step = report.step if report.step is not None else job.step
+        final = Path(job.config["output_dir"]) / "final"
+        folder = final if final.is_dir() else None
+        try:
+            training_job_succeed(
+                job, lease, step=step, folder=folder, digests=Digests(), log=log, where=" (Slurm)"
+            )
+        except LeaseLostError as exc:
+            raise ReportRefused(str(exc), 409) from exc
+        if folder is not None:  # the report loads models: a worker writes it, not this request
+            send = lambda: training_evaluate.apply_async(args=[job.pk], queue=EVALUATION_QUEUE)  # noqa: E731
+            transaction.on_commit(send)
+            log.write(f"evaluation report queued on the {EVALUATION_QUEUE} queue")
+        return
+    fields = {"error": report.error[:10000]} if state == JobState.FAILED else {}
+    if report.step is not None and state != JobState.FAILED:
+        fields["step"] = report.step
     artifacts_record(job=job)
     lease.finish(state, **fields)
-    final = Path(job.config["output_dir"]) / "final"
-    if state == JobState.SUCCEEDED and final.is_dir():
-        entry = model_entry_register_from_job(job=job, folder=final)
-        _log(job, f"succeeded after {fields['total_steps']} steps (Slurm); registered model {entry.name}")
-    else:
-        _log(job, f"{state} (Slurm){': ' + report.error if report.error else ''}")
+    log.write(f"{state} (Slurm){': ' + report.error if report.error else ''}")

@@ -201,39 +201,59 @@ class ArtifactRecorder:
 def _succeed(job: TrainingJob, lease, result, log: JobLog, digests: Digests) -> str | None:
     folder = result.final_model
     if folder is not None and not lease.lost.is_set():
-        _evaluate(job, folder, result, log)
+        _evaluate(job, folder, result.eval_metrics, log)
     if lease.lost.is_set():
         log.write("stopped: another attempt owns the job; this one records nothing")
         return None
-    # One transaction: whoever sees the job succeeded also sees all its artifacts and its registered model.
-    with transaction.atomic():
-        artifacts_record(job=job, digests=digests)
-        if not lease.finish(JobState.SUCCEEDED, step=result.step, total_steps=result.step):
-            raise LeaseLostError(f"job {job.pk}: attempt {lease.attempt} no longer owns the job")
-        entry = model_entry_register_from_job(job=job, folder=folder) if folder is not None else None
-    if entry is None:
-        log.write(
-            f"succeeded after {result.step} steps; no final model (save_final off), no model registered"
-        )
-    else:
-        log.write(f"succeeded after {result.step} steps; registered model {entry.name}")
+    training_job_succeed(job, lease, step=result.step, folder=folder, digests=digests, log=log)
     return JobState.SUCCEEDED
 
 
-def _evaluate(job: TrainingJob, folder: Path, result, log: JobLog) -> None:
+def training_job_succeed(
+    job: TrainingJob, lease, *, step: int, folder: Path | None, digests: Digests, log: JobLog, where: str = ""
+) -> None:
+    """Record a finished run: its artifacts, the job succeeded, its final model registered (one
+    transaction: whoever sees the job succeeded also sees all its artifacts and its registered model)."""
+    with transaction.atomic():
+        artifacts_record(job=job, digests=digests)
+        if not lease.finish(JobState.SUCCEEDED, step=step, total_steps=step):
+            raise LeaseLostError(f"job {job.pk}: attempt {lease.attempt} no longer owns the job")
+        entry = model_entry_register_from_job(job=job, folder=folder) if folder is not None else None
+    if entry is None:
+        log.write(f"succeeded after {step} steps{where}; no final model (save_final off), none registered")
+    else:
+        log.write(f"succeeded after {step} steps{where}; registered model {entry.name}")
+
+
+def training_job_evaluate(*, job_id: int) -> None:
+    """The evaluation report of a job that succeeded outside a worker's run (a Slurm run): from its final
+    model and the held-out metrics it reported."""
+    job = TrainingJob.objects.get(pk=job_id)
+    folder = Path(job.config["output_dir"]) / "final"
+    if job.state != JobState.SUCCEEDED or not folder.is_dir():
+        return
+    eval_metrics = {}
+    for name, value in (
+        job.metric_points.filter(name__startswith="eval/").order_by("step").values_list("name", "value")
+    ):
+        eval_metrics[name] = value  # the last evaluation's value wins
+    log = JobLog.for_job(job)
+    torch.set_num_threads(torch_threads())
+    _evaluate(job, folder, eval_metrics, log)
+
+
+def _evaluate(job: TrainingJob, folder: Path, eval_metrics: dict[str, float], log: JobLog) -> None:
     try:
         if method_is_diffusion(job.method):  # its samples and eval metrics are the report: no model loaded
-            diffusion_evaluation_run(job=job, eval_metrics=result.eval_metrics)
+            diffusion_evaluation_run(job=job, eval_metrics=eval_metrics)
             return
         if method_samples_policy(job.method):  # its held-out generations, scored as it ran, are the report
             policy_evaluation_run(job=job)
             return
         if model_kind_trained(job.method) == ModelKind.REWARD_MODEL:  # a scorer: eval/ metrics are its report
-            log.write(
-                f"held-out reward accuracy {result.eval_metrics.get('eval/accuracy', float('nan')):.3f}"
-            )
+            log.write(f"held-out reward accuracy {eval_metrics.get('eval/accuracy', float('nan')):.3f}")
             return
-        accuracy = result.eval_metrics.get("eval/rewards/accuracies")
+        accuracy = eval_metrics.get("eval/rewards/accuracies")
         evaluation_run(job=job, trained_folder=folder, implicit_accuracy=accuracy)
     except Exception as exc:  # noqa: BLE001 - the model trained fine; the report is a bonus
         log.write(f"evaluation report skipped: {type(exc).__name__}: {exc}")

@@ -156,11 +156,8 @@ def prepare(recipe: Recipe, config: RunConfig, dist: Dist | None = None) -> Reci
             raise DistributedError(f"{config.method} does not shard with FSDP yet; use strategy ddp")
         root, layers = recipe.fsdp_units()
         shard(root, layers, sharding=config.fsdp_sharding)
+        recipe.sharded_root = root
     return recipe
-
-
-def sharded_root(recipe: Recipe, config: RunConfig, dist: Dist) -> torch.nn.Module | None:
-    return recipe.fsdp_units()[0] if dist.active and config.strategy == "fsdp" else None
 
 
 def run(
@@ -231,7 +228,7 @@ def run(
         reference_was_cached=facts.get("reference_was_cached", False),
     )
     current = _Run(
-        recipe, config, out_dir, total, emit, saved, guard, result, dist, sharded_root(recipe, config, dist)
+        recipe, config, out_dir, total, emit, saved, guard, result, dist, recipe.sharded_root
     )
     offset = 0
     try:

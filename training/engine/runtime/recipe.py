@@ -141,6 +141,9 @@ class Recipe(Protocol):
     def fsdp_units(self) -> tuple[nn.Module, list[nn.Module]]:
         """The trainable model (the root FSDP unit) and the modules sharded as units of their own."""
 
+    sharded_root: nn.Module | None
+    """The root FSDP unit once ``prepare`` has sharded the model (``strategy: fsdp``), else None."""
+
 
 class RecipeBase:
     """Defaults for the optional parts of ``Recipe``: one stage, no extra state, one lr for every group."""
@@ -151,6 +154,7 @@ class RecipeBase:
     supports_distributed: ClassVar[bool] = False
     supports_fsdp: ClassVar[bool] = False
     dist: Dist = Dist()
+    sharded_root: nn.Module | None = None
     should_stop: Callable[[], bool] | None = None
 
     def between_batches(self) -> None:
