@@ -139,6 +139,44 @@ def test_a_two_process_run_resumes_from_its_checkpoint_with_continuous_metrics(
         assert resumed[step]["loss"] == pytest.approx(uninterrupted[step]["loss"], abs=1e-6)
 
 
+def test_curry_dpo_on_two_processes_repeats_its_stages_and_their_reference_passes(tmp_path, config_file):
+    """Each stage after the first takes its reference from the model trained so far: the ranks compute
+    that pass together and must train on the same values as one process."""
+    pairs = Path(yaml.safe_load(config_file.read_text())["train_file"]).read_text().splitlines()
+    rows = [json.loads(line) for line in pairs]
+    ranked = [
+        {
+            "prompt": row["prompt"],
+            "responses": [row["chosen"], row["rejected"], row["rejected"] + " " + row["chosen"].upper()],
+            "ratings": [3, 1, 2],
+            "split": row["split"],
+        }
+        for row in rows[:24]
+    ]
+    data = tmp_path / "ranked.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in ranked))
+    config = {
+        **yaml.safe_load(config_file.read_text()),
+        "method": "curry_dpo",
+        "train_file": str(data),
+        "ref_cache_dir": str(tmp_path / "ref"),
+        "n_stages": 2,
+    }
+    del config["max_steps"]  # the curriculum's own plan: every stage to its end
+    path = tmp_path / "curry.yaml"
+    path.write_text(yaml.safe_dump(config))
+    runs = {}
+    for processes in (1, 2):
+        out = _engine(tmp_path / f"p{processes}", path, processes=processes)
+        assert out.returncode == 0, out.stderr[-3000:]
+        runs[processes] = _losses(tmp_path / f"p{processes}" / "run")
+    assert sorted(runs[1]) == sorted(runs[2]) and len(runs[1]) >= 4
+    assert {m["curriculum/stage"] for m in runs[1].values()} == {0.0, 1.0}
+    for step, single in runs[1].items():
+        for name in ("loss", "rewards/margins", "curriculum/stage", "curriculum/gap", "grad_norm"):
+            assert runs[2][step][name] == pytest.approx(single[name], abs=1e-5), (step, name)
+
+
 def test_a_recipe_that_cannot_run_on_two_processes_says_so(tmp_path, config_file):
     path = _with(config_file, "fast_slow.yaml", method="fast_slow_dpo", lora=True)
     out = _engine(tmp_path / "fs", path, processes=2, timeout=180)

@@ -112,7 +112,10 @@ class CurryDPORecipe(DPORecipe):
     """DPO over a curriculum: one stage per pair set (iterative) or one ordered stage."""
 
     accepts: ClassVar[tuple[str, ...]] = ("ranking",)
-    supports_distributed: ClassVar[bool] = False  # each stage's reference pass would write the cache per rank
+    supports_distributed: ClassVar[bool] = True  # the ranks share each stage's reference pass
+    # A later stage's reference is the trained model's: under FSDP its weights are sharded, and the cache key
+    # (a hash of the whole weights) would need them gathered first.
+    supports_fsdp: ClassVar[bool] = False
 
     @classmethod
     def planned_steps(cls, config: CurryDPOConfig, n_train_rows: int) -> int:

@@ -227,9 +227,7 @@ def run(
         dropped=facts.get("dropped", {}),
         reference_was_cached=facts.get("reference_was_cached", False),
     )
-    current = _Run(
-        recipe, config, out_dir, total, emit, saved, guard, result, dist, recipe.sharded_root
-    )
+    current = _Run(recipe, config, out_dir, total, emit, saved, guard, result, dist, recipe.sharded_root)
     offset = 0
     try:
         if start == 0:
