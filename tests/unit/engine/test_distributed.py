@@ -177,6 +177,57 @@ def test_curry_dpo_on_two_processes_repeats_its_stages_and_their_reference_passe
             assert runs[2][step][name] == pytest.approx(single[name], abs=1e-5), (step, name)
 
 
+def test_diffusion_dpo_on_two_processes_repeats_the_run_and_shares_the_encoding(tmp_path):
+    """Each micro-batch's noise and timesteps are drawn for the whole micro-batch on every rank (each
+    takes its share's), so two processes train as one; the ranks encode a share of the images each."""
+    from training.engine.diffusion.tiny import save_tiny_sd, write_synthetic_pairs
+
+    model = save_tiny_sd(tmp_path / "sd")
+    config = {
+        "method": "diffusion_dpo",
+        "model": f"local:{model}",
+        "train_file": str(write_synthetic_pairs(tmp_path / "pairs.zip", 9, n_test=3)),
+        "output_dir": "run",
+        "batch_size": 3,  # shards of 1 and 2
+        # β/2 multiplies differences of errors: with the default 5000, the ~1e-6 by which a convolution
+        # over 1 or 2 images rounds differently from one over 3 moves the loss by ~1e-4
+        "beta": 20.0,
+        "gradient_accumulation_steps": 2,
+        "learning_rate": 1e-4,
+        "warmup_ratio": 0.0,
+        "eval_steps": 2,
+        "sample_steps": 2,
+        "sample_count": 1,
+        "device": "cpu",
+        "seed": 4,
+    }
+    runs, caches = {}, {}
+    for processes in (1, 2):
+        cache = tmp_path / f"cache{processes}"
+        path = tmp_path / f"diffusion{processes}.yaml"
+        path.write_text(yaml.safe_dump({**config, "encode_cache_dir": str(cache)}))
+        out = _engine(tmp_path / f"p{processes}", path, processes=processes)
+        assert out.returncode == 0, out.stderr[-3000:]
+        runs[processes] = _losses(tmp_path / f"p{processes}" / "run")
+        caches[processes] = {f.name: load_file(f) for f in cache.glob("*.safetensors")}
+    assert caches[2].keys() == caches[1].keys() and len(caches[1]) == 4  # latents and text, train and eval
+    for file, values in caches[1].items():
+        for name, tensor in values.items():
+            torch.testing.assert_close(caches[2][file][name], tensor, atol=1e-5, rtol=1e-4)
+    assert sorted(runs[1]) == sorted(runs[2]) == [1, 2]  # 9 pairs in micro-batches of 3, 2 per step
+    for step, single in runs[1].items():
+        for name in ("loss", "implicit_acc", "mse/winner", "mse/loser", "grad_norm"):
+            # rel: a convolution's weight gradient sums over the rank's 1 or 2 examples, not the 3, in
+            # another order (float32 rounding, ~3e-6 of a gradient norm of ~4)
+            assert runs[2][step][name] == pytest.approx(single[name], rel=1e-5, abs=1e-5), (step, name)
+    a, b = (
+        load_file(tmp_path / f"p{n}" / "run" / "final" / "unet" / "diffusion_pytorch_model.safetensors")
+        for n in (1, 2)
+    )
+    for name in a:
+        torch.testing.assert_close(b[name], a[name], atol=1e-5, rtol=1e-4)
+
+
 def test_a_recipe_that_cannot_run_on_two_processes_says_so(tmp_path, config_file):
     path = _with(config_file, "fast_slow.yaml", method="fast_slow_dpo", lora=True)
     out = _engine(tmp_path / "fs", path, processes=2, timeout=180)

@@ -37,6 +37,7 @@ from training.engine.diffusion.conditioning import TextConditioning, encode_capt
 from training.engine.diffusion.data import ImageExport, ImagePair, load_images
 from training.engine.diffusion.models import DiffusionComponents
 from training.engine.runtime.device import autocast
+from training.engine.runtime.distributed import Dist
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -137,35 +138,51 @@ def encode_images(
 
 
 def _encode_all_images(
-    components, export, named: list[tuple[str, int]], *, resolution, channels, precision, batch_size, between
+    components,
+    export,
+    named: list[tuple[str, int]],
+    *,
+    resolution,
+    channels,
+    precision,
+    batch_size,
+    between,
+    dist,
 ) -> torch.Tensor:
+    mine = dist.shard(named)  # each rank encodes a contiguous share; every rank gets the whole
     out = []
-    for start in range(0, len(named), batch_size):
+    for start in range(0, len(mine), batch_size):
         between()
         pixels = load_images(
-            export, named[start : start + batch_size], resolution=resolution, channels=channels
+            export, mine[start : start + batch_size], resolution=resolution, channels=channels
         )
         out.append(encode_images(components, pixels, precision=precision))
-    return torch.cat(out)
+    return dist.gather_rows(torch.cat(out) if out else None)
 
 
-def _encode_all_captions(components, captions, *, precision, batch_size, between) -> dict[str, torch.Tensor]:
+def _encode_all_captions(
+    components, captions, *, precision, batch_size, between, dist
+) -> dict[str, torch.Tensor]:
     hidden, pooled = [], []
     device = components.text_encoders[0].device
-    for start in range(0, len(captions), batch_size):
+    mine = dist.shard(captions)
+    for start in range(0, len(mine), batch_size):
         between()
         with autocast(device, PRECISIONS[precision]):
-            text = encode_captions(components, captions[start : start + batch_size])
+            text = encode_captions(components, mine[start : start + batch_size])
         hidden.append(text.hidden.float().cpu())
         if text.pooled is not None:
             pooled.append(text.pooled.float().cpu())
-    values = {"hidden": torch.cat(hidden)}
-    if pooled:
-        values["pooled"] = torch.cat(pooled)
+    values = {"hidden": dist.gather_rows(torch.cat(hidden) if hidden else None)}
+    has_pooled = dist.agree(bool(pooled))
+    if has_pooled:
+        values["pooled"] = dist.gather_rows(torch.cat(pooled) if pooled else None)
     return values
 
 
-def _cached_latents(components, export, pairs, *, resolution, precision, batch_size, cache_dir, between):
+def _cached_latents(
+    components, export, pairs, *, resolution, precision, batch_size, cache_dir, between, dist
+):
     """``(images, winner, loser, was_cached)``; images are deduplicated by their bytes' digest."""
     channels = 3 if components.vae is not None else components.unet.config.in_channels
     by_name = images_digest(export, pairs)
@@ -174,7 +191,7 @@ def _cached_latents(components, export, pairs, *, resolution, precision, batch_s
     vae_fp = components.fingerprint("vae") if components.vae is not None else "pixel"
     key = latents_key(vae_fp, sequence, resolution=resolution, channels=channels, precision=precision)
     path = cache_dir / f"latents-{key}.safetensors"
-    if path.is_file():
+    if not dist.agree(not path.is_file()):  # encoded by every rank or by none: a lone rank would hang
         return load_file(path)["images"], rows[0::2], rows[1::2], True
     first: dict[str, tuple[str, int]] = {}
     for p in pairs:
@@ -189,22 +206,25 @@ def _cached_latents(components, export, pairs, *, resolution, precision, batch_s
         precision=precision,
         batch_size=batch_size,
         between=between,
+        dist=dist,
     )
-    _store(path, {"images": images})
+    if dist.is_main:
+        _store(path, {"images": images})
     return images, rows[0::2], rows[1::2], False
 
 
-def _cached_text(components, pairs, *, precision, batch_size, cache_dir, between):
+def _cached_text(components, pairs, *, precision, batch_size, cache_dir, between, dist):
     """``(values, caption rows, was_cached)`` for the pairs' distinct captions."""
     captions, rows = _distinct([p.caption for p in pairs])
     key = text_key(components.fingerprint("text_encoders"), captions, precision=precision)
     path = cache_dir / f"text-{key}.safetensors"
-    if path.is_file():
+    if not dist.agree(not path.is_file()):
         return load_file(path), rows, True
     values = _encode_all_captions(
-        components, captions, precision=precision, batch_size=batch_size, between=between
+        components, captions, precision=precision, batch_size=batch_size, between=between, dist=dist
     )
-    _store(path, values)
+    if dist.is_main:
+        _store(path, values)
     return values, rows, False
 
 
@@ -218,15 +238,18 @@ def cached_encodings(
     batch_size: int = 16,
     cache_dir: Path | None = None,
     between_batches: Callable[[], None] = lambda: None,
+    dist: Dist | None = None,
 ) -> tuple[EncodedPairs, bool]:
     """The pairs' latents (or pixels) and caption embeddings, from the cache or encoded and stored;
     returns ``(encodings, was_cached)`` (True when neither the VAE nor a text encoder ran).
-    ``resolution`` defaults to the model's; a pixel model's images have its UNet's ``in_channels``."""
+    ``resolution`` defaults to the model's; a pixel model's images have its UNet's ``in_channels``.
+    With ``dist`` of more than one process, the ranks encode a share each unless every rank finds the
+    cache, every rank gets the whole, and rank 0 stores it."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
     if not pairs:
         raise ValueError("no image pairs to encode")
-    common = dict(precision=precision, batch_size=batch_size, between=between_batches)
+    common = dict(precision=precision, batch_size=batch_size, between=between_batches, dist=dist or Dist())
     cache_dir = Path(cache_dir or default_cache_dir())
     images, winner, loser, hit = _cached_latents(
         components,

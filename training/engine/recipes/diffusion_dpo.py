@@ -159,6 +159,7 @@ class DiffusionDPORecipe(RecipeBase):
     accepts: ClassVar[tuple[str, ...]] = IMAGE_PAIR_KINDS
     model_kind: ClassVar[str] = "diffusion"
     writes_samples: ClassVar[bool] = True
+    supports_distributed: ClassVar[bool] = True
 
     def __init__(self, config: DiffusionDPOConfig, *, components: DiffusionComponents | None = None) -> None:
         self.config = config
@@ -232,6 +233,7 @@ class DiffusionDPORecipe(RecipeBase):
                 batch_size=max(config.batch_size, 8),
                 cache_dir=Path(config.encode_cache_dir) if config.encode_cache_dir else None,
                 between_batches=self.between_batches,
+                dist=self.dist,
             )
 
     def _prepare_samples(self) -> None:
@@ -260,9 +262,13 @@ class DiffusionDPORecipe(RecipeBase):
     def micro_step(self, positions: list[int], *, scale: float) -> MicroStep:
         idx = torch.tensor(positions)
         n = len(positions)
-        noise = torch.randn((n, *self.train_data.images.shape[1:]))
-        timesteps = torch.randint(0, self.components.noise_scheduler.config.num_train_timesteps, (n,))
-        errors = self._errors(self.train_data, idx, noise, timesteps, grad=True)
+        whole = len(self.micro_batch) or n  # drawn for the whole micro-batch, on every rank alike
+        noise = torch.randn((whole, *self.train_data.images.shape[1:]))
+        timesteps = torch.randint(0, self.components.noise_scheduler.config.num_train_timesteps, (whole,))
+        share = self.dist.share_of(whole)
+        if share.stop - share.start != n:  # an empty share: the runtime runs one example at scale 0
+            share = slice(0, n)
+        errors = self._errors(self.train_data, idx, noise[share], timesteps[share], grad=True)
         loss, metrics = diffusion_dpo(
             errors, beta=self.config.beta, loss_type=self.config.loss_type, sft_weight=self.config.sft_weight
         )

@@ -74,9 +74,11 @@ class Dist:
 
     def shard(self, positions: Sequence[int]) -> list[int]:
         """This rank's contiguous share of a micro-batch (shares differ in size by at most one)."""
-        n, world = len(positions), self.world_size
-        start = self.rank * n // world
-        return list(positions[start : (self.rank + 1) * n // world])
+        return list(positions[self.share_of(len(positions))])
+
+    def share_of(self, n: int) -> slice:
+        """Where this rank's share (``shard``) lies in a sequence of ``n``."""
+        return slice(self.rank * n // self.world_size, (self.rank + 1) * n // self.world_size)
 
     def barrier(self) -> None:
         if self.active:
@@ -122,6 +124,17 @@ class Dist:
         parts = [torch.zeros_like(padded) for _ in range(self.world_size)]
         torch_dist.all_gather(parts, padded)
         return torch.cat([part[: int(n.item())] for part, n in zip(parts, lengths, strict=True)])
+
+    def gather_rows(self, value: torch.Tensor | None) -> torch.Tensor:
+        """Every rank's rows (a tensor ``[n, ...]``, or None for a rank with no share) concatenated along
+        the first dimension in rank order, on every rank."""
+        if not self.active:
+            assert value is not None, "a world of one has every row"
+            return value
+        shapes = self.gather_objects(None if value is None else (tuple(value.shape[1:]), value.dtype))
+        trailing, dtype = next(shape for shape in shapes if shape is not None)
+        flat = value.reshape(-1) if value is not None else torch.zeros(0, dtype=dtype)
+        return self.gather_concat(flat).reshape(-1, *trailing)
 
     def broadcast_from_main(self, params: Sequence[torch.Tensor]) -> None:
         """Every rank starts from rank 0's trainable weights (as DDP does when it wraps a module)."""

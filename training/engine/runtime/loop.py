@@ -303,6 +303,7 @@ def _train_step(run_: _Run, micro_batches: list[list[int]], params, step: int) -
         # the gradients are averaged over the ranks: N·|shard|/|batch| makes that the one-process gradient.
         # A rank whose shard is empty runs a forward and backward at scale 0: its step has the same shape.
         scale = dist.world_size * len(mine) / n_examples
+        recipe.micro_batch = positions
         out = recipe.micro_step(mine or list(positions[:1]), scale=scale)
         if mine:
             if not dist.active:

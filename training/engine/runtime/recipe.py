@@ -141,6 +141,11 @@ class Recipe(Protocol):
     def fsdp_units(self) -> tuple[nn.Module, list[nn.Module]]:
         """The trainable model (the root FSDP unit) and the modules sharded as units of their own."""
 
+    micro_batch: Sequence[int]
+    """The whole micro-batch whose share (``Dist.shard``) the current ``micro_step`` was given, set by the
+    runtime before each call: a recipe that draws random numbers per example draws them for all of it and
+    takes its share's, so every rank's RNG, and the run, stay those of one process."""
+
     sharded_root: nn.Module | None
     """The root FSDP unit once ``prepare`` has sharded the model (``strategy: fsdp``), else None."""
 
@@ -155,6 +160,7 @@ class RecipeBase:
     supports_fsdp: ClassVar[bool] = False
     dist: Dist = Dist()
     sharded_root: nn.Module | None = None
+    micro_batch: Sequence[int] = ()
     should_stop: Callable[[], bool] | None = None
 
     def between_batches(self) -> None:
