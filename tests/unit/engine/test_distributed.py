@@ -228,6 +228,61 @@ def test_diffusion_dpo_on_two_processes_repeats_the_run_and_shares_the_encoding(
         torch.testing.assert_close(b[name], a[name], atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.parametrize("method", ["ppo", "rto"])
+def test_ppo_and_rto_on_two_processes_repeat_the_one_process_run(tmp_path, method):
+    """Every rank samples and scores the whole rollout batch (the same seeded draws); the updates are
+    sharded, each rank's token-mean losses reweighted to its part of the micro-batch's token mean."""
+    from training.engine.methods import train
+    from training.engine.recipes.dpo_configs import DPOConfig
+    from training.engine.recipes.reward_model import RewardModelConfig
+    from training.engine.rlhf_reproduction import property_rows, write_rows
+
+    data = write_rows(
+        tmp_path / "pairs.jsonl", property_rows(16, seed=0) + property_rows(4, seed=9, split="test")
+    )
+    reward = train(
+        RewardModelConfig(model="tiny", train_file=data, output_dir=str(tmp_path / "rm"), batch_size=8)
+    )
+    config = {
+        "method": method,
+        "model": "tiny",
+        "reward_model": f"local:{reward.final_model}",
+        "train_file": str(data),
+        "output_dir": "run",
+        "batch_size": 3,  # shards of 1 and 2, with responses of different lengths
+        "num_mini_batches": 2,
+        "num_ppo_epochs": 2,
+        "max_new_tokens": 24,  # ~1% EOS a token (a vocab of ~100): responses of different lengths
+        "temperature": 1.5,
+        "learning_rate": 1e-3,
+        "warmup_ratio": 0.0,
+        "max_steps": 6,  # two rollout batches: the second sampled from the updated policy
+        "eval_steps": 6,
+        "device": "cpu",
+        "seed": 2,
+    }
+    if method == "rto":
+        dpo = train(DPOConfig(model="tiny", train_file=data, output_dir=str(tmp_path / "dpo"), max_steps=2))
+        config.update(dpo_model=f"local:{dpo.final_model}", dpo_reference="tiny")
+    path = tmp_path / f"{method}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    runs = {}
+    for processes in (1, 2):
+        out = _engine(tmp_path / f"p{processes}", path, processes=processes)
+        assert out.returncode == 0, out.stderr[-3000:]
+        runs[processes] = _losses(tmp_path / f"p{processes}" / "run")
+    assert sorted(runs[1]) == sorted(runs[2]) == [1, 2, 3, 4, 5, 6]
+    assert any(m["val/num_eos_tokens"] > 0 for m in runs[1].values())  # shards differ in response tokens
+    names = ("loss", "loss/policy_avg", "loss/value_avg", "policy/approxkl_avg", "val/ratio", "grad_norm")
+    for step, single in runs[1].items():
+        for name in (*names, "objective/scores", "objective/kl", "ppo/iteration"):
+            assert runs[2][step][name] == pytest.approx(single[name], rel=1e-5, abs=1e-5), (step, name)
+    a = load_file(tmp_path / "p1" / "run" / "final" / "model.safetensors")
+    b = load_file(tmp_path / "p2" / "run" / "final" / "model.safetensors")
+    for name in a:
+        torch.testing.assert_close(b[name], a[name], atol=1e-5, rtol=1e-4)
+
+
 def test_a_recipe_that_cannot_run_on_two_processes_says_so(tmp_path, config_file):
     path = _with(config_file, "fast_slow.yaml", method="fast_slow_dpo", lora=True)
     out = _engine(tmp_path / "fs", path, processes=2, timeout=180)

@@ -270,6 +270,9 @@ class PPORecipe(RecipeBase):
     unit: ClassVar[str] = "rollouts"
     accepts: ClassVar[tuple[str, ...]] = TEXT_PAIR_KINDS
     writes_samples: ClassVar[bool] = True
+    # On N processes every rank samples and scores the whole rollout batch (the same seeded draws, so the
+    # same rollouts as one process) and the updates are sharded: see ``share_factor``.
+    supports_distributed: ClassVar[bool] = True
 
     def __init__(self, config: PPOConfig) -> None:
         self.config = config
@@ -478,11 +481,28 @@ class PPORecipe(RecipeBase):
             vf_coef=config.vf_coef,
             entropy=entropy,
         )
-        (out.loss * scale).backward()
+        factor = self.share_factor(positions, part.response_mask)
+        (out.loss * (scale * factor)).backward()
         tokens = int(part.attention_mask.sum())
         self.update_seconds += time.perf_counter() - tick
         self.update_tokens += tokens
-        return MicroStep({"loss": float(out.loss.detach()), **out.stats}, len(positions), tokens)
+        metrics = {"loss": float(out.loss.detach()), **out.stats}
+        return MicroStep({k: v * factor for k, v in metrics.items()}, len(positions), tokens)
+
+    def share_factor(self, positions: list[int], mask: Tensor) -> float:
+        """The losses are means over the micro-batch's response tokens; the runtime weighs a rank's share
+        by its examples.  ``(T_share / T_whole) · (|whole| / |share|)`` turns the share's token mean into its
+        part of the whole micro-batch's token mean, so N ranks add up to one process (1.0 on one)."""
+        whole = list(self.micro_batch) or positions
+        if len(whole) == len(positions):
+            return 1.0
+        start = self.rollout.index * self.config.rollout_batch_size
+        rows = torch.tensor([p - start for p in whole], device=self.device)
+        whole_tokens = float(self.rollout.batch.response_mask[rows].sum())
+        share_tokens = float(mask.sum())
+        if not whole_tokens or not share_tokens:
+            return 1.0
+        return share_tokens / whole_tokens * len(whole) / len(positions)
 
     def end_step(self, metrics: dict[str, float]) -> dict[str, float]:
         extra = dict(self.rollout.metrics)
