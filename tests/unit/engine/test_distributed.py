@@ -139,6 +139,18 @@ def test_a_two_process_run_resumes_from_its_checkpoint_with_continuous_metrics(
         assert resumed[step]["loss"] == pytest.approx(uninterrupted[step]["loss"], abs=1e-6)
 
 
+def _one_and_two(tmp_path: Path, name: str, config: dict) -> dict[int, dict[int, dict]]:
+    """``config`` run on one process (in ``p1/``) and on two (``p2/``): each run's steps' metrics."""
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    runs = {}
+    for processes in (1, 2):
+        out = _engine(tmp_path / f"p{processes}", path, processes=processes)
+        assert out.returncode == 0, out.stderr[-3000:]
+        runs[processes] = _losses(tmp_path / f"p{processes}" / "run")
+    return runs
+
+
 def test_curry_dpo_on_two_processes_repeats_its_stages_and_their_reference_passes(tmp_path, config_file):
     """Each stage after the first takes its reference from the model trained so far: the ranks compute
     that pass together and must train on the same values as one process."""
@@ -163,13 +175,7 @@ def test_curry_dpo_on_two_processes_repeats_its_stages_and_their_reference_passe
         "n_stages": 2,
     }
     del config["max_steps"]  # the curriculum's own plan: every stage to its end
-    path = tmp_path / "curry.yaml"
-    path.write_text(yaml.safe_dump(config))
-    runs = {}
-    for processes in (1, 2):
-        out = _engine(tmp_path / f"p{processes}", path, processes=processes)
-        assert out.returncode == 0, out.stderr[-3000:]
-        runs[processes] = _losses(tmp_path / f"p{processes}" / "run")
+    runs = _one_and_two(tmp_path, "curry", config)
     assert sorted(runs[1]) == sorted(runs[2]) and len(runs[1]) >= 4
     assert {m["curriculum/stage"] for m in runs[1].values()} == {0.0, 1.0}
     for step, single in runs[1].items():
@@ -264,13 +270,7 @@ def test_ppo_and_rto_on_two_processes_repeat_the_one_process_run(tmp_path, metho
     if method == "rto":
         dpo = train(DPOConfig(model="tiny", train_file=data, output_dir=str(tmp_path / "dpo"), max_steps=2))
         config.update(dpo_model=f"local:{dpo.final_model}", dpo_reference="tiny")
-    path = tmp_path / f"{method}.yaml"
-    path.write_text(yaml.safe_dump(config))
-    runs = {}
-    for processes in (1, 2):
-        out = _engine(tmp_path / f"p{processes}", path, processes=processes)
-        assert out.returncode == 0, out.stderr[-3000:]
-        runs[processes] = _losses(tmp_path / f"p{processes}" / "run")
+    runs = _one_and_two(tmp_path, method, config)
     assert sorted(runs[1]) == sorted(runs[2]) == [1, 2, 3, 4, 5, 6]
     assert any(m["val/num_eos_tokens"] > 0 for m in runs[1].values())  # shards differ in response tokens
     names = ("loss", "loss/policy_avg", "loss/value_avg", "policy/approxkl_avg", "val/ratio", "grad_norm")
