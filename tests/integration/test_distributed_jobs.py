@@ -193,11 +193,18 @@ def test_a_worker_killed_with_sigkill_leaves_no_training_process(setup, tmp_path
     wait_for(lambda: not _engine_processes(job), timeout=15, what="the training processes to end")
 
 
-def test_a_method_that_trains_in_one_process_only_is_refused_naming_the_field(setup, tmp_path):
+def test_a_method_that_trains_in_one_process_only_is_refused_naming_the_field(setup, tmp_path, monkeypatch):
+    from training.engine.recipes.fast_slow_dpo import FastSlowDPORecipe
+
+    monkeypatch.setattr(FastSlowDPORecipe, "supports_distributed", False)  # every built-in recipe has it
     with pytest.raises(ValidationError) as refused:
         _launch(setup, tmp_path, method="fast_slow_dpo", processes_per_node=2)
     assert list(refused.value.message_dict) == ["processes_per_node"]
     assert "fast_slow_dpo trains in one process only" in refused.value.message_dict["processes_per_node"][0]
+    monkeypatch.undo()
+    with pytest.raises(ValidationError) as refused:
+        _launch(setup, tmp_path, method="fast_slow_dpo", processes_per_node=2, strategy="fsdp")
+    assert "fast_slow_dpo does not shard with FSDP yet" in refused.value.message_dict["strategy"][0]
     with pytest.raises(ValidationError) as refused:
         _launch(setup, tmp_path, processes_per_node=0)
     assert list(refused.value.message_dict) == ["processes_per_node"]

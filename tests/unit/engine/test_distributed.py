@@ -20,7 +20,7 @@ from training.engine.lm.data import tokenize_rows
 from training.engine.lm.models import load_model, load_tokenizer
 from training.engine.lm.refcache import compute_reference
 from training.engine.runtime.config import RunConfig
-from training.engine.runtime.distributed import Dist, leave_process_group
+from training.engine.runtime.distributed import Dist, DistributedError, leave_process_group
 from training.engine.runtime.loop import prepare, run
 from training.engine.runtime.metrics import read_metrics
 from training.engine.runtime.optim import step_plan
@@ -283,11 +283,27 @@ def test_ppo_and_rto_on_two_processes_repeat_the_one_process_run(tmp_path, metho
         torch.testing.assert_close(b[name], a[name], atol=1e-5, rtol=1e-4)
 
 
+def test_fast_slow_dpo_on_two_processes_repeats_the_one_process_run(tmp_path, config_file):
+    """The chase term |ℓ_fast − ℓ_slow| is not a mean over examples: the ranks agree on the sign of the
+    whole micro-batch's difference, so two processes train as one (the role swaps follow the reduced
+    losses, the same on every rank)."""
+    config = {**yaml.safe_load(config_file.read_text()), "method": "fast_slow_dpo", "lora": True}
+    config.update(ref_cache_dir=str(tmp_path / "ref"), chase_weight=0.5, max_steps=6, epochs=2)
+    config.update(fast_lr_ratio=1.0)  # two near-equal adapters: their loss gap changes sign from pair to pair
+    runs = _one_and_two(tmp_path, "fast_slow", config)
+    assert sorted(runs[1]) == sorted(runs[2]) == [1, 2, 3, 4, 5, 6]
+    for step, single in runs[1].items():
+        for name in ("loss", "fast/loss", "slow/loss", "rewards/margins", "grad_norm", "fast_slow/swaps"):
+            assert runs[2][step][name] == pytest.approx(single[name], abs=1e-5), (step, name)
+
+
 def test_a_recipe_that_cannot_run_on_two_processes_says_so(tmp_path, config_file):
-    path = _with(config_file, "fast_slow.yaml", method="fast_slow_dpo", lora=True)
-    out = _engine(tmp_path / "fs", path, processes=2, timeout=180)
-    assert out.returncode != 0
-    assert "fast_slow_dpo does not run on more than one process yet" in out.stderr
+    class OneProcessOnly(_NoisyRecipe):
+        supports_distributed = False
+
+    config = RunConfig(model="tiny", train_file="unread.jsonl", output_dir=str(tmp_path), device="cpu")
+    with pytest.raises(DistributedError, match="does not run on more than one process yet"):
+        prepare(OneProcessOnly(4, config), config, Dist(rank=0, world_size=2))
 
 
 def test_a_world_of_one_shards_nothing():

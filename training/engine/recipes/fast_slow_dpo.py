@@ -80,7 +80,8 @@ class Roles:
 class FastSlowDPORecipe(DPORecipe):
     """Two adapters trained on the same batches; metrics are the fast adapter's, plus each one's loss."""
 
-    supports_distributed: ClassVar[bool] = False  # the adapter it trains changes between forwards
+    supports_distributed: ClassVar[bool] = True
+    supports_fsdp: ClassVar[bool] = False  # both adapters' weights are switched by name on the peft model
 
     def __init__(self, config: FastSlowDPOConfig, **kwargs) -> None:
         super().__init__(config, **kwargs)
@@ -116,7 +117,10 @@ class FastSlowDPORecipe(DPORecipe):
         loss_fast, metrics = self.pair_loss(batch, positions)
         self._use(self.model, self.roles.slow)
         loss_slow, _ = self.pair_loss(batch, positions)
-        total = fast_slow_loss(loss_fast, loss_slow, chase_weight=self.config.chase_weight)
+        if self.dist.active:
+            total = self.shared_chase_loss(loss_fast, loss_slow, positions)
+        else:
+            total = fast_slow_loss(loss_fast, loss_slow, chase_weight=self.config.chase_weight)
         (total * scale).backward()
         metrics.update(
             {
@@ -126,6 +130,17 @@ class FastSlowDPORecipe(DPORecipe):
             }
         )
         return MicroStep(metrics, len(positions), batch.n_tokens)
+
+    def shared_chase_loss(self, loss_fast: Tensor, loss_slow: Tensor, positions: list[int]) -> Tensor:
+        """This rank's part of the whole micro-batch's loss: ``|ℓ_fast − ℓ_slow|`` is not a mean over
+        examples, so the ranks agree on the sign of the whole micro-batch's difference and each takes
+        ``ℓ_fast + ℓ_slow + λ·sign·(ℓ_fast − ℓ_slow)`` on its share, whose examples-weighted mean (and
+        gradient) is the one-process loss."""
+        examples = len(self.dist.shard(self.micro_batch)) if self.micro_batch else len(positions)
+        gap = float((loss_fast - loss_slow).detach())
+        whole, _, _ = self.dist.weighted_means({"gap": gap * examples}, examples, 0)
+        sign = (whole["gap"] > 0) - (whole["gap"] < 0)
+        return loss_fast + loss_slow + self.config.chase_weight * sign * (loss_fast - loss_slow)
 
     def end_step(self, metrics: dict[str, float]) -> dict[str, float]:
         self.roles.after_step(metrics["fast/loss"], metrics["slow/loss"], patience=self.config.swap_patience)
