@@ -44,6 +44,7 @@ from training.engine.runtime.metrics import MetricsCallback, open_sinks
 from training.engine.runtime.optim import build_optimizer, build_scheduler
 from training.engine.runtime.recipe import Interrupted, Recipe, Stage
 from training.engine.runtime.sharding import (
+    gathered_bits,
     gathered_state,
     held_fraction,
     load_optimizer_state,
@@ -155,7 +156,8 @@ def prepare(recipe: Recipe, config: RunConfig, dist: Dist | None = None) -> Reci
         if not getattr(recipe, "supports_fsdp", False):
             raise DistributedError(f"{config.method} does not shard with FSDP yet; use strategy ddp")
         root, layers = recipe.fsdp_units()
-        shard(root, layers, sharding=config.fsdp_sharding)
+        gather_dtype = torch.bfloat16 if config.precision == "bf16" else None
+        shard(root, layers, sharding=config.fsdp_sharding, param_dtype=gather_dtype)
         recipe.sharded_root = root
     return recipe
 
@@ -331,6 +333,8 @@ def _train_step(run_: _Run, micro_batches: list[list[int]], params, step: int) -
             "dist/weights_held": run_.weights_held,
         }
     )
+    if run_.sharded is not None:
+        metrics["dist/gathered_bits"] = gathered_bits(run_.sharded)
     metrics[f"throughput/{recipe.unit}_per_s"] = n_examples / elapsed
     if tokens:
         metrics["throughput/tokens_per_s"] = tokens / elapsed

@@ -30,14 +30,26 @@ STRATEGIES = ("ddp", "fsdp")
 SHARDINGS = ("full", "grad_op")
 
 
-def shard(root: nn.Module, layers: Sequence[nn.Module], *, sharding: str = "full") -> nn.Module:
-    """Shard ``root`` in place: a unit per module of ``layers``, then the root unit."""
-    from torch.distributed.fsdp import fully_shard, register_fsdp_forward_method
+def shard(
+    root: nn.Module,
+    layers: Sequence[nn.Module],
+    *,
+    sharding: str = "full",
+    param_dtype: torch.dtype | None = None,
+) -> nn.Module:
+    """Shard ``root`` in place: a unit per module of ``layers``, then the root unit.  With ``param_dtype``
+    (bf16 runs) each unit gathers its weights in that dtype for its forward and backward (half the traffic
+    and unsharded memory) while the sharded master weights, the gradients' reduction and the optimizer
+    stay float32 (FSDP's ``MixedPrecisionPolicy``)."""
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard, register_fsdp_forward_method
 
     reshard = sharding == "full"
+    policy = MixedPrecisionPolicy(
+        param_dtype=param_dtype, reduce_dtype=torch.float32 if param_dtype else None
+    )
     for layer in layers:
-        fully_shard(layer, reshard_after_forward=reshard)
-    fully_shard(root, reshard_after_forward=reshard)
+        fully_shard(layer, reshard_after_forward=reshard, mp_policy=policy)
+    fully_shard(root, reshard_after_forward=reshard, mp_policy=policy)
     root.engine_call = types.MethodType(_call, root)
     register_fsdp_forward_method(root, "engine_call")
     return root
@@ -51,6 +63,13 @@ def as_forward(model: nn.Module, fn: Callable, *args: Any) -> Any:
     """``fn(*args)``, run as the forward of ``model``'s root FSDP unit when the model is sharded."""
     call = model.__dict__.get("engine_call")
     return call(fn, *args) if call is not None else fn(*args)
+
+
+def gathered_bits(root: nn.Module) -> int:
+    """Bits per weight a sharded ``root`` gathers its units in (32, or 16 under a bf16 policy)."""
+    policy = root._get_fsdp_state()._mp_policy  # FSDP2 keeps no public accessor for a unit's policy
+    dtype = policy.param_dtype or next(root.parameters()).dtype
+    return torch.finfo(dtype).bits
 
 
 def is_sharded(params: Sequence[torch.Tensor]) -> bool:
