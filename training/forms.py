@@ -15,7 +15,7 @@ import typing
 from django import forms
 from django.core.exceptions import ValidationError
 
-from training.engine import METHODS, SHARDINGS, STRATEGIES, ConfigError
+from training.engine import FSDP_WRAPS, METHODS, SHARDINGS, STRATEGIES, ConfigError
 
 from .models import ModelEntry, Queue, TrainingJob
 from .selectors import models_for_user
@@ -94,6 +94,7 @@ FIELD_CHOICES = {
     "precision": ("fp32", "bf16"),
     "strategy": STRATEGIES,
     "fsdp_sharding": SHARDINGS,
+    "fsdp_wrap": FSDP_WRAPS,
 }
 """Config fields with a closed set of values: a select, not free text (the config still validates)."""
 

@@ -54,7 +54,7 @@ def test_a_two_process_job_from_the_form_shows_one_set_of_charts_and_finishes(
         page.wait_for_function(DONE, timeout=30_000)
     assert _loss_points(page) == STEPS
     assert page.inner_text("#job-world") == "2 processes"
-    assert page.inner_text("#job-strategy") == "(fsdp, full sharding)"
+    assert page.inner_text("#job-strategy") == "(fsdp, full sharding by layer)"
     assert page.locator("#chart-loss .scatterlayer .trace").count() == 2  # raw + smoothed, one run
     steps = MetricPoint.objects.filter(job_id=job_id, name="loss").values_list("step", flat=True)
     assert sorted(steps) == list(range(1, STEPS + 1))

@@ -507,6 +507,7 @@ def test_hostile_values_in_every_job_config_field_are_never_a_5xx(api, endpoints
         "lr_scheduler",
         "strategy",
         "fsdp_sharding",
+        "fsdp_wrap",
         "lora_target_modules",
         "extra_losses",
     ]

@@ -46,7 +46,13 @@ def test_fields_with_a_closed_set_of_values_are_selects_of_the_values_the_config
     from training.engine import config_from_dict
 
     fields = method_fields("dpo")
-    for name, default in (("strategy", "ddp"), ("fsdp_sharding", "full"), ("lr_scheduler", "linear")):
+    closed = (
+        ("strategy", "ddp"),
+        ("fsdp_sharding", "full"),
+        ("fsdp_wrap", "layer"),
+        ("lr_scheduler", "linear"),
+    )
+    for name, default in closed:
         field = fields[name]
         assert isinstance(field, forms.ChoiceField) and field.initial == default, name
         for value, _ in field.choices:  # each value offered is one the engine takes

@@ -24,7 +24,7 @@ from training.engine.methods import (
 from training.engine.runtime.config import ConfigError, RunConfig
 from training.engine.runtime.loop import NonFiniteError, TrainResult
 from training.engine.runtime.metrics import MetricsCallback
-from training.engine.runtime.sharding import SHARDINGS, STRATEGIES
+from training.engine.runtime.sharding import FSDP_WRAPS, SHARDINGS, STRATEGIES
 
 __all__ = [
     "METHODS",
@@ -33,6 +33,7 @@ __all__ = [
     "MetricsCallback",
     "NonFiniteError",
     "RunConfig",
+    "FSDP_WRAPS",
     "SHARDINGS",
     "STRATEGIES",
     "TrainResult",

@@ -21,7 +21,7 @@ from training.engine.lm.models import load_model, load_tokenizer
 from training.engine.lm.refcache import compute_reference
 from training.engine.runtime.config import RunConfig
 from training.engine.runtime.distributed import Dist, DistributedError, leave_process_group
-from training.engine.runtime.loop import prepare, run
+from training.engine.runtime.loop import fsdp_units, prepare, run
 from training.engine.runtime.metrics import read_metrics
 from training.engine.runtime.optim import step_plan
 from training.engine.runtime.recipe import MicroStep, RecipeBase, Stage
@@ -304,6 +304,29 @@ def test_a_recipe_that_cannot_run_on_two_processes_says_so(tmp_path, config_file
     config = RunConfig(model="tiny", train_file="unread.jsonl", output_dir=str(tmp_path), device="cpu")
     with pytest.raises(DistributedError, match="does not run on more than one process yet"):
         prepare(OneProcessOnly(4, config), config, Dist(rank=0, world_size=2))
+
+
+def test_fsdp_with_the_whole_model_as_one_unit_repeats_the_one_process_run(
+    tmp_path, config_file, one_process
+):
+    from training.engine.methods import config_from_dict
+    from training.engine.recipes.dpo import DPORecipe
+
+    settings = {k: v for k, v in yaml.safe_load(config_file.read_text()).items() if k != "method"}
+    recipe = DPORecipe(config_from_dict({"method": "dpo", **settings}))
+    recipe.model = load_model("tiny")
+    for wrap, units in (("layer", 2), ("model", 0)):  # the tiny Llama's two decoder layers, or none
+        config = config_from_dict({"method": "dpo", **settings, "fsdp_wrap": wrap})
+        root, layers = fsdp_units(recipe, config)
+        assert root is recipe.model and len(layers) == units, wrap
+    path = _with(config_file, "fsdp-model.yaml", strategy="fsdp", fsdp_wrap="model", fsdp_sharding="grad_op")
+    out = _engine(tmp_path / "two", path, processes=2)
+    assert out.returncode == 0, out.stderr[-3000:]
+    single, sharded = _losses(one_process), _losses(tmp_path / "two" / "run")
+    assert 0.45 < sharded[1]["dist/weights_held"] < 0.55
+    for step in single:
+        for name in ("loss", "rewards/margins", "grad_norm"):
+            assert sharded[step][name] == pytest.approx(single[step][name], abs=1e-5), (step, name)
 
 
 def test_a_bf16_fsdp_run_gathers_its_weights_in_bf16_and_keeps_float32_masters(tmp_path, config_file):

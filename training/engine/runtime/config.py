@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from training.engine.runtime.device import DEVICE_PATTERN
-from training.engine.runtime.sharding import SHARDINGS, STRATEGIES
+from training.engine.runtime.sharding import FSDP_WRAPS, SHARDINGS, STRATEGIES
 
 
 class ConfigError(ValueError):
@@ -124,6 +124,10 @@ class RunConfig:
     fsdp_sharding: str = "full"
     """With fsdp: full (a layer's weights are gathered for its forward and freed after it, ZeRO-3) or
     grad_op (kept from forward to backward, ZeRO-2: more memory, less communication)."""
+    fsdp_wrap: str = "layer"
+    """With fsdp, the units sharded and gathered one at a time: layer (each decoder layer, plus the rest as
+    the root unit: the least memory) or model (the whole model as one unit: fewest collectives, for a
+    model whose unsharded weights fit)."""
 
     def __post_init__(self) -> None:
         for name in ("model", "train_file", "output_dir"):
@@ -150,6 +154,7 @@ class RunConfig:
         require(
             self.fsdp_sharding in SHARDINGS, "fsdp_sharding", f"full or grad_op, got {self.fsdp_sharding!r}"
         )
+        require(self.fsdp_wrap in FSDP_WRAPS, "fsdp_wrap", f"layer or model, got {self.fsdp_wrap!r}")
         require(self.precision in {"fp32", "bf16"}, "precision", f"fp32 or bf16, got {self.precision!r}")
         require(
             isinstance(self.device, str) and DEVICE_PATTERN.fullmatch(self.device) is not None,

@@ -155,11 +155,17 @@ def prepare(recipe: Recipe, config: RunConfig, dist: Dist | None = None) -> Reci
     if dist.active and config.strategy == "fsdp":
         if not getattr(recipe, "supports_fsdp", False):
             raise DistributedError(f"{config.method} does not shard with FSDP yet; use strategy ddp")
-        root, layers = recipe.fsdp_units()
+        root, layers = fsdp_units(recipe, config)
         gather_dtype = torch.bfloat16 if config.precision == "bf16" else None
         shard(root, layers, sharding=config.fsdp_sharding, param_dtype=gather_dtype)
         recipe.sharded_root = root
     return recipe
+
+
+def fsdp_units(recipe: Recipe, config: RunConfig) -> tuple[torch.nn.Module, list[torch.nn.Module]]:
+    """The root FSDP unit and the modules sharded as units of their own under ``config.fsdp_wrap``."""
+    root, layers = recipe.fsdp_units()
+    return root, ([] if config.fsdp_wrap == "model" else list(layers))
 
 
 def run(

@@ -28,6 +28,7 @@ from torch import nn
 
 STRATEGIES = ("ddp", "fsdp")
 SHARDINGS = ("full", "grad_op")
+FSDP_WRAPS = ("layer", "model")
 
 
 def shard(
