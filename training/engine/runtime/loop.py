@@ -106,6 +106,8 @@ class _Run:
     """The FSDP root module (``runtime/sharding.py``) when the run shards its model, else None."""
     weights_held: float = 1.0
     """The share of the trainable weights rank 0 holds (``dist/weights_held``: 1, or ~1/N under FSDP)."""
+    gathered_bits: int | None = None
+    """Bits per weight the FSDP units gather in (``dist/gathered_bits``), None when unsharded."""
     optimizer: torch.optim.Optimizer | None = None
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
 
@@ -284,6 +286,7 @@ def _run_stage(run_: _Run, index: int, stage: Stage, offset: int, start: int, st
         set_rng_state(state.rng_for(run_.dist.rank, run_.dist.world_size))
     params = [p for group in recipe_groups for p in group["params"]]
     run_.weights_held = held_fraction(params)
+    run_.gathered_bits = gathered_bits(run_.sharded) if run_.sharded is not None else None
     seen = list(itertools.accumulate(sum(len(mb) for mb in group) for group in stage.plan))
     for step_idx in range(first, offset + len(stage.plan)):
         step = step_idx + 1
@@ -339,8 +342,8 @@ def _train_step(run_: _Run, micro_batches: list[list[int]], params, step: int) -
             "dist/weights_held": run_.weights_held,
         }
     )
-    if run_.sharded is not None:
-        metrics["dist/gathered_bits"] = gathered_bits(run_.sharded)
+    if run_.gathered_bits is not None:
+        metrics["dist/gathered_bits"] = run_.gathered_bits
     metrics[f"throughput/{recipe.unit}_per_s"] = n_examples / elapsed
     if tokens:
         metrics["throughput/tokens_per_s"] = tokens / elapsed
