@@ -284,6 +284,8 @@ CELERY_BEAT_SCHEDULE = {
 # (by the same recovery as training jobs).  Longer than its longest silent stage.
 ANNOTATION_JOB_STALE_SECONDS = float(os.environ.get("ANNOTATION_JOB_STALE_SECONDS", "1800"))
 ANNOTATION_JOB_MAX_ATTEMPTS = int(os.environ.get("ANNOTATION_JOB_MAX_ATTEMPTS", "3"))
+# An online loop is claimed once per attempt and runs for hours: it may outlive several lost workers.
+LOOP_MAX_ATTEMPTS = int(os.environ.get("LOOP_MAX_ATTEMPTS", "10"))
 # Freezes and imports also renew their heartbeat from a thread this often, through silent stages.
 ANNOTATION_JOB_HEARTBEAT_SECONDS = float(os.environ.get("ANNOTATION_JOB_HEARTBEAT_SECONDS", "60"))
 STATICFILES_FINDERS = [

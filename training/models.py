@@ -252,3 +252,93 @@ class Artifact(models.Model):
 
     def __str__(self):
         return self.path
+
+
+class Labeller(models.TextChoices):
+    REWARD_MODEL = "reward_model", "Reward model (best vs worst, or every pair above a score gap)"
+    RSO = "rso", "RSO: statistical rejection sampling, pairs labelled by a reward model"
+
+
+class LoopStage(models.TextChoices):
+    BASELINE = "baseline", "Evaluating the starting policy"
+    GENERATE = "generate", "Sampling and scoring candidates"
+    LABEL = "label", "Pairing the candidates"
+    FREEZE = "freeze", "Freezing the round's dataset version"
+    TRAIN = "train", "Training"
+    EVALUATE = "evaluate", "Evaluating on held-out prompts"
+    DONE = "done", "Done"
+
+
+class Loop(Job):
+    """An online alignment loop: rounds of generate → label → freeze → train → evaluate, the trained model
+    becoming the next round's policy (``services/loops.py``).  The row is the source of truth; its rounds
+    are ``LoopRound`` rows, each stage's outcome recorded before the next starts, so a new attempt resumes
+    the loop where the last one stopped."""
+
+    name = models.CharField(max_length=200)
+    project = models.ForeignKey("annotation.Project", on_delete=models.CASCADE, related_name="loops")
+    prompt_version = models.ForeignKey(
+        "annotation.DatasetVersion",
+        on_delete=models.PROTECT,
+        related_name="loops",
+        help_text="Its training prompts are sampled each round; its held-out prompts evaluate each round.",
+    )
+    start_model = models.ForeignKey(ModelEntry, on_delete=models.PROTECT, related_name="loops_started")
+    reward_model = models.ForeignKey(
+        ModelEntry, null=True, blank=True, on_delete=models.PROTECT, related_name="loops_judged"
+    )
+    labeller = models.CharField(max_length=20, choices=Labeller.choices)
+    settings = models.JSONField(help_text="services/loops.LoopSettings as a dict.")
+    stage = models.CharField(max_length=20, choices=LoopStage.choices, default=LoopStage.BASELINE)
+    round_number = models.PositiveIntegerField(default=0, help_text="The round in progress (0: baseline).")
+    progress_done = models.PositiveIntegerField(default=0)
+    progress_total = models.PositiveIntegerField(default=0)
+    cancel_requested = models.BooleanField(default=False)
+    result = models.JSONField(
+        default=dict, blank=True, help_text="The baseline evaluation and why it stopped."
+    )
+    run_token = models.CharField(max_length=32, unique=True, editable=False, help_text="Names its folder.")
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self):
+        return f"loop {self.pk} ({self.name})"
+
+    @property
+    def awaiting_broker(self) -> bool:
+        return super().awaiting_broker and not self.cancel_requested
+
+
+class LoopRound(models.Model):
+    """One round of a loop: the policy it sampled from, the version it froze, the job that trained on it and
+    the model that job registered, and its figures (pairing and held-out evaluation)."""
+
+    loop = models.ForeignKey(Loop, on_delete=models.CASCADE, related_name="rounds")
+    number = models.PositiveIntegerField()
+    stage = models.CharField(max_length=20, choices=LoopStage.choices, default=LoopStage.GENERATE)
+    policy = models.ForeignKey(ModelEntry, on_delete=models.PROTECT, related_name="+")
+    dataset_version = models.OneToOneField(
+        "annotation.DatasetVersion",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="loop_round",
+    )
+    training_job = models.OneToOneField(
+        TrainingJob, null=True, blank=True, on_delete=models.PROTECT, related_name="loop_round"
+    )
+    trained_model = models.ForeignKey(
+        ModelEntry, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    labelling = models.JSONField(default=dict, blank=True, help_text="Pairs made, acceptance rates, spreads.")
+    evaluation = models.JSONField(default=dict, blank=True, help_text="Held-out score, win rate, KL, length.")
+    started_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["loop_id", "number"]
+        constraints = [models.UniqueConstraint(fields=["loop", "number"], name="loop_round_number")]
+
+    def __str__(self):
+        return f"round {self.number} of loop {self.loop_id}"

@@ -29,6 +29,7 @@ from celery import shared_task
 from celery.signals import worker_init
 
 from .services.generation import generation_job_run
+from .services.loops import loop_run as loop_job_run
 from .services.nodes import training_node_join
 from .services.runner import training_job_evaluate, training_job_run
 from .services.threads import worker_slots_set
@@ -62,3 +63,9 @@ def generation_run(job_id: int) -> None:
 def training_evaluate(job_id: int) -> None:
     """Write the evaluation report of a job that a run outside the workers (Slurm) finished."""
     training_job_evaluate(job_id=job_id)
+
+
+@shared_task(name="training.tasks.loop_run", acks_late=False, ignore_result=True)
+def loop_run(loop_id: int) -> None:
+    """Run (or resume) an online loop: its rounds' stages, each training job run in this worker."""
+    loop_job_run(loop_id=loop_id)

@@ -299,13 +299,17 @@ def _canonical(value) -> str:
     return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
 
 
-def content_hash_of(rows: Iterable[tuple[str, dict]], rule: FreezeRule, seed: int) -> str:
+def _rule_dict(rule: FreezeRule | dict) -> dict:
+    return rule if isinstance(rule, dict) else asdict(rule)
+
+
+def content_hash_of(rows: Iterable[tuple[str, dict]], rule: FreezeRule | dict, seed: int) -> str:
     """sha256 of the canonical JSON of ``{"rows": [[split, row], …], "rule": …, "seed": …}``, hashed as the
     rows stream by (the same bytes as dumping the whole payload at once, without holding it)."""
     digest = hashlib.sha256(b'{"rows":[')
     for n, pair in enumerate(rows):
         digest.update((("," if n else "") + _canonical(list(pair))).encode())
-    digest.update(f'],"rule":{_canonical(asdict(rule))},"seed":{_canonical(seed)}}}'.encode())
+    digest.update(f'],"rule":{_canonical(_rule_dict(rule))},"seed":{_canonical(seed)}}}'.encode())
     return digest.hexdigest()
 
 
@@ -358,6 +362,40 @@ def dataset_version_freeze(
         built.spool.close()
 
 
+def dataset_version_from_rows(
+    *,
+    project: Project,
+    rows: list[tuple[str, dict]],
+    provenance: dict,
+    seed: int = 0,
+    stats: dict | None = None,
+    created_by=None,
+    on_written: Callable[[DatasetVersion], None] | None = None,
+) -> DatasetVersion:
+    """A new immutable version of ``project`` holding ``rows`` (``(split, row)``, already in the export's
+    shape), built by something other than the project's votes (an online loop's labeller); ``provenance``
+    is stored as its rule and says what built it.  A retried call with the same rows returns the version
+    the first one wrote; ``on_written`` runs in the version's transaction, as for a freeze."""
+    if not rows:
+        raise FreezeError("No rows to freeze.")
+    for split, row in rows:
+        if split not in ("train", "test") or not isinstance(row, dict):
+            raise FreezeError(f"Rows are (split, row) pairs with split train or test, not {split!r}.")
+    n_test = sum(split == "test" for split, _ in rows)
+    counts = {"examples": len(rows), "train": len(rows) - n_test, "test": n_test}
+    return _version_store(
+        project=project,
+        rule=provenance,
+        seed=seed,
+        test_fraction=n_test / len(rows),
+        rows=lambda: iter(rows),
+        stats={**counts, **(stats or {})},
+        conversational=any(isinstance(row.get("prompt"), list) for _, row in rows),
+        created_by=created_by,
+        on_written=on_written,
+    )
+
+
 def _split_rows(built: BuiltRows, splits: dict[int, str]) -> Iterator[tuple[str, dict]]:
     """The spooled rows as ``(split, row)``, all conversational when any row is."""
     for item_id, row in built.spool:
@@ -398,7 +436,7 @@ def _version_store(
     version = DatasetVersion.objects.create(
         project=project,
         number=number,
-        rule=asdict(rule),
+        rule=_rule_dict(rule),
         seed=seed,
         test_fraction=test_fraction,
         stats=stats,

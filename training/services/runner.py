@@ -24,7 +24,7 @@ from training.engine import NonFiniteError, config_from_dict, train
 from training.engine.runtime.checkpoint import latest_checkpoint, load_state
 from training.engine.runtime.metrics import read_metrics
 
-from ..models import ModelKind, TrainingJob
+from ..models import LoopRound, ModelKind, TrainingJob
 from .artifacts import Digests, artifact_record, artifacts_record
 from .attempt import AttemptWatch, LeaseLostError
 from .child_run import ChildFailedError, ChildRun, runs_as_child
@@ -243,6 +243,9 @@ def training_job_evaluate(*, job_id: int) -> None:
 
 
 def _evaluate(job: TrainingJob, folder: Path, eval_metrics: dict[str, float], log: JobLog) -> None:
+    if LoopRound.objects.filter(training_job=job).exists():
+        log.write("evaluation report left to the loop: it evaluates each round on its held-out prompts")
+        return
     try:
         if method_is_diffusion(job.method):  # its samples and eval metrics are the report: no model loaded
             diffusion_evaluation_run(job=job, eval_metrics=eval_metrics)
