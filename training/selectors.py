@@ -163,3 +163,9 @@ def policy_comparisons_for_project(*, project, limit: int = 50):
         .select_related("job", "dataset_version", "dpo_job", "ppo_job", "reward_model")
         .order_by("-id")[:limit]
     )
+
+
+def loops_for_project(*, project) -> QuerySet:
+    from .models import Loop
+
+    return Loop.objects.filter(project=project).select_related("start_model", "reward_model").order_by("-id")

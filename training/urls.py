@@ -1,6 +1,6 @@
 from django.urls import path
 
-from .views import compare, generation, jobs, launch, policy_comparison, reward_comparison
+from .views import compare, generation, jobs, launch, loops, policy_comparison, reward_comparison
 
 urlpatterns = [
     # generation jobs and the step check of a project (views/generation.py)
@@ -55,6 +55,12 @@ urlpatterns = [
         policy_comparison.policy_comparison_detail,
         name="policy-comparison-detail",
     ),
+    # online loops (views/loops.py)
+    path("projects/<int:project_id>/loops/", loops.loop_list, name="loop-list"),
+    path("projects/<int:project_id>/loops/start/", loops.loop_start, name="loop-start"),
+    path("projects/<int:project_id>/loops/<int:loop_id>/", loops.loop_detail, name="loop-detail"),
+    path("projects/<int:project_id>/loops/<int:loop_id>/cancel/", loops.loop_cancel_view, name="loop-cancel"),
+    path("projects/<int:project_id>/loops/<int:loop_id>/resume/", loops.loop_resume_view, name="loop-resume"),
     # training jobs (views/jobs.py, launch.py, compare.py)
     path("projects/<int:project_id>/jobs/", jobs.job_list, name="job-list"),
     path("projects/<int:project_id>/jobs/new/", launch.job_new, name="job-new"),

@@ -1,5 +1,6 @@
-"""A real `celery worker` (the compose file's command) runs a two-round reward-model loop on tiny models; the
-worker is killed in round 2 and a new one finishes the loop, each round's version and model registered once."""
+"""A real `celery worker` (the compose file's command) runs a two-round reward-model loop on tiny models;
+the worker is killed in round 2 and a new one finishes the loop, each round's version and model registered
+once."""
 
 import os
 import signal
