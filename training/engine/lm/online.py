@@ -52,7 +52,8 @@ class RejectionStats:
     accepted: list[int] = field(default_factory=list)
     """Candidate indices in acceptance order."""
     draws: int = 0
-    """Uniform draws made (each candidate examined in a pass is one)."""
+    """Uniform draws made (a pass makes as many as there are candidates not yet accepted, fewer when it
+    reaches ``accept``)."""
     passes: int = 0
 
     @property
@@ -74,8 +75,9 @@ def sample_candidates(
     between_batches: Callable[[int], None] = lambda done: None,
 ) -> list[list[Candidate]]:
     """``k`` sampled responses for each prompt (token ids), scored by ``reward_model`` when given.  The
-    draws depend only on the weights, the prompts, ``k`` and ``seed``; ``between_batches(prompts done)``
-    runs before each batch (it may raise to stop the work)."""
+    draws depend only on the weights, the prompts, ``k``, ``seed`` and ``batch_size`` (one generator runs
+    through the batches, so another split of the rows draws other responses); ``between_batches(prompts
+    done)`` runs before each batch (it may raise to stop the work)."""
     if k < 1:
         raise ValueError(f"k must be at least 1, not {k}")
     was_training = policy.training
@@ -119,24 +121,29 @@ def rejection_sample(
     scores: Sequence[float], *, accept: int, beta: float, rng: random.Random
 ) -> RejectionStats:
     """RSO's statistical rejection sampling (Liu et al., Algorithm 1) over one prompt's ``scores``: accept up
-    to ``accept`` candidates (all of them when there are fewer)."""
+    to ``accept`` candidates (all of them when there are fewer).  A pass computes r_max over the candidates
+    not yet accepted and makes that many uniform draws among them, each accepted with probability
+    exp((r − r_max)/β); so the first accepted is ∝ exp(r/β) over all candidates, each later one ∝ exp(r/β)
+    over those left (Algorithm 1 scans the list in order instead, which makes the result depend on the
+    candidates' positions)."""
     if beta <= 0:
         raise ValueError(f"beta must be above 0, not {beta}")
     stats, remaining = RejectionStats(), list(range(len(scores)))
     wanted = min(accept, len(scores))
     while len(stats.accepted) < wanted:
         stats.passes += 1
-        best = max(scores[i] for i in remaining)
-        taken = []
-        for index in remaining:
+        best = max(scores[i] for i in remaining)  # stays an upper bound while accepted ones leave
+        for _ in range(len(remaining)):
+            # A uniform draw from the remaining ones (not a scan in list order, which would favour
+            # early candidates): each accepted index is then ∝ exp(r/β) among those remaining.
             stats.draws += 1
+            index = remaining[rng.randrange(len(remaining))]
             if rng.random() >= math.exp((scores[index] - best) / beta):
                 continue
             stats.accepted.append(index)
-            taken.append(index)
+            remaining.remove(index)
             if len(stats.accepted) == wanted:
                 break
-        remaining = [i for i in remaining if i not in taken]
     return stats
 
 
