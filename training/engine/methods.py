@@ -20,6 +20,7 @@ from training.engine.recipes.diffusion_dpo import DiffusionDPOConfig, DiffusionD
 from training.engine.recipes.dpo import DPORecipe
 from training.engine.recipes.dpo_configs import (
     CDPOConfig,
+    CREAMConfig,
     DPOConfig,
     FlexConfig,
     HingeConfig,
@@ -67,6 +68,7 @@ METHODS: dict[str, Method] = {
     "dpo": _method(DPOConfig, DPORecipe),
     "cdpo": _method(CDPOConfig, DPORecipe),
     "rdpo": _method(RDPOConfig, DPORecipe),
+    "cream": _method(CREAMConfig, DPORecipe),
     "ipo": _method(IPOConfig, DPORecipe),
     "hinge": _method(HingeConfig, DPORecipe),
     "sigmoid_norm": _method(SigmoidNormConfig, DPORecipe),

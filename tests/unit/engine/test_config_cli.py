@@ -55,6 +55,15 @@ def test_every_method_builds_with_defaults():
         assert method.accepts and set(method.accepts) <= set(method.recipe.accepts)
 
 
+def test_cream_is_a_dpo_recipe_method_with_the_cream_term_at_beta_point_one():
+    config = config_from_dict({**BASE, "method": "cream"})
+    assert [(t.name, t.weight, dict(t.params)) for t in config.objective_terms()] == [
+        ("cream", 1.0, {"beta": 0.1})
+    ]
+    assert METHODS["cream"].recipe is METHODS["dpo"].recipe
+    assert METHODS["cream"].accepts == METHODS["dpo"].accepts
+
+
 def test_cli_trains_writes_metrics_and_resumes(tmp_path, make_rows, capsys):
     data = tmp_path / "d.jsonl"
     rows = make_rows(24, seed=2)

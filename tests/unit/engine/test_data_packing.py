@@ -69,6 +69,62 @@ def test_truncation_keeps_prompt_start_and_counts_dropped_rows(tokenizer):
     assert truncate(masked, None) == (None, "chosen_has_no_weighted_token")
 
 
+def test_consistency_travels_from_the_rows_to_the_packed_batch(tokenizer):
+    rows = [
+        {"prompt": "Hi", "chosen": "x" * 30, "rejected": "y", "consistency": 0.25},
+        {"prompt": "Ho", "chosen": "a", "rejected": "b"},
+        {"prompt": "Ha", "chosen": "c", "rejected": "d", "consistency": None},
+        {"prompt": "He", "chosen": "e", "rejected": "f", "consistency": 0},
+    ]
+    pairs, report = tokenize_rows(rows, tokenizer, max_length=30)  # the first row is truncated
+    assert report.kept == 4 and not report.dropped
+    assert [p.consistency for p in pairs] == [0.25, 1.0, 1.0, 0.0]
+    batch = PackingCollator(tokenizer.pad_token_id, token_budget=40)(pairs[::-1])
+    assert batch.input_ids.shape[0] > 1
+    assert batch.consistency.tolist() == [0.0, 1.0, 1.0, 0.25]
+
+
+def test_rows_with_an_unusable_consistency_are_dropped_by_reason(tokenizer):
+    row = {"prompt": "Hi", "chosen": "a", "rejected": "b"}
+    bad = [1.5, -0.1, float("inf"), "0.5", True, float("nan"), [0.5]]
+    pairs, report = tokenize_rows(
+        [{**row, "consistency": c} for c in [*bad, 1.0]], tokenizer, max_length=None
+    )
+    assert [p.index for p in pairs] == [7]
+    assert report.dropped == {"consistency_outside_0_1": 3, "consistency_not_a_number": 4}
+    with pytest.raises(ValueError, match=r"row 2: consistency outside 0 1 \(1\.5\)"):
+        tokenize_pair({**row, "consistency": 1.5}, tokenizer, 2)
+
+
+def test_the_dpo_recipe_hands_the_batch_consistency_to_the_cream_loss(tokenizer, tiny_model):
+    from training.engine.objectives.preference import combine, dpo_loss
+    from training.engine.recipes.dpo import pair_logps
+    from training.engine.recipes.dpo_configs import CREAMConfig
+
+    rows = [
+        {"prompt": "Q", "chosen": "good", "rejected": "BAD", "consistency": 0.9},
+        {"prompt": "R", "chosen": "fine", "rejected": "WRONG", "consistency": 0.3},
+    ]
+    pairs, _ = tokenize_rows(rows, tokenizer, max_length=None)
+    batch = PackingCollator(tokenizer.pad_token_id)(pairs)
+    terms = CREAMConfig(model="tiny", train_file="d.jsonl", output_dir="o").objective_terms()
+    with torch.no_grad():
+        lp = pair_logps(tiny_model, batch, torch.full((2,), -30.0), torch.full((2,), -40.0))
+        loss, _ = combine(terms, lp)
+        forward = dpo_loss(lp, beta=0.1).losses
+        backward = dpo_loss(
+            lp._replace(
+                policy_chosen=lp.policy_rejected,
+                policy_rejected=lp.policy_chosen,
+                ref_chosen=lp.ref_rejected,
+                ref_rejected=lp.ref_chosen,
+            ),
+            beta=0.1,
+        ).losses
+    c = torch.tensor([0.9, 0.3])
+    assert float(loss) == pytest.approx(float((c * forward + (1 - c) * backward).mean()), rel=1e-6)
+
+
 def test_read_rows_filters_split(tmp_path):
     path = tmp_path / "d.jsonl"
     path.write_text(

@@ -8,7 +8,7 @@ import torch
 from training.engine.lm.models import load_tokenizer
 from training.engine.methods import train
 from training.engine.recipes.dpo import DPORecipe
-from training.engine.recipes.dpo_configs import DPOConfig, RDPOConfig
+from training.engine.recipes.dpo_configs import CREAMConfig, DPOConfig, RDPOConfig
 from training.engine.runtime.checkpoint import latest_checkpoint
 from training.engine.runtime.loop import NonFiniteError, prepare, run
 from training.engine.runtime.metrics import read_metrics
@@ -83,6 +83,31 @@ def test_fifty_steps_raise_heldout_implicit_accuracy_above_point_nine(task, tmp_
     # seen step 50 cannot miss eval/… of step 50.
     assert [step for step, _ in rec.calls].count(50) == 1
     assert {"loss", "eval/rewards/accuracies"} <= set(rec.calls[-1][1])
+
+
+def test_cream_with_zero_consistency_trains_like_dpo_on_the_swapped_pairs(tmp_path, make_rows):
+    rows = make_rows(16, seed=7)
+    swapped = [{**r, "chosen": r["rejected"], "rejected": r["chosen"]} for r in rows]
+    common = {
+        "model": "tiny",
+        "ref_cache_dir": str(tmp_path / "ref"),
+        "learning_rate": 1e-3,
+        "max_steps": 2,
+        "logging_steps": 1,
+    }
+    losses = {}
+    for name, cls, data in (
+        ("cream", CREAMConfig, [{**r, "consistency": 0.0} for r in rows]),
+        ("dpo", DPOConfig, swapped),
+    ):
+        rec = Recorder()
+        config = cls(
+            **common, train_file=_write(tmp_path / f"{name}.jsonl", data), output_dir=str(tmp_path / name)
+        )
+        assert train(config, callbacks=[rec]).status == "succeeded"
+        losses[name] = [m["loss"] for _, m in rec.calls if "loss" in m]
+    assert len(losses["cream"]) == 2
+    assert losses["cream"] == pytest.approx(losses["dpo"], abs=1e-5)
 
 
 def test_rdpo_beats_dpo_on_clean_heldout_pairs_with_thirty_percent_flips(task, tmp_path):

@@ -11,6 +11,7 @@ from training.engine.objectives.preference import (
     PairLogps,
     cdpo_loss,
     combine,
+    cream_loss,
     dpo_loss,
     flex_loss,
     hinge_loss,
@@ -63,6 +64,30 @@ def test_rdpo_loss_is_unbiased_correction():
     _close(out.losses, expected)
     # rdpo with ε = 0 is dpo
     _close(rdpo_loss(LP, beta=0.5, epsilon=0.0).losses, dpo_loss(LP, beta=0.5).losses.tolist())
+
+
+def test_cream_loss_weighs_each_direction_by_the_pairs_consistency():
+    out = cream_loss(LP._replace(consistency=torch.tensor([0.7, 0.2])), beta=0.5)
+    _close(out.losses, [0.7 * _nls(1.5) + 0.3 * _nls(-1.5), 0.2 * _nls(-1.0) + 0.8 * _nls(1.0)])
+    _close(out.chosen_rewards, [1.0, -0.5])
+    _close(out.rejected_rewards, [-0.5, 0.5])
+
+
+def test_cream_with_consistency_one_is_dpo_and_with_zero_is_dpo_on_swapped_pairs():
+    dpo = dpo_loss(LP, beta=0.5).losses.tolist()
+    _close(cream_loss(LP._replace(consistency=torch.ones(2)), beta=0.5).losses, dpo)
+    _close(cream_loss(LP, beta=0.5).losses, dpo)  # no consistency in the batch: every C is 1
+    swapped = PairLogps(
+        LP.policy_rejected, LP.policy_chosen, LP.ref_rejected, LP.ref_chosen, LP.rejected_len, LP.chosen_len
+    )
+    expected = dpo_loss(swapped, beta=0.5).losses.tolist()
+    _close(cream_loss(LP._replace(consistency=torch.zeros(2)), beta=0.5).losses, expected)
+
+
+def test_combine_hands_the_consistency_to_the_cream_term():
+    lp = LP._replace(consistency=torch.tensor([1.0, 0.0]))
+    total, _ = combine([LossTerm("cream", 1.0, {"beta": 0.1})], lp)
+    assert float(total) == pytest.approx((_nls(0.3) + _nls(0.2)) / 2, rel=1e-6)
 
 
 def test_ipo_loss_uses_length_averaged_ratios():

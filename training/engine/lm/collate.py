@@ -27,6 +27,7 @@ class PackedBatch:
     src_row, src_pos: ``[N]`` where the hidden state predicting each response token sits;
     targets, weights, segment: ``[N]`` — the token id, its weight, and ``2·pair + (0 chosen | 1 rejected)``;
     pair_index: ``[B]`` the dataset index of each pair (for cached reference log-probs);
+    consistency: ``[B]`` float, each pair's CREAM consistency C (1.0 for a row without one);
     spans: per row, ``(start, prompt, chosen, rejected)`` token counts of each pair, in row order.
     """
 
@@ -39,6 +40,7 @@ class PackedBatch:
     weights: Tensor
     segment: Tensor
     pair_index: Tensor
+    consistency: Tensor | None = None
     spans: tuple[tuple[tuple[int, int, int, int], ...], ...] = ()
 
     def to(self, device: torch.device) -> PackedBatch:
@@ -175,5 +177,6 @@ class PackingCollator:
             weights=pick(weights, torch.float32),
             segment=pick(segment, torch.long),
             pair_index=torch.tensor([p.index for p in pairs], dtype=torch.long),
+            consistency=torch.tensor([p.consistency for p in pairs], dtype=torch.float32),
             spans=tuple(spans),
         ).to(self.device)

@@ -11,18 +11,23 @@ Row formats (TRL preference rows, as a DatasetVersion exports them):
   ``[{"start": int, "end": int, "label": "factual" | "hallucinated" | "no_claim"}]`` with character offsets
   into the response text; chosen tokens weigh 1 inside factual sentences, rejected tokens inside
   hallucinated ones, every other token 0.  A token counts for a sentence when their characters overlap.
+* CREAM adds ``consistency``: a number in [0, 1], the pair's self-consistency C (a row without one, or with
+  null, counts 1.0); ``TokenizedPair.consistency`` carries it to the collated batch.
 
 Truncation rule (TRL's ``keep_start``): each of prompt+chosen and prompt+rejected is cut to ``max_length``
 tokens from the start; a row whose prompt alone fills ``max_length``, or whose chosen or rejected keeps no
-weighted token, is dropped and counted in ``TokenizeReport.dropped`` by reason.
+weighted token, is dropped and counted in ``TokenizeReport.dropped`` by reason; so is a row whose
+``consistency`` is not a number (``consistency_not_a_number``) or lies outside [0, 1]
+(``consistency_outside_0_1``).
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +49,8 @@ class TokenizedPair:
     rejected_weights: tuple[float, ...]
     index: int
     """Position of the row in the source file (after split filtering)."""
+    consistency: float = 1.0
+    """CREAM's per-pair consistency C in [0, 1], from the row's ``consistency`` field (1.0 without one)."""
 
 
 @dataclass
@@ -135,6 +142,18 @@ def _allowed_spans(row: dict, side: str, content_start: int, content_len: int, s
     return None
 
 
+def row_consistency(row: dict) -> tuple[float, str | None]:
+    """The row's consistency C (1.0 when absent or null), or ``(1.0, reason)`` when it is unusable."""
+    value = row.get("consistency")
+    if value is None:
+        return 1.0, None
+    if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
+        return 1.0, "consistency_not_a_number"
+    if not 0.0 <= value <= 1.0:
+        return 1.0, "consistency_outside_0_1"
+    return float(value), None
+
+
 def tokenize_pair(row: dict, tokenizer: PreTrainedTokenizerBase, index: int) -> TokenizedPair:
     """Template and tokenize one row (no truncation); raises ValueError on a malformed row, and on a row
     with images, which a text recipe would train on as if they were not there."""
@@ -147,6 +166,9 @@ def tokenize_pair(row: dict, tokenizer: PreTrainedTokenizerBase, index: int) -> 
     for key in ("prompt", "chosen", "rejected"):
         if key not in row:
             raise ValueError(f"row {index}: missing field {key!r}")
+    consistency, problem = row_consistency(row)
+    if problem is not None:
+        raise ValueError(f"row {index}: {problem.replace('_', ' ')} ({row['consistency']!r})")
     prompt_msgs = _messages(row["prompt"], "user")
     prefix = row.get("initial_reason_steps") or ""
     step = "initial_reason_steps" in row
@@ -169,6 +191,7 @@ def tokenize_pair(row: dict, tokenizer: PreTrainedTokenizerBase, index: int) -> 
         chosen_weights=sides["chosen"][2],
         rejected_weights=sides["rejected"][2],
         index=index,
+        consistency=consistency,
     )
 
 
@@ -178,13 +201,12 @@ def truncate(pair: TokenizedPair, max_length: int | None) -> tuple[TokenizedPair
         room = max_length - len(pair.prompt_ids)
         if room <= 0:
             return None, "prompt_fills_max_length"
-        pair = TokenizedPair(
-            pair.prompt_ids,
-            pair.chosen_ids[:room],
-            pair.rejected_ids[:room],
-            pair.chosen_weights[:room],
-            pair.rejected_weights[:room],
-            pair.index,
+        pair = replace(
+            pair,
+            chosen_ids=pair.chosen_ids[:room],
+            rejected_ids=pair.rejected_ids[:room],
+            chosen_weights=pair.chosen_weights[:room],
+            rejected_weights=pair.rejected_weights[:room],
         )
     if not any(pair.chosen_weights):
         return None, "chosen_has_no_weighted_token"
@@ -196,11 +218,14 @@ def truncate(pair: TokenizedPair, max_length: int | None) -> tuple[TokenizedPair
 def tokenize_rows(
     rows: Iterable[dict], tokenizer: PreTrainedTokenizerBase, *, max_length: int | None
 ) -> tuple[list[TokenizedPair], TokenizeReport]:
-    """Tokenize and truncate every row; returns kept pairs (in order) and the report."""
+    """Tokenize and truncate every row (one with an unusable ``consistency`` is dropped before); returns
+    kept pairs (in order) and the report."""
     report = TokenizeReport()
     kept = []
     for index, row in enumerate(rows):
-        pair, reason = truncate(tokenize_pair(row, tokenizer, index), max_length)
+        pair, reason = None, row_consistency(row)[1]
+        if reason is None:
+            pair, reason = truncate(tokenize_pair(row, tokenizer, index), max_length)
         if pair is None:
             report.dropped[reason] += 1
             continue

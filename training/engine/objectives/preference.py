@@ -4,6 +4,7 @@ Every objective takes sequence-level log-probs of the chosen (``w``) and rejecte
 the policy and the reference, shape ``[B]``, and returns per-pair losses ``[B]`` plus the implicit rewards
 it uses.  Notation follows docs/methods.md: ``ρ(y) = logp_θ(y) − logp_ref(y)``, ``h = ρ(y_w) − ρ(y_l)``.
 Step-DPO and Mask-DPO are ``dpo`` on log-probs summed under their token masks (see ``data.py``).
+A per-pair value a row carries (CREAM's consistency C) travels in ``PairLogps`` next to the log-probs.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from torch import Tensor
 
 
 class PairLogps(NamedTuple):
-    """Sequence log-probs of a batch of pairs, each ``[B]``; lengths are (weighted) response token counts."""
+    """Sequence log-probs of a batch of pairs, each ``[B]``; lengths are (weighted) response token counts;
+    ``consistency`` is each pair's C in [0, 1] (the rows' ``consistency`` field; None = 1 for every pair)."""
 
     policy_chosen: Tensor
     policy_rejected: Tensor
@@ -27,6 +29,7 @@ class PairLogps(NamedTuple):
     ref_rejected: Tensor
     chosen_len: Tensor
     rejected_len: Tensor
+    consistency: Tensor | None = None
 
 
 class ObjectiveOutput(NamedTuple):
@@ -60,6 +63,16 @@ def rdpo_loss(lp: PairLogps, *, beta: float = 0.1, epsilon: float = 0.1) -> Obje
     rw, rl = _ratios(lp)
     z = beta * (rw - rl)
     losses = (-(1 - epsilon) * F.logsigmoid(z) + epsilon * F.logsigmoid(-z)) / (1 - 2 * epsilon)
+    return ObjectiveOutput(losses, beta * rw.detach(), beta * rl.detach())
+
+
+def cream_loss(lp: PairLogps, *, beta: float = 0.1) -> ObjectiveOutput:
+    """CREAM: ``C·(−log σ(βh)) + (1−C)·(−log σ(−βh))`` with each pair's consistency C (cDPO with a
+    per-pair ε = 1 − C); C = 1 is ``dpo``, C = 0 is ``dpo`` with chosen and rejected swapped."""
+    rw, rl = _ratios(lp)
+    z = beta * (rw - rl)
+    c = torch.ones_like(z) if lp.consistency is None else lp.consistency.to(z.device, z.dtype)
+    losses = -c * F.logsigmoid(z) - (1 - c) * F.logsigmoid(-z)
     return ObjectiveOutput(losses, beta * rw.detach(), beta * rl.detach())
 
 
@@ -103,6 +116,7 @@ OBJECTIVES: dict[str, Objective] = {
     "dpo": dpo_loss,
     "cdpo": cdpo_loss,
     "rdpo": rdpo_loss,
+    "cream": cream_loss,
     "ipo": ipo_loss,
     "hinge": hinge_loss,
     "sigmoid_norm": sigmoid_norm_loss,
@@ -125,7 +139,7 @@ class LossTerm:
     """One weighted objective in a combination, e.g. ``LossTerm("sft", 0.1)`` next to ``LossTerm("dpo")``."""
 
     name: str
-    """Registry key: one of ``OBJECTIVES`` (dpo, cdpo, rdpo, ipo, hinge, sigmoid_norm, sft, flex)."""
+    """Registry key: one of ``OBJECTIVES`` (dpo, cdpo, rdpo, cream, ipo, hinge, sigmoid_norm, sft, flex)."""
     weight: float = 1.0
     """Multiplier of this term's mean loss in the total."""
     params: Mapping[str, float] = field(default_factory=dict)

@@ -1,5 +1,6 @@
-"""The ``dpo`` recipe: every pairwise preference method on a causal LM (DPO, cDPO, rDPO, IPO, hinge,
-sigmoid-norm, flex, the SFT add-on, Step-DPO and Mask-DPO, whose token masks come with the rows).
+"""The ``dpo`` recipe: every pairwise preference method on a causal LM (DPO, cDPO, rDPO, CREAM, IPO, hinge,
+sigmoid-norm, flex, the SFT add-on, Step-DPO and Mask-DPO, whose token masks come with the rows, as does
+CREAM's per-pair consistency).
 
 Reference log-probs come from the cache (computed once from the starting weights, before any update), so
 no second model copy is ever held.  Pairs are packed prompt + chosen + rejected (``lm/collate.py``).
@@ -42,10 +43,10 @@ TEXT_PAIR_KINDS = ("pairwise", "ranking", "stepwise", "factuality")
 
 
 def pair_logps(model: nn.Module, batch, ref_chosen: Tensor, ref_rejected: Tensor) -> PairLogps:
-    """Policy sums of a packed batch next to the given reference sums."""
+    """Policy sums of a packed batch next to the given reference sums, with the pairs' consistency."""
     pc, pr = segment_sums(token_logps(model, batch), batch)
     cl, rl = segment_lengths(batch)
-    return PairLogps(pc, pr, ref_chosen.to(pc.device), ref_rejected.to(pc.device), cl, rl)
+    return PairLogps(pc, pr, ref_chosen.to(pc.device), ref_rejected.to(pc.device), cl, rl, batch.consistency)
 
 
 @torch.no_grad()

@@ -156,6 +156,16 @@ class RDPOConfig(CDPOConfig):
 
 
 @dataclass(frozen=True, kw_only=True)
+class CREAMConfig(PreferenceConfig):
+    """CREAM: DPO weighted by each pair's self-consistency C (the loop's CREAM labeller writes C per row)."""
+
+    method: ClassVar[str] = "cream"
+
+    def main_term(self) -> LossTerm:
+        return LossTerm(self.method, 1.0, {"beta": self.beta})
+
+
+@dataclass(frozen=True, kw_only=True)
 class IPOConfig(PreferenceConfig):
     """IPO on length-averaged log-ratios."""
 
