@@ -1,10 +1,13 @@
 """JSON API for training jobs (mounted at /api/jobs): create, list, get, metrics after a step, cancel, and
-the reports of a run outside the studio's workers (a Slurm job's engine, ``--report-to``).
+the reports of a run outside the studio's workers (a Slurm job's engine, ``--report-to``); and online loops
+(/api/jobs/loops): create, list, get, cancel, resume.
 
-Roles as on the pages: project members read, managers launch and cancel."""
+Roles as on the pages: project members read, managers launch, cancel and resume."""
 
 from datetime import datetime
 
+from django.core.exceptions import ValidationError
+from django.db.models import Prefetch
 from django.shortcuts import get_object_or_404
 from ninja import Query, Router, Schema, Status
 from pydantic import Field
@@ -13,10 +16,19 @@ from annotation.access import project_for
 from annotation.api_schemas import BodyIn
 from annotation.models import DatasetVersion
 
-from .models import TrainingJob
-from .selectors import job_for_user, job_progress, jobs_for_project, metrics_after, models_for_user
+from .api_schemas import LoopIn, LoopOut, loop_field_errors, loop_out
+from .models import Loop, LoopRound, TrainingJob
+from .selectors import (
+    job_for_user,
+    job_progress,
+    jobs_for_project,
+    loops_for_project,
+    metrics_after,
+    models_for_user,
+)
 from .services.external import Report, ReportRefused, external_report
 from .services.jobs import FIXED_FIELDS, training_job_cancel, training_job_launch
+from .services.loops import loop_cancel, loop_create, loop_resume
 from .services.rlhf import model_ref_ids
 
 router = Router(tags=["Training jobs"])
@@ -110,6 +122,84 @@ def job_out(job: TrainingJob) -> dict:
 @router.get("/models", response={200: list[ModelOut]})
 def models_list(request):
     return list(models_for_user(user=request.auth))
+
+
+# --- online loops: declared before /{job_id}, which would otherwise take "loops" for a job id -------------
+
+LOOPS = ["Online loops"]
+ROUNDS = Prefetch("rounds", LoopRound.objects.select_related("policy", "dataset_version", "trained_model"))
+
+
+def _loop_for(*, user, loop_id: int, manager: bool = False) -> Loop:
+    """A loop of a project the user belongs to (``manager`` for changes), with its rounds; 404 otherwise."""
+    loop = get_object_or_404(Loop.objects.prefetch_related(ROUNDS), pk=loop_id)
+    project_for(user=user, project_id=loop.project_id, manager=manager)
+    return loop
+
+
+@router.post(
+    "/loops", response={201: LoopOut, 400: Detail, 403: Detail, 404: Detail, 422: Detail}, tags=LOOPS
+)
+def loops_create(request, payload: LoopIn):
+    """Queue a loop in the prompt version's project (managers only); a bad field is a 422 naming it (a
+    setting as ``["body", "settings", name]``)."""
+    version = get_object_or_404(DatasetVersion, pk=payload.prompt_version_id)
+    project_for(user=request.auth, project_id=version.project_id, manager=True)
+    usable = models_for_user(user=request.auth)
+    models = {
+        name: usable.filter(pk=getattr(payload, f"{name}_id")).first()
+        for name in ("start_model", "reward_model")
+    }
+    try:
+        loop = loop_create(
+            name=payload.name,
+            prompt_version=version,
+            labeller=payload.labeller,
+            settings=payload.settings,
+            created_by=request.auth,
+            **models,
+        )
+    except ValidationError as exc:
+        unknown = {
+            name: ["No such model among those you can use."] for name, m in models.items() if m is None
+        }
+        raise loop_field_errors({**exc.message_dict, **unknown}) from None
+    return Status(201, loop_out(_loop_for(user=request.auth, loop_id=loop.pk)))
+
+
+@router.get("/loops", response={200: list[LoopOut], 404: Detail, 422: Detail}, tags=LOOPS)
+def loops_list(request, project_id: int):
+    project, _ = project_for(user=request.auth, project_id=project_id)
+    return [loop_out(loop) for loop in loops_for_project(project=project).prefetch_related(ROUNDS)]
+
+
+@router.get("/loops/{loop_id}", response={200: LoopOut, 404: Detail, 422: Detail}, tags=LOOPS)
+def loops_get(request, loop_id: int, examples: bool = False):
+    """The loop and its rounds; each round's held-out example answers with ``examples=true``."""
+    return loop_out(_loop_for(user=request.auth, loop_id=loop_id), examples=examples)
+
+
+@router.post(
+    "/loops/{loop_id}/cancel", response={200: LoopOut, 403: Detail, 404: Detail, 422: Detail}, tags=LOOPS
+)
+def loops_cancel(request, loop_id: int):
+    """Stop the loop (and its round's training job); a finished loop is left as it is."""
+    loop_cancel(loop=_loop_for(user=request.auth, loop_id=loop_id, manager=True))
+    return loop_out(_loop_for(user=request.auth, loop_id=loop_id))
+
+
+@router.post(
+    "/loops/{loop_id}/resume",
+    response={200: LoopOut, 403: Detail, 404: Detail, 409: Detail, 422: Detail},
+    tags=LOOPS,
+)
+def loops_resume(request, loop_id: int):
+    """Queue a cancelled or failed loop again: it goes on from the stage it stopped in (409 otherwise)."""
+    try:
+        loop_resume(loop=_loop_for(user=request.auth, loop_id=loop_id, manager=True))
+    except ValidationError as exc:
+        return Status(409, {"detail": " ".join(exc.messages)})
+    return loop_out(_loop_for(user=request.auth, loop_id=loop_id))
 
 
 @router.post("", response={202: JobOut, 400: Detail, 403: Detail, 404: Detail, 422: Detail})

@@ -90,6 +90,22 @@ def test_settings_take_the_labellers_defaults_and_name_a_bad_field():
     assert "rso_accept" in bad.value.message_dict
 
 
+@pytest.mark.parametrize(
+    ("given", "field"),
+    [
+        ({"train": ["dpo"]}, "settings.train"),
+        ([("rounds", 2)], "settings"),
+        ({"seed": -1}, "seed"),
+        ({"seed": "seven"}, "seed"),
+        ({"name": "x"}, "settings.name"),
+    ],
+)
+def test_malformed_settings_are_named_not_a_crash(given, field):
+    with pytest.raises(ValidationError) as bad:
+        LoopSettings.for_labeller(Labeller.REWARD_MODEL, given)
+    assert field in bad.value.message_dict
+
+
 @pytest.mark.django_db
 def test_a_loop_needs_a_reward_model_and_held_out_prompts(registry, manager, project):
     with pytest.raises(ValidationError) as bad:

@@ -106,12 +106,18 @@ class LoopSettings:
     @classmethod
     def for_labeller(cls, labeller: str, given: dict | None) -> LoopSettings:
         """The labeller's defaults overridden by ``given``; ValidationError names a bad field."""
+        given = {} if given is None else given
+        if not isinstance(given, dict):
+            raise ValidationError({"settings": "Loop settings must be an object of named settings."})
+        train = given.get("train")
+        if train is not None and not isinstance(train, dict):
+            raise ValidationError({"settings.train": "train must be an object of training settings."})
         defaults = LABELLER_DEFAULTS.get(labeller, {})
-        data = {**defaults, **(given or {})}
-        data["train"] = {**defaults.get("train", {}), **((given or {}).get("train") or {})}
+        data = {**defaults, **given, "train": {**defaults.get("train", {}), **(train or {})}}
         known = {f.name for f in fields(cls)}
         if unknown := sorted(set(data) - known):
-            raise ValidationError({unknown[0]: f"Unknown loop setting {unknown[0]!r}."})
+            # keyed under settings: an unknown setting called "name" is not the loop's name field
+            raise ValidationError({f"settings.{unknown[0]}": f"Unknown loop setting {unknown[0]!r}."})
         try:
             loop_settings = cls(**data)
         except TypeError as exc:
@@ -130,6 +136,7 @@ class LoopSettings:
             "eval_prompts": (1, 1000),
             "max_prompt_length": (8, 8192),
             "rso_accept": (2, 256),
+            "seed": (0, 2**31 - 1),
         }
         for name, (low, high) in ranges.items():
             value = getattr(self, name)
