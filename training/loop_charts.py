@@ -45,6 +45,7 @@ def round_rows(loop: Loop, rounds: list[LoopRound]) -> list[dict]:
                 "stages": stages,
                 "labelling": one.labelling,
                 "acceptance_rate": (one.labelling or {}).get("rso/acceptance_rate"),
+                "consistency": (one.labelling or {}).get("cream/consistency"),
                 "evaluation": one.evaluation,
             }
         )
@@ -53,7 +54,8 @@ def round_rows(loop: Loop, rounds: list[LoopRound]) -> list[dict]:
 
 def loop_chart_data(loop: Loop, rounds: list[LoopRound]) -> dict:
     """``{"charts": [{"key", "title", "x", "y"}], "labelling": [...]}``: the held-out figures per round
-    (0 = baseline), and the pairs each round's labeller made (with RSO's acceptance rate)."""
+    (0 = baseline), and the pairs each round's labeller made (with RSO's acceptance rate and CREAM's mean
+    consistency C, both in [0, 1] on the right axis)."""
     baseline = (loop.result or {}).get("baseline")
     evaluated = [(r.number, r.evaluation) for r in rounds if r.evaluation]
     points = ([(0, baseline)] if baseline else []) + evaluated
@@ -68,6 +70,7 @@ def loop_chart_data(loop: Loop, rounds: list[LoopRound]) -> dict:
         "x": [r.number for r in labelled],
         "pairs": [r.labelling.get("pairs") for r in labelled],
         "acceptance": [r.labelling.get("rso/acceptance_rate") for r in labelled],
+        "consistency": [r.labelling.get("cream/consistency") for r in labelled],
         "candidate_score": [r.labelling.get("mean_candidate_score") for r in labelled],
     }
     return {"charts": charts, "labelling": labelling}

@@ -32,8 +32,12 @@
         traces.push({x: labelling.x, y: labelling.acceptance, type: "scatter", mode: "lines+markers",
                      name: "RSO acceptance rate", yaxis: "y2", marker: {size: 8}});
       }
+      if (labelling.consistency.some(function (v) { return v !== null; })) {
+        traces.push({x: labelling.x, y: labelling.consistency, type: "scatter", mode: "lines+markers",
+                     name: "CREAM consistency C", yaxis: "y2", marker: {size: 8}});
+      }
       const lay = layout("Pairs the labeller made", "pairs");
-      lay.yaxis2 = {overlaying: "y", side: "right", range: [0, 1], title: {text: "acceptance"}};
+      lay.yaxis2 = {overlaying: "y", side: "right", range: [0, 1], title: {text: "rate / C"}};
       lay.showlegend = traces.length > 1;
       waits.push(Plotly.react(el, traces, lay, config));
     }

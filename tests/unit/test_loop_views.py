@@ -103,6 +103,13 @@ def test_a_finished_loops_page_shows_its_rounds_charts_and_escaped_answers(
     poll = manager_client.get(f"/projects/{project.pk}/loops/{loop.pk}/", HTTP_HX_REQUEST="true")
     assert poll.status_code == 286 and 'id="loop-status"' in poll.content.decode()
     assert "Resume" not in page and "cancel-loop" not in page
+    assert "round-consistency" not in page  # only a CREAM round has a consistency
+    one = loop.rounds.get()
+    one.labelling = {**one.labelling, "cream/consistency": 0.625}
+    one.save(update_fields=["labelling"])
+    response = manager_client.get(f"/projects/{project.pk}/loops/{loop.pk}/")
+    assert '<b class="round-consistency">C 0.625</b>' in response.content.decode()
+    assert response.context["charts"]["labelling"]["consistency"] == [0.625]
 
 
 @pytest.mark.django_db

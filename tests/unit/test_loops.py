@@ -218,3 +218,41 @@ def test_an_rso_loop_records_its_acceptance_rate(registry, manager):
     assert 0 < labelling["rso/acceptance_rate"] <= 1 and labelling["rso/accepted_per_prompt"] == 4
     assert labelling["pairs"] <= 2 * labelling["prompts"]
     assert LoopRound.objects.get(loop=loop).training_job.method == "sigmoid_norm"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_cream_loop_labels_its_own_samples_and_weighs_round_two_by_consistency(registry, manager):
+    train = {**TRAIN, "method": "cream"}
+    loop = _create(registry, manager, Labeller.CREAM, k=4, train=train)
+    loop_run(loop_id=loop.pk)
+    loop.refresh_from_db()
+    assert loop.state == JobState.SUCCEEDED, loop.traceback
+    first, second = LoopRound.objects.filter(loop=loop).order_by("number")
+    # the tiny starting policy records no base: round 1 ranks by its likelihood, with nothing to compare
+    assert first.labelling["ranked_by"] == {"current": "log-likelihood of tiny-llama", "previous": None}
+    assert first.labelling["cream/consistency"] is None
+    assert {e.row["consistency"] for e in first.dataset_version.examples.all()} == {1.0}
+    trained = first.trained_model.name
+    assert second.labelling["ranked_by"] == {
+        "current": f"{trained} − tiny-llama",
+        "previous": "log-likelihood of tiny-llama",
+    }
+    values = [e.row["consistency"] for e in second.dataset_version.examples.all()]
+    assert values and all(0.0 <= c <= 1.0 for c in values) and len(set(values)) > 1
+    assert second.labelling["cream/consistency"] == pytest.approx(sum(values) / len(values))
+    assert second.dataset_version.rule["pair_rule"]["rule"] == "implicit_best_worst"
+    assert second.training_job.method == "cream" and second.evaluation["n"] == 3
+
+
+@pytest.mark.django_db
+def test_cream_round_one_compares_with_the_starting_policys_own_base(registry, manager):
+    from training.services.loops import _cream_rankers
+
+    tuned = ModelEntry.objects.create(
+        name="tuned", location=Location.LOCAL, path=registry["policy"].path, base=registry["policy"]
+    )
+    loop = _create(registry, manager, Labeller.CREAM, train={**TRAIN, "method": "cream"})
+    first = LoopRound.objects.create(loop=loop, number=1, policy=tuned)
+    assert _cream_rankers(first) == ((tuned, registry["policy"]), (registry["policy"], None))
+    second = LoopRound.objects.create(loop=loop, number=2, policy=registry["policy"])
+    assert _cream_rankers(second) == ((registry["policy"], None), (tuned, registry["policy"]))

@@ -58,8 +58,13 @@ logger = logging.getLogger(__name__)
 TRAIN_METHODS = {
     Labeller.REWARD_MODEL: ("dpo", "ipo", "cdpo", "hinge", "sigmoid_norm"),
     Labeller.RSO: ("sigmoid_norm", "hinge"),
+    Labeller.CREAM: ("cream", "dpo"),  # dpo: self-rewarding without the consistency regulariser
 }
-PAIR_RULES = {Labeller.REWARD_MODEL: ("best_worst", "gap"), Labeller.RSO: ("rso",)}
+PAIR_RULES = {
+    Labeller.REWARD_MODEL: ("best_worst", "gap"),
+    Labeller.RSO: ("rso",),
+    Labeller.CREAM: ("implicit_best_worst",),
+}
 WAIT_SECONDS = 2.0
 """How often a loop waiting for a training job another worker runs looks at it."""
 EXAMPLES = 4
@@ -93,7 +98,8 @@ class LoopSettings:
     max_prompt_length: int = 256
     """Prompts longer than this (tokens) are left out."""
     pair_rule: str = "best_worst"
-    """best_worst (the OneRec recipe), gap (every pair at least ``gap`` apart) or rso."""
+    """best_worst (the OneRec recipe), gap (every pair at least ``gap`` apart), rso, or
+    implicit_best_worst (CREAM: best and worst by the policy's own implicit reward)."""
     gap: float = 0.5
     rso_accept: int = 8
     """RSO: responses accepted per prompt (then paired)."""
@@ -180,6 +186,11 @@ LABELLER_DEFAULTS = {
             "batch_size": 4,
             "gamma": 0.05,
         },
+    },
+    Labeller.CREAM: {
+        "k": 5,
+        "pair_rule": "implicit_best_worst",
+        "train": {"method": "cream", "learning_rate": 5e-5, "lora": True, "batch_size": 4, "beta": 0.1},
     },
 }
 
@@ -447,7 +458,11 @@ def _generate(attempt: _Attempt, current: LoopRound) -> None:
             reward_model=models.reward_model,
             between_batches=lambda done: attempt.progress(done, len(prompts)),
         )
-        payload = {"prompts": prompts, "candidates": [[c.to_dict() for c in one] for one in found]}
+        payload = {
+            "prompts": prompts,
+            "prompt_ids": ids,
+            "candidates": [[c.to_dict() for c in one] for one in found],
+        }
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(payload, ensure_ascii=False))
@@ -462,10 +477,15 @@ def _label_and_freeze(attempt: _Attempt, current: LoopRound) -> None:
     attempt.stage(LoopStage.LABEL, current.number)
     payload = json.loads(_candidates_path(loop, current.number).read_text())
     candidates = [[Candidate(**c) for c in one] for one in payload["candidates"]]
-    rule = PairRule(settings.pair_rule, settings.gap, settings.rso_accept, settings.rso_beta)
-    rows, labelling = preference_rows(
-        payload["prompts"], candidates, rule, seed=settings.seed + current.number
-    )
+    if loop.labeller == Labeller.CREAM:
+        rows, labelling = _cream_label(attempt, current, payload, candidates)
+        rule = {"rule": settings.pair_rule, "ranked_by": labelling["ranked_by"]}
+    else:
+        pair_rule = PairRule(settings.pair_rule, settings.gap, settings.rso_accept, settings.rso_beta)
+        rows, labelling = preference_rows(
+            payload["prompts"], candidates, pair_rule, seed=settings.seed + current.number
+        )
+        rule = asdict(pair_rule)
     scores = [c.score for one in candidates for c in one]
     labelling.update(
         candidates=len(scores),
@@ -488,7 +508,7 @@ def _label_and_freeze(attempt: _Attempt, current: LoopRound) -> None:
         "labeller": loop.labeller,
         "policy": current.policy.name,
         "reward_model": loop.reward_model.name if loop.reward_model else None,
-        "pair_rule": asdict(rule),
+        "pair_rule": rule,
         "sampling": {"k": settings.k, "temperature": settings.temperature, "top_p": settings.top_p},
     }
 
@@ -509,6 +529,80 @@ def _label_and_freeze(attempt: _Attempt, current: LoopRound) -> None:
         )
     except FreezeError as exc:
         raise LoopError(f"Round {current.number}: {exc}") from exc
+
+
+def _ranker(model: ModelEntry | None) -> tuple[ModelEntry, ModelEntry | None] | None:
+    """CREAM's ranking of a model: its implicit reward against the model it was trained from (its DPO
+    reference, ``base``), or its own log-likelihood when it records none; None without a model."""
+    return None if model is None else (model, model.base)
+
+
+def _cream_rankers(current: LoopRound) -> tuple[tuple, tuple | None]:
+    """The current and the previous ranking of a CREAM round.  The previous model is the last round's
+    policy; round 1's is the starting policy's own base (the paper's SFT model ranked against the model it
+    was tuned from), and when the starting policy records none there is no previous ranking: round 1 is
+    then plain self-rewarding (C = 1 for every pair)."""
+    if current.number == 1:
+        previous = current.policy.base
+    else:
+        previous = (
+            LoopRound.objects.select_related("policy__base")
+            .get(loop_id=current.loop_id, number=current.number - 1)
+            .policy
+        )
+    return _ranker(current.policy), _ranker(previous)
+
+
+def _cream_label(
+    attempt: _Attempt, current: LoopRound, payload: dict, candidates: list
+) -> tuple[list[dict], dict]:
+    from training.engine.lm.consistency import candidate_rewards, cream_rows
+    from training.engine.lm.models import load_model, load_tokenizer
+    from training.engine.lm.policy_eval import distinct_prompts
+
+    responses = [[c.token_ids for c in one] for one in candidates]
+    if any(ids is None for one in responses for ids in one):
+        raise LoopError(f"Round {current.number}: its candidates carry no token ids to rank; generate again.")
+    tokenizer = load_tokenizer(current.policy.spec)
+    prompt_ids = payload.get("prompt_ids") or distinct_prompts(payload["prompts"], tokenizer)[1]
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    loaded: dict[int, object] = {}
+
+    def model(entry: ModelEntry | None):
+        if entry is None:
+            return None
+        if entry.pk not in loaded:
+            loaded[entry.pk] = load_model(entry.spec)
+        return loaded[entry.pk]
+
+    now, before = _cream_rankers(current)
+    total = sum(len(one) for one in responses) * (2 if before else 1)
+    rankings = []
+    for n, ranker in enumerate((now, before)):
+        if ranker is None:
+            rankings.append(None)
+            continue
+        offset = n * sum(len(one) for one in responses)
+        rankings.append(
+            candidate_rewards(
+                model(ranker[0]),
+                model(ranker[1]),
+                prompt_ids,
+                responses,
+                pad_token_id=pad,
+                between_batches=lambda done, offset=offset: attempt.progress(offset + done, total),
+            )
+        )
+    rows, labelling = cream_rows(payload["prompts"], candidates, rankings[0], rankings[1])
+
+    def named(ranker):
+        if ranker is None:
+            return None
+        entry, reference = ranker
+        return f"{entry.name} − {reference.name}" if reference else f"log-likelihood of {entry.name}"
+
+    labelling["ranked_by"] = {"current": named(now), "previous": named(before)}
+    return rows, labelling
 
 
 def _train(attempt: _Attempt, current: LoopRound) -> None:

@@ -34,7 +34,9 @@ class LoopForm(forms.Form):
     )
     start_model = forms.ModelChoiceField(queryset=None, label="Starting policy")
     reward_model = forms.ModelChoiceField(
-        queryset=None, label="Reward model", help_text="Labels every round."
+        queryset=None,
+        label="Reward model",
+        help_text="Labels every round (CREAM: the policy labels itself, the reward model scores its rounds).",
     )
     labeller = forms.ChoiceField(choices=Labeller.choices)
     rounds = forms.IntegerField(min_value=1, max_value=20, initial=3)
@@ -49,7 +51,7 @@ class LoopForm(forms.Form):
         max_value=256,
         required=False,
         label="Samples per prompt",
-        help_text="Empty: 4 (RSO: 64).",
+        help_text="Empty: 4 (RSO: 64, CREAM: 5).",
     )
     temperature = forms.FloatField(min_value=0.01, max_value=2, required=False, help_text="Empty: 1.0.")
     max_new_tokens = forms.IntegerField(min_value=1, max_value=1024, required=False, help_text="Empty: 64.")
@@ -61,10 +63,11 @@ class LoopForm(forms.Form):
     )
     pair_rule = forms.ChoiceField(
         choices=[
-            ("", "the labeller's (best vs worst; RSO: rejection sampling)"),
+            ("", "the labeller's (best vs worst; RSO: rejection sampling; CREAM: its own ranking)"),
             ("best_worst", "best vs worst"),
             ("gap", "every pair above a score gap"),
             ("rso", "RSO rejection sampling"),
+            ("implicit_best_worst", "CREAM: best vs worst by the policy's own implicit reward"),
         ],
         required=False,
         label="Pair rule",
@@ -73,7 +76,7 @@ class LoopForm(forms.Form):
     rso_accept = forms.IntegerField(required=False, label="RSO: accepted per prompt", help_text="Empty: 8.")
     rso_beta = forms.FloatField(required=False, label="RSO: β", help_text="Empty: 0.5.")
     method = forms.ChoiceField(
-        choices=[("", "the labeller's (DPO; RSO: sigmoid-norm)")]
+        choices=[("", "the labeller's (DPO; RSO: sigmoid-norm; CREAM: cream)")]
         + [(m, m) for m in sorted({m for methods in TRAIN_METHODS.values() for m in methods})],
         required=False,
         label="Training method",

@@ -40,9 +40,18 @@ class Candidate:
     ended: bool
     score: float | None = None
     """The reward model's score (None before scoring)."""
+    token_ids: list[int] | None = None
+    """The response's own tokens, as sampled (a labeller that scores them again reads these, not the
+    decoded text, which need not tokenize back to the same ids)."""
 
     def to_dict(self) -> dict:
-        return {"response": self.response, "length": self.length, "ended": self.ended, "score": self.score}
+        return {
+            "response": self.response,
+            "length": self.length,
+            "ended": self.ended,
+            "score": self.score,
+            "token_ids": self.token_ids,
+        }
 
 
 @dataclass
@@ -110,6 +119,7 @@ def sample_candidates(
                         length=int(lengths[row]),
                         ended=bool(batch.ended[row]),
                         score=None if scores is None else float(scores[row]),
+                        token_ids=tokens,
                     )
                 )
     finally:
