@@ -1,8 +1,10 @@
 """Read-side queries used by views, the API and charts."""
 
+from collections.abc import Collection
+
 from django.db.models import OuterRef, QuerySet, Subquery
 
-from .models import Membership, Project, Role
+from .models import Judgment, JudgmentSource, Membership, Project, Role
 
 
 def projects_for_user(*, user) -> QuerySet[Project]:
@@ -181,3 +183,10 @@ def assignment_for_annotator(*, project: Project, annotator, assignment_id: int)
         .filter(pk=assignment_id, annotator=annotator, task__project=project)
         .first()
     )
+
+
+def human_judgment_count(*, task_ids: Collection[int]) -> int:
+    """Current (not superseded) human judgments on the tasks: what a round labelled by people waits for."""
+    return Judgment.objects.filter(
+        task_id__in=list(task_ids), source=JudgmentSource.HUMAN, superseded_by__isnull=True
+    ).count()

@@ -46,6 +46,9 @@ def round_rows(loop: Loop, rounds: list[LoopRound]) -> list[dict]:
                 "labelling": one.labelling,
                 "acceptance_rate": (one.labelling or {}).get("rso/acceptance_rate"),
                 "consistency": (one.labelling or {}).get("cream/consistency"),
+                "waiting_for_people": one.stage == LoopStage.LABEL
+                and "judgments_needed" in (one.labelling or {})
+                and "pairs" not in (one.labelling or {}),
                 "evaluation": one.evaluation,
             }
         )
@@ -54,8 +57,9 @@ def round_rows(loop: Loop, rounds: list[LoopRound]) -> list[dict]:
 
 def loop_chart_data(loop: Loop, rounds: list[LoopRound]) -> dict:
     """``{"charts": [{"key", "title", "x", "y"}], "labelling": [...]}``: the held-out figures per round
-    (0 = baseline), and the pairs each round's labeller made (with RSO's acceptance rate and CREAM's mean
-    consistency C, both in [0, 1] on the right axis)."""
+    (0 = baseline), and the pairs each round's labeller made (with RSO's acceptance rate, CREAM's mean
+    consistency C and, for rounds people labelled, their agreement α and estimated flip rate, on the right
+    axis)."""
     baseline = (loop.result or {}).get("baseline")
     evaluated = [(r.number, r.evaluation) for r in rounds if r.evaluation]
     points = ([(0, baseline)] if baseline else []) + evaluated
@@ -71,6 +75,8 @@ def loop_chart_data(loop: Loop, rounds: list[LoopRound]) -> dict:
         "pairs": [r.labelling.get("pairs") for r in labelled],
         "acceptance": [r.labelling.get("rso/acceptance_rate") for r in labelled],
         "consistency": [r.labelling.get("cream/consistency") for r in labelled],
+        "agreement": [r.labelling.get("agreement_alpha") for r in labelled],
+        "flip_rate": [r.labelling.get("label_flip_rate") for r in labelled],
         "candidate_score": [r.labelling.get("mean_candidate_score") for r in labelled],
     }
     return {"charts": charts, "labelling": labelling}

@@ -257,6 +257,7 @@ class Artifact(models.Model):
 class Labeller(models.TextChoices):
     REWARD_MODEL = "reward_model", "Reward model (best vs worst, or every pair above a score gap)"
     RSO = "rso", "RSO: statistical rejection sampling, pairs labelled by a reward model"
+    PEOPLE = "people", "People: annotators judge each round's samples in the usual screens"
     CREAM = "cream", "CREAM: the policy ranks its own samples, weighed by its consistency with the last round"
 
 

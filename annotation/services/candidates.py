@@ -3,9 +3,12 @@
 Generation jobs (``training/services/generation.py``) sample; this module is how their output enters the
 curation side.  Tasks per project type (docs/data-mapping.md): pairwise, every pair of the new candidates;
 ranking, one task with all of them; step-wise and factuality, one task per candidate (steps / sentences
-split here).
+split here).  ``candidates_post`` does the same for an online loop's round of sampled responses, which
+annotators then judge in the usual screens.
 """
 
+import hashlib
+import json
 from itertools import combinations
 
 from django.db import transaction
@@ -69,3 +72,38 @@ def candidates_add(*, item: Item, texts: list[str], provenance: dict) -> tuple[i
         Task.objects.bulk_create(Task(project=item.project, item=item, candidate_ids=g) for g in groups)
         progress_tasks_added(project_id=item.project_id, count=len(groups))
     return len(candidates), len(groups)
+
+
+def _prompt_item(project: Project, prompt, source: str) -> Item:
+    """The project's item asking ``prompt`` (text, or chat messages), created when there is none."""
+    if isinstance(prompt, list):
+        found = project.items.filter(messages=prompt, is_gold=False).first()
+    else:
+        found = project.items.filter(prompt=prompt, messages__isnull=True, is_gold=False).first()
+    if found is not None:
+        return found
+    digest = hashlib.sha256(json.dumps({"prompt": prompt}, sort_keys=True).encode()).hexdigest()
+    text, messages = ("", prompt) if isinstance(prompt, list) else (prompt, None)
+    return Item.objects.create(
+        project=project, prompt=text, messages=messages, source=source, content_hash=digest
+    )
+
+
+def candidates_post(
+    *, project: Project, prompts: list, texts: list[list[str]], batch: str, provenance: dict
+) -> list[int]:
+    """Put each prompt's sampled ``texts`` before the project's annotators (on the prompt's item, made when
+    the project has none) and return the ids of every task of ``batch``, a name the caller gives this set
+    of responses.  Idempotent: a prompt whose item already holds responses of ``batch`` is left as it is,
+    so a retried call posts only what the first did not."""
+    if project.task_type not in (TaskType.PAIRWISE, TaskType.RANKING):
+        raise ValueError(f"{project.get_task_type_display()} projects do not take sampled text responses.")
+    for prompt, responses in zip(prompts, texts, strict=True):
+        item = _prompt_item(project, prompt, source=batch)
+        if not item.candidates.filter(provenance__batch=batch).exists():
+            candidates_add(item=item, texts=responses, provenance={**provenance, "batch": batch})
+    posted = dict(
+        Candidate.objects.filter(item__project=project, provenance__batch=batch).values_list("id", "item_id")
+    )
+    tasks = Task.objects.filter(item_id__in=set(posted.values())).order_by("item_id", "id")
+    return [task.pk for task in tasks if set(task.candidate_ids) <= posted.keys()]

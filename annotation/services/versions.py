@@ -4,7 +4,7 @@ import hashlib
 import json
 import tempfile
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import asdict, dataclass, field, fields
 from itertools import islice
 
@@ -119,10 +119,12 @@ class ProjectData:
     human: dict[int, dict[int, str]] = field(default_factory=dict)
 
 
-def project_data_load(*, project: Project) -> ProjectData:
+def project_data_load(*, project: Project, task_ids: Collection[int] | None = None) -> ProjectData:
     """Selector: everything a freeze reads, streamed in task batches (a few queries per batch, none per
-    task), so memory stays bounded by the batch rather than the project."""
+    task), so memory stays bounded by the batch rather than the project; ``task_ids`` reads only those."""
     tasks = Task.objects.filter(project=project).order_by("item_id", "id")
+    if task_ids is not None:
+        tasks = tasks.filter(pk__in=list(task_ids))
     data = ProjectData(task_count=tasks.count(), batches=iter(()))
     rows = tasks.values_list("id", "item_id", "candidate_ids").iterator(chunk_size=TASK_BATCH)
     data.batches = (_batch_load(project, batch, data.human) for batch in _chunks(rows, TASK_BATCH))
@@ -362,6 +364,21 @@ def dataset_version_freeze(
         built.spool.close()
 
 
+def rows_for_tasks(
+    *, project: Project, task_ids: Collection[int], rule: FreezeRule
+) -> tuple[list[dict], dict]:
+    """The rows ``rule`` makes of the current votes on ``task_ids`` alone (the tasks an online loop's round
+    put before annotators), in task order, and what a freeze would report of them: tasks considered and
+    dropped by reason, votes counted, Krippendorff's α and the estimated flip rate of the human votes."""
+    data = project_data_load(project=project, task_ids=task_ids)
+    built = rows_build(task_type=project.task_type, data=data, rule=rule)
+    try:
+        rows = [vr.make_conversational(row) if built.conversational else row for _, row in built.spool]
+    finally:
+        built.spool.close()
+    return rows, _vote_stats(built, data)
+
+
 def dataset_version_from_rows(
     *,
     project: Project,
@@ -403,12 +420,16 @@ def _split_rows(built: BuiltRows, splits: dict[int, str]) -> Iterator[tuple[str,
 
 
 def _stats(built: BuiltRows, splits: dict[int, str], data: ProjectData) -> dict:
-    flip = flip_rate(data.human)
     n_test = sum(n for item_id, n in built.per_item.items() if splits[item_id] == "test")
+    counts = {"examples": built.examples, "train": built.examples - n_test, "test": n_test}
+    return {**counts, **_vote_stats(built, data)}
+
+
+def _vote_stats(built: BuiltRows, data: ProjectData) -> dict:
+    """What the rule did with the votes: tasks considered and dropped by reason, votes counted, and the
+    human votes' agreement (Krippendorff's α) and estimated flip rate."""
+    flip = flip_rate(data.human)
     return {
-        "examples": built.examples,
-        "train": built.examples - n_test,
-        "test": n_test,
         "tasks_considered": data.task_count,
         "tasks_dropped": dict(sorted(built.dropped.items())),
         "votes": built.counted,

@@ -36,8 +36,15 @@
         traces.push({x: labelling.x, y: labelling.consistency, type: "scatter", mode: "lines+markers",
                      name: "CREAM consistency C", yaxis: "y2", marker: {size: 8}});
       }
+      [["agreement", "annotators' agreement α"], ["flip_rate", "estimated flip rate"]].forEach(function (pair) {
+        const values = labelling[pair[0]];
+        if (values.some(function (v) { return v !== null; })) {
+          traces.push({x: labelling.x, y: values, type: "scatter", mode: "lines+markers",
+                       name: pair[1], yaxis: "y2", marker: {size: 8}});
+        }
+      });
       const lay = layout("Pairs the labeller made", "pairs");
-      lay.yaxis2 = {overlaying: "y", side: "right", range: [0, 1], title: {text: "rate / C"}};
+      lay.yaxis2 = {overlaying: "y", side: "right", range: [-0.1, 1], title: {text: "rate / C / α"}};
       lay.showlegend = traces.length > 1;
       waits.push(Plotly.react(el, traces, lay, config));
     }

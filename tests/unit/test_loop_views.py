@@ -5,7 +5,7 @@ import pytest
 
 from jobs.models import JobState
 from tests.factories import MembershipFactory, ProjectFactory, UserFactory
-from tests.unit.test_loops import TRAIN, registry  # noqa: F401
+from tests.unit.test_loops import TRAIN, _create, registry  # noqa: F401
 from training.models import Labeller, Loop
 from training.services.loops import loop_create, loop_run
 
@@ -131,3 +131,23 @@ def test_cancel_and_resume_from_the_page(manager_client, project, registry, mana
     manager_client.post(f"/projects/{project.pk}/loops/{loop.pk}/resume/")  # a second click changes nothing
     loop.refresh_from_db()
     assert loop.state == JobState.QUEUED and not loop.cancel_requested
+
+
+@pytest.mark.django_db
+def test_a_round_waiting_for_people_shows_how_many_judgments_are_in_and_links_to_annotate(
+    manager_client, project, registry, manager
+):
+    from training.models import LoopRound, LoopStage
+
+    loop = _create(registry, manager, Labeller.PEOPLE, rounds=1)
+    Loop.objects.filter(pk=loop.pk).update(state=JobState.RUNNING, stage=LoopStage.LABEL, progress_done=1)
+    LoopRound.objects.create(
+        loop=loop,
+        number=1,
+        policy=registry["policy"],
+        stage=LoopStage.LABEL,
+        labelling={"tasks": 3, "judgments_needed": 3},
+    )
+    page = manager_client.get(f"/projects/{project.pk}/loops/{loop.pk}/").content.decode()
+    assert "waiting for people: <b>1 of 3</b> judgments in on 3 tasks" in page
+    assert f'href="/projects/{project.pk}/annotate/"' in page

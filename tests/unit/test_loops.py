@@ -233,19 +233,42 @@ def test_a_cream_loop_labels_its_own_samples_and_weighs_round_two_by_consistency
     assert first.labelling["cream/consistency"] is None
     assert {e.row["consistency"] for e in first.dataset_version.examples.all()} == {1.0}
     trained = first.trained_model.name
-    assert second.labelling["ranked_by"] == {
-        "current": f"{trained} − tiny-llama",
-        "previous": "log-likelihood of tiny-llama",
-    }
-    values = [e.row["consistency"] for e in second.dataset_version.examples.all()]
-    assert values and all(0.0 <= c <= 1.0 for c in values) and len(set(values)) > 1
-    assert second.labelling["cream/consistency"] == pytest.approx(sum(values) / len(values))
+    # round 2 ranks by the trained model's implicit reward; the base-less start gives no previous ranking
+    assert second.labelling["ranked_by"] == {"current": f"{trained} − tiny-llama", "previous": None}
     assert second.dataset_version.rule["pair_rule"]["rule"] == "implicit_best_worst"
     assert second.training_job.method == "cream" and second.evaluation["n"] == 3
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_cream_loop_from_a_tuned_policy_weighs_round_two_by_consistency(registry, manager, tmp_path):
+    from training.engine.lm.models import load_model
+
+    torch.manual_seed(1)
+    model = load_model(registry["policy"].spec)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))  # a policy that differs from its base
+    model.save_pretrained(tmp_path / "tuned")
+    load_tokenizer(registry["policy"].spec).save_pretrained(tmp_path / "tuned")
+    tuned = ModelEntry.objects.create(
+        name="tuned", location=Location.LOCAL, path=str(tmp_path / "tuned"), base=registry["policy"]
+    )
+    loop = _create(registry, manager, Labeller.CREAM, k=4, train={**TRAIN, "method": "cream"})
+    Loop.objects.filter(pk=loop.pk).update(start_model=tuned)
+    loop_run(loop_id=loop.pk)
+    loop.refresh_from_db()
+    assert loop.state == JobState.SUCCEEDED, loop.traceback
+    first, second = LoopRound.objects.filter(loop=loop).order_by("number")
+    assert first.labelling["ranked_by"] == {"current": "tuned − tiny-llama", "previous": None}
+    assert {e.row["consistency"] for e in first.dataset_version.examples.all()} == {1.0}
+    assert second.labelling["ranked_by"]["previous"] == "tuned − tiny-llama"
+    values = [e.row["consistency"] for e in second.dataset_version.examples.all()]
+    assert values and all(0.0 <= c <= 1.0 for c in values) and len(set(values)) > 1
+    assert second.labelling["cream/consistency"] == pytest.approx(sum(values) / len(values))
+
+
 @pytest.mark.django_db
-def test_cream_round_one_compares_with_the_starting_policys_own_base(registry, manager):
+def test_cream_compares_with_the_last_rounds_policy_only_when_it_has_a_base(registry, manager):
     from training.services.loops import _cream_rankers
 
     tuned = ModelEntry.objects.create(
@@ -253,6 +276,9 @@ def test_cream_round_one_compares_with_the_starting_policys_own_base(registry, m
     )
     loop = _create(registry, manager, Labeller.CREAM, train={**TRAIN, "method": "cream"})
     first = LoopRound.objects.create(loop=loop, number=1, policy=tuned)
-    assert _cream_rankers(first) == ((tuned, registry["policy"]), (registry["policy"], None))
+    assert _cream_rankers(first) == ((tuned, registry["policy"]), None)
     second = LoopRound.objects.create(loop=loop, number=2, policy=registry["policy"])
     assert _cream_rankers(second) == ((registry["policy"], None), (tuned, registry["policy"]))
+    LoopRound.objects.filter(pk=first.pk).update(policy=registry["policy"])
+    second.refresh_from_db()
+    assert _cream_rankers(second) == ((registry["policy"], None), None)  # a base-less model does not rank

@@ -59,11 +59,13 @@ TRAIN_METHODS = {
     Labeller.REWARD_MODEL: ("dpo", "ipo", "cdpo", "hinge", "sigmoid_norm"),
     Labeller.RSO: ("sigmoid_norm", "hinge"),
     Labeller.CREAM: ("cream", "dpo"),  # dpo: self-rewarding without the consistency regulariser
+    Labeller.PEOPLE: ("dpo", "ipo", "cdpo", "rdpo", "hinge", "sigmoid_norm"),
 }
 PAIR_RULES = {
-    Labeller.REWARD_MODEL: ("best_worst", "gap"),
+    Labeller.REWARD_MODEL: ("best_worst", "gap", "sampled_pairs"),
     Labeller.RSO: ("rso",),
     Labeller.CREAM: ("implicit_best_worst",),
+    Labeller.PEOPLE: ("annotators",),
 }
 WAIT_SECONDS = 2.0
 """How often a loop waiting for a training job another worker runs looks at it."""
@@ -98,13 +100,18 @@ class LoopSettings:
     max_prompt_length: int = 256
     """Prompts longer than this (tokens) are left out."""
     pair_rule: str = "best_worst"
-    """best_worst (the OneRec recipe), gap (every pair at least ``gap`` apart), rso, or
+    """best_worst (the OneRec recipe), gap (every pair at least ``gap`` apart), sampled_pairs (in sampling
+    order, RSO's baseline), rso, or
     implicit_best_worst (CREAM: best and worst by the policy's own implicit reward)."""
     gap: float = 0.5
     rso_accept: int = 8
     """RSO: responses accepted per prompt (then paired)."""
     rso_beta: float = 0.5
     """RSO: β of the target π ∝ π_sft·exp(r/β)."""
+    min_judgments: int = 0
+    """People: the round goes on once this many judgments are in (0: one per task it posted)."""
+    min_votes: int = 1
+    """People: votes a task needs to become a row (the freeze rule's ``min_votes``)."""
     seed: int = 0
     train: dict = field(default_factory=dict)
     """The training job's settings (``method``, ``learning_rate``, ``max_steps``, ``lora``, …)."""
@@ -143,6 +150,8 @@ class LoopSettings:
             "max_prompt_length": (8, 8192),
             "rso_accept": (2, 256),
             "seed": (0, 2**31 - 1),
+            "min_judgments": (0, 1_000_000),
+            "min_votes": (1, 100),
         }
         for name, (low, high) in ranges.items():
             value = getattr(self, name)
@@ -186,6 +195,11 @@ LABELLER_DEFAULTS = {
             "batch_size": 4,
             "gamma": 0.05,
         },
+    },
+    Labeller.PEOPLE: {
+        "k": 2,
+        "pair_rule": "annotators",
+        "train": {"method": "dpo", "learning_rate": 5e-5, "lora": True, "batch_size": 4, "beta": 0.1},
     },
     Labeller.CREAM: {
         "k": 5,
@@ -480,6 +494,9 @@ def _label_and_freeze(attempt: _Attempt, current: LoopRound) -> None:
     if loop.labeller == Labeller.CREAM:
         rows, labelling = _cream_label(attempt, current, payload, candidates)
         rule = {"rule": settings.pair_rule, "ranked_by": labelling["ranked_by"]}
+    elif loop.labeller == Labeller.PEOPLE:
+        rows, labelling = _people_label(attempt, current, payload, candidates)
+        rule = {"rule": settings.pair_rule, "min_votes": settings.min_votes}
     else:
         pair_rule = PairRule(settings.pair_rule, settings.gap, settings.rso_accept, settings.rso_beta)
         rows, labelling = preference_rows(
@@ -494,6 +511,12 @@ def _label_and_freeze(attempt: _Attempt, current: LoopRound) -> None:
         if scores
         else None,
     )
+    if not rows and loop.labeller == Labeller.PEOPLE:
+        dropped = ", ".join(f"{why}: {n}" for why, n in labelling["tasks_dropped"].items()) or "none"
+        raise LoopError(
+            f"Round {current.number}: the annotators' judgments made no row (tasks dropped by the rule: "
+            f"{dropped}); judge more of its tasks or lower min_votes, then resume the loop."
+        )
     if not rows:
         raise LoopError(
             f"Round {current.number}: the {loop.get_labeller_display().split(':')[0]} labeller made no pair "
@@ -531,26 +554,26 @@ def _label_and_freeze(attempt: _Attempt, current: LoopRound) -> None:
         raise LoopError(f"Round {current.number}: {exc}") from exc
 
 
-def _ranker(model: ModelEntry | None) -> tuple[ModelEntry, ModelEntry | None] | None:
-    """CREAM's ranking of a model: its implicit reward against the model it was trained from (its DPO
-    reference, ``base``), or its own log-likelihood when it records none; None without a model."""
-    return None if model is None else (model, model.base)
-
-
 def _cream_rankers(current: LoopRound) -> tuple[tuple, tuple | None]:
-    """The current and the previous ranking of a CREAM round.  The previous model is the last round's
-    policy; round 1's is the starting policy's own base (the paper's SFT model ranked against the model it
-    was tuned from), and when the starting policy records none there is no previous ranking: round 1 is
-    then plain self-rewarding (C = 1 for every pair)."""
-    if current.number == 1:
-        previous = current.policy.base
-    else:
+    """The current and the previous ranking of a CREAM round, each ``(model, its reference)``.
+
+    A ranking is a model's implicit reward against the model it was trained from (``base``, its DPO
+    reference).  The current one falls back to the policy's own log-likelihood (reference None) when it
+    records no base, so a loop can start from any model.  The previous one is the last round's policy, and
+    exists only when that model has a base: its bare log-likelihood would be no reward, and one the current
+    reward (which subtracts it) is built to disagree with.  So round 1 (no last round) and a round after a
+    base-less start have no previous ranking: plain self-rewarding, C = 1 for every pair.  Starting from a
+    tuned model (its base the model it was tuned from, as the paper's SFT model) gives round 2 on a C."""
+    policy = current.policy
+    previous = None
+    if current.number > 1:
         previous = (
             LoopRound.objects.select_related("policy__base")
             .get(loop_id=current.loop_id, number=current.number - 1)
             .policy
         )
-    return _ranker(current.policy), _ranker(previous)
+    before = (previous, previous.base) if previous is not None and previous.base is not None else None
+    return (policy, policy.base), before
 
 
 def _cream_label(
@@ -602,6 +625,46 @@ def _cream_label(
         return f"{entry.name} − {reference.name}" if reference else f"log-likelihood of {entry.name}"
 
     labelling["ranked_by"] = {"current": named(now), "previous": named(before)}
+    return rows, labelling
+
+
+def _people_label(
+    attempt: _Attempt, current: LoopRound, payload: dict, candidates: list
+) -> tuple[list[dict], dict]:
+    """Post the round's samples as tasks of the loop's project, wait until enough judgments are in, and
+    make rows of the current votes on those tasks by the freeze rule (``min_votes``)."""
+    from annotation.selectors import human_judgment_count
+    from annotation.services.candidates import candidates_post
+    from annotation.services.versions import FreezeRule, rows_for_tasks
+
+    loop, settings = attempt.loop, attempt.settings
+    tasks = candidates_post(
+        project=loop.project,
+        prompts=payload["prompts"],
+        texts=[[c.response for c in one] for one in candidates],
+        batch=f"loop-{loop.run_token}-round-{current.number}",
+        provenance={"kind": "loop", "loop": loop.pk, "round": current.number, "policy": current.policy.name},
+    )
+    needed = settings.min_judgments or len(tasks)
+    LoopRound.objects.filter(pk=current.pk).update(
+        labelling={"tasks": len(tasks), "judgments_needed": needed}
+    )
+    attempt.stage(LoopStage.LABEL, current.number, 0, needed)
+    while (done := human_judgment_count(task_ids=tasks)) < needed:
+        attempt.progress(done, needed)
+        time.sleep(WAIT_SECONDS)
+    attempt.progress(done, needed)
+    rows, stats = rows_for_tasks(
+        project=loop.project, task_ids=tasks, rule=FreezeRule(min_votes=settings.min_votes)
+    )
+    labelling = {
+        "pairs": len(rows),
+        "prompts": len(payload["prompts"]),
+        "tasks": len(tasks),
+        "judgments": done,
+        "judgments_needed": needed,
+        **stats,
+    }
     return rows, labelling
 
 

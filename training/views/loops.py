@@ -21,7 +21,7 @@ from ..services.loops import TRAIN_METHODS, loop_cancel, loop_create, loop_resum
 from .policy_comparison import prompt_text
 
 SETTING_FIELDS = ("rounds", "patience", "k", "temperature", "max_new_tokens", "max_prompts", "eval_prompts")
-PAIR_FIELDS = ("pair_rule", "gap", "rso_accept", "rso_beta")
+PAIR_FIELDS = ("pair_rule", "gap", "rso_accept", "rso_beta", "min_judgments", "min_votes")
 TRAIN_FIELDS = ("method", "learning_rate", "epochs", "max_steps", "batch_size")
 
 
@@ -51,7 +51,7 @@ class LoopForm(forms.Form):
         max_value=256,
         required=False,
         label="Samples per prompt",
-        help_text="Empty: 4 (RSO: 64, CREAM: 5).",
+        help_text="Empty: 4 (RSO: 64, CREAM: 5, people: 2).",
     )
     temperature = forms.FloatField(min_value=0.01, max_value=2, required=False, help_text="Empty: 1.0.")
     max_new_tokens = forms.IntegerField(min_value=1, max_value=1024, required=False, help_text="Empty: 64.")
@@ -66,8 +66,10 @@ class LoopForm(forms.Form):
             ("", "the labeller's (best vs worst; RSO: rejection sampling; CREAM: its own ranking)"),
             ("best_worst", "best vs worst"),
             ("gap", "every pair above a score gap"),
+            ("sampled_pairs", "samples paired as drawn, labelled by score"),
             ("rso", "RSO rejection sampling"),
             ("implicit_best_worst", "CREAM: best vs worst by the policy's own implicit reward"),
+            ("annotators", "people: the annotators' judgments"),
         ],
         required=False,
         label="Pair rule",
@@ -75,6 +77,15 @@ class LoopForm(forms.Form):
     gap = forms.FloatField(required=False, help_text="Gap rule: the smallest score difference a pair needs.")
     rso_accept = forms.IntegerField(required=False, label="RSO: accepted per prompt", help_text="Empty: 8.")
     rso_beta = forms.FloatField(required=False, label="RSO: β", help_text="Empty: 0.5.")
+    min_judgments = forms.IntegerField(
+        min_value=0,
+        required=False,
+        label="People: continue after",
+        help_text="Judgments a round waits for before it trains. Empty or 0: one per task it posts.",
+    )
+    min_votes = forms.IntegerField(
+        min_value=1, max_value=100, required=False, label="People: votes per task", help_text="Empty: 1."
+    )
     method = forms.ChoiceField(
         choices=[("", "the labeller's (DPO; RSO: sigmoid-norm; CREAM: cream)")]
         + [(m, m) for m in sorted({m for methods in TRAIN_METHODS.values() for m in methods})],

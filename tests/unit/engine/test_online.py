@@ -223,6 +223,13 @@ def test_preference_rows_best_worst_rows_summary_and_a_prompt_without_pair():
     }
 
 
+def test_preference_rows_sampled_pairs_pair_neighbours_in_sampling_order_and_drop_ties():
+    candidates = [scored(0.1, 0.7, 0.4, 0.4, 0.9, prefix="a")]
+    rows, summary = preference_rows(["p"], candidates, PairRule("sampled_pairs"), seed=0)
+    assert [(r["chosen"], r["rejected"]) for r in rows] == [("a1", "a0")]  # a2-a3 tie; a4 has no partner
+    assert summary["pairs"] == 1 and "rso/acceptance_rate" not in summary
+
+
 def test_preference_rows_gap_rows_follow_prompt_then_pair_order():
     messages = [{"role": "user", "content": "hi"}]
     candidates = [scored(0.0, 1.0, 2.0, prefix="a"), scored(5.0, 4.0, prefix="b")]

@@ -6,6 +6,9 @@ Pair rules, on one prompt's scored candidates:
 * ``best_worst`` (the OneRec recipe): the highest-scored response is chosen, the lowest rejected; a prompt
   whose candidates all score the same gives no pair.
 * ``gap``: every ordered pair whose scores differ by at least ``gap``.
+* ``sampled_pairs`` (RSO's baseline of plain policy samples labelled by the reward model): the responses
+  paired in the order they were sampled (1st with 2nd, 3rd with 4th, …), each pair labelled by its scores
+  (a tie is dropped); with ``k`` = 2·``rso_accept`` it makes as many pairs as ``rso``.
 * ``rso`` (Liu et al., statistical rejection sampling): responses are accepted with probability
   exp((r − r_max)/β), r_max the best score among those not yet accepted, pass after pass until ``accept``
   are, which draws from π ∝ π_sft·exp(r/β); the accepted ones are paired in acceptance order (1st with 2nd,
@@ -27,7 +30,7 @@ from torch import nn
 
 from training.engine.lm.rollout import SamplingConfig, sample, sequence_scores
 
-PAIR_RULES = ("best_worst", "gap", "rso")
+PAIR_RULES = ("best_worst", "gap", "sampled_pairs", "rso")
 
 
 @dataclass
@@ -211,6 +214,8 @@ def pairs_for(
         return best_worst_pair(scores), {}
     if rule.rule == "gap":
         return gap_pairs(scores, rule.gap), {}
+    if rule.rule == "sampled_pairs":
+        return labelled_pairs(scores, range(len(scores))), {}
     stats = rejection_sample(scores, accept=rule.rso_accept, beta=rule.rso_beta, rng=rng)
     return labelled_pairs(scores, stats.accepted), {"accepted": len(stats.accepted), "draws": stats.draws}
 

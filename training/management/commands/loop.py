@@ -1,7 +1,8 @@
 """``manage.py loop``: start, show, list, cancel and resume online loops (``training/services/loops.py``).
 
     loop start --project ID --prompt-version N --start-model NAME --reward-model NAME
-               --labeller reward_model|rso [--name NAME] [--settings JSON|@FILE] [--user USERNAME] [--run]
+               --labeller reward_model|rso|cream|people [--name NAME] [--settings JSON|@FILE]
+               [--user USERNAME] [--run]
     loop show ID
     loop list [--project ID]
     loop cancel ID
