@@ -134,12 +134,16 @@ REF_HELP = {
     "value_model": "Reward model the value model starts from; empty = a copy of the reward model.",
     DPO_REF: "Model of a finished DPO-family job: its implicit reward scores every token. Its reference "
     "(that job's base model) is set from the job.",
+    "reference_model": "The model whose log-probs are the reference; empty = the base model's own starting "
+    "weights (it must share the base model's tokenizer).",
 }
 REF_REFUSED = {
     "reward_model": "Choose one of the reward models offered (a reward-model entry you can use).",
     "value_model": "Choose one of the reward models offered, or leave it empty.",
     DPO_REF: "Choose one of the models offered: those of finished DPO-family jobs of your projects.",
+    "reference_model": "Choose one of the language models offered, or leave it empty.",
 }
+EMPTY_LABELS = {"value_model": "same as the reward model", "reference_model": "the base model's own weights"}
 
 
 def dpo_model_label(entry: ModelEntry) -> str:
@@ -152,7 +156,7 @@ def model_ref_field(name: str, *, user) -> forms.ModelChoiceField:
     field = forms.ModelChoiceField(
         queryset=model_ref_choices(field=name, user=user),
         required=name not in OPTIONAL_REFS,
-        empty_label="same as the reward model" if name in OPTIONAL_REFS else "---------",
+        empty_label=EMPTY_LABELS.get(name, "---------"),
         label=name,
         help_text=REF_HELP[name],
         error_messages={"invalid_choice": REF_REFUSED[name]},

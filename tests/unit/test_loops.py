@@ -282,3 +282,18 @@ def test_cream_compares_with_the_last_rounds_policy_only_when_it_has_a_base(regi
     LoopRound.objects.filter(pk=first.pk).update(policy=registry["policy"])
     second.refresh_from_db()
     assert _cream_rankers(second) == ((registry["policy"], None), None)  # a base-less model does not rank
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_loop_can_keep_its_starting_policy_as_every_rounds_reference(registry, manager):
+    with pytest.raises(ValidationError) as bad:
+        LoopSettings.for_labeller(Labeller.REWARD_MODEL, {"reference": "base"})
+    assert "reference" in bad.value.message_dict
+    loop = _create(registry, manager, reference="start")
+    loop_run(loop_id=loop.pk)
+    loop.refresh_from_db()
+    assert loop.state == JobState.SUCCEEDED, loop.traceback
+    first, second = LoopRound.objects.filter(loop=loop).order_by("number")
+    assert first.training_job.config.get("reference_model") is None  # round 1 starts from the start itself
+    assert second.training_job.config["reference_model"] == registry["policy"].spec
+    assert second.training_job.base_model == first.trained_model

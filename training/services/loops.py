@@ -67,6 +67,7 @@ PAIR_RULES = {
     Labeller.CREAM: ("implicit_best_worst",),
     Labeller.PEOPLE: ("annotators",),
 }
+REFERENCES = ("round_policy", "start")
 WAIT_SECONDS = 2.0
 """How often a loop waiting for a training job another worker runs looks at it."""
 EXAMPLES = 4
@@ -108,6 +109,9 @@ class LoopSettings:
     """RSO: responses accepted per prompt (then paired)."""
     rso_beta: float = 0.5
     """RSO: β of the target π ∝ π_sft·exp(r/β)."""
+    reference: str = "round_policy"
+    """Each round's DPO reference: ``round_policy`` (the policy it starts from: iterative DPO) or ``start``
+    (the loop's starting policy, every round)."""
     min_judgments: int = 0
     """People: the round goes on once this many judgments are in (0: one per task it posted)."""
     min_votes: int = 1
@@ -166,6 +170,8 @@ class LoopSettings:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not low < value <= high:
                 errors[name] = f"{name} must be above {low} and at most {high:g}, not {value!r}."
+        if self.reference not in REFERENCES:
+            errors["reference"] = f"reference is one of {', '.join(REFERENCES)}, not {self.reference!r}."
         if self.pair_rule not in PAIR_RULES.get(labeller, ()):
             rules = ", ".join(PAIR_RULES.get(labeller, ()))
             errors["pair_rule"] = f"The {labeller} labeller pairs by {rules}, not {self.pair_rule!r}."
@@ -557,13 +563,13 @@ def _label_and_freeze(attempt: _Attempt, current: LoopRound) -> None:
 def _cream_rankers(current: LoopRound) -> tuple[tuple, tuple | None]:
     """The current and the previous ranking of a CREAM round, each ``(model, its reference)``.
 
-    A ranking is a model's implicit reward against the model it was trained from (``base``, its DPO
-    reference).  The current one falls back to the policy's own log-likelihood (reference None) when it
-    records no base, so a loop can start from any model.  The previous one is the last round's policy, and
-    exists only when that model has a base: its bare log-likelihood would be no reward, and one the current
-    reward (which subtracts it) is built to disagree with.  So round 1 (no last round) and a round after a
-    base-less start have no previous ranking: plain self-rewarding, C = 1 for every pair.  Starting from a
-    tuned model (its base the model it was tuned from, as the paper's SFT model) gives round 2 on a C."""
+    A ranking is a model's implicit reward against its DPO reference (``_reference_of``).  The current
+    one falls back to the policy's own log-likelihood (reference None) when it has no reference, so a loop
+    can start from any model.  The previous one is the last round's policy, and exists only when that
+    model has a reference: its bare log-likelihood would be no reward, and one the current reward (which
+    subtracts it) is built to disagree with.  So round 1 (no last round) and a round after a base-less
+    start have no previous ranking: plain self-rewarding, C = 1 for every pair.  Starting from a tuned
+    model (its base the model it was tuned from, as the paper's SFT model) gives round 2 on a C."""
     policy = current.policy
     previous = None
     if current.number > 1:
@@ -572,8 +578,16 @@ def _cream_rankers(current: LoopRound) -> tuple[tuple, tuple | None]:
             .get(loop_id=current.loop_id, number=current.number - 1)
             .policy
         )
-    before = (previous, previous.base) if previous is not None and previous.base is not None else None
-    return (policy, policy.base), before
+    before = _reference_of(current.loop, previous) if previous is not None else None
+    return (policy, _reference_of(current.loop, policy)), ((previous, before) if before is not None else None)
+
+
+def _reference_of(loop: Loop, model: ModelEntry) -> ModelEntry | None:
+    """The model ``model`` was trained against: the loop's starting policy when every round keeps it as
+    the reference, else the model it was trained from (``base``); None for a model with neither."""
+    if loop.settings.get("reference") == "start" and model.pk != loop.start_model_id:
+        return loop.start_model
+    return model.base
 
 
 def _cream_label(
@@ -704,6 +718,8 @@ def _launch_round_job(attempt: _Attempt, current: LoopRound) -> TrainingJob:
     ):
         return current.training_job  # another attempt launched it meanwhile
     params = {**settings.train, "seed": settings.seed + current.number, "save_final": True}
+    if settings.reference == "start" and current.policy_id != loop.start_model_id:
+        params["reference_model"] = loop.start_model_id
     job = training_job_launch(
         params=params,
         base_model=current.policy,

@@ -29,10 +29,16 @@ from .reward_comparison import is_dpo_family
 
 REWARD_REFS = ("reward_model", "value_model")
 DPO_REF = "dpo_model"
-MODEL_REFS = (*REWARD_REFS, DPO_REF)
+REFERENCE_REF = "reference_model"
+MODEL_REFS = (*REWARD_REFS, DPO_REF, REFERENCE_REF)
 """Config fields that name a model besides the base: a client gives an entry id, the config gets its spec."""
-OPTIONAL_REFS = ("value_model",)
-NOUNS = {"reward_model": "reward model", "value_model": "reward model", DPO_REF: "DPO model"}
+OPTIONAL_REFS = ("value_model", REFERENCE_REF)
+NOUNS = {
+    "reward_model": "reward model",
+    "value_model": "reward model",
+    DPO_REF: "DPO model",
+    REFERENCE_REF: "language model",
+}
 MAX_ROWS = 64
 MAX_TEXT = 4000
 
@@ -71,6 +77,8 @@ def model_ref_choices(*, field: str, user) -> QuerySet[ModelEntry]:
     """The entries the launch form offers for ``field``."""
     if field == DPO_REF:
         return dpo_models_for_user(user=user)
+    if field == REFERENCE_REF:
+        return _visible(user, [ModelKind.CAUSAL_LM])
     return _visible(user, [ModelKind.REWARD_MODEL])
 
 
@@ -83,7 +91,7 @@ def _refused(field: str, pk: int, user) -> str:
             f"{entry.name} was not trained by a finished DPO-family job: RTO's token reward is the implicit "
             "reward of such a job's model."
         )
-    return f"{entry.name} is a {entry.get_kind_display().lower()}, not a reward model."
+    return f"{entry.name} is a {entry.get_kind_display().lower()}, not a {NOUNS[field]}."
 
 
 def model_ref_entry(*, field: str, value, user) -> tuple[ModelEntry | None, str | None]:

@@ -86,6 +86,14 @@ class LoopForm(forms.Form):
     min_votes = forms.IntegerField(
         min_value=1, max_value=100, required=False, label="People: votes per task", help_text="Empty: 1."
     )
+    reference = forms.ChoiceField(
+        choices=[
+            ("", "the round's policy (iterative DPO)"),
+            ("start", "the starting policy, every round"),
+        ],
+        required=False,
+        label="DPO reference",
+    )
     method = forms.ChoiceField(
         choices=[("", "the labeller's (DPO; RSO: sigmoid-norm; CREAM: cream)")]
         + [(m, m) for m in sorted({m for methods in TRAIN_METHODS.values() for m in methods})],
@@ -120,7 +128,7 @@ class LoopForm(forms.Form):
                 ("name", "prompt_version", "start_model", "reward_model", "labeller") + SETTING_FIELDS[:2],
             ),
             ("Sampling and pairing", SETTING_FIELDS[2:] + PAIR_FIELDS),
-            ("Training each round", TRAIN_FIELDS),
+            ("Training each round", ("reference",) + TRAIN_FIELDS),
         )
         return [(heading, [self[name] for name in names]) for heading, names in headings]
 
@@ -128,7 +136,9 @@ class LoopForm(forms.Form):
         """The settings the form was given (the labeller's defaults fill the rest)."""
         data = self.cleaned_data
         given = {
-            name: data[name] for name in SETTING_FIELDS + PAIR_FIELDS if data.get(name) not in (None, "")
+            name: data[name]
+            for name in SETTING_FIELDS + PAIR_FIELDS + ("reference",)
+            if data.get(name) not in (None, "")
         }
         train = {name: data[name] for name in TRAIN_FIELDS if data.get(name) not in (None, "")}
         return {**given, "train": train} if train else given

@@ -10,6 +10,7 @@ from training.engine.methods import train
 from training.engine.recipes.dpo import DPORecipe
 from training.engine.recipes.dpo_configs import CREAMConfig, DPOConfig, RDPOConfig
 from training.engine.runtime.checkpoint import latest_checkpoint
+from training.engine.runtime.config import ConfigError
 from training.engine.runtime.loop import NonFiniteError, prepare, run
 from training.engine.runtime.metrics import read_metrics
 
@@ -179,6 +180,23 @@ def test_reference_logps_are_cached_and_reused(task, tmp_path):
         DPOConfig(**{**data, "model": "tiny:seed=1"}, output_dir=str(tmp_path / "d"))
     )
     assert not other_model.ref_cached
+
+
+def test_a_reference_model_gives_its_own_logps_and_the_policy_still_starts_from_its_weights(task, tmp_path):
+    data = task()
+    own = prepared_recipe(DPOConfig(**{**data, "model": "tiny:seed=1"}, output_dir=str(tmp_path / "a")))
+    other = prepared_recipe(DPOConfig(**data, output_dir=str(tmp_path / "b")))
+    kept = prepared_recipe(
+        DPOConfig(**{**data, "model": "tiny:seed=1"}, reference_model="tiny", output_dir=str(tmp_path / "c"))
+    )
+    for side in ("chosen", "rejected"):
+        torch.testing.assert_close(kept.train_ref[side], other.train_ref[side])
+        torch.testing.assert_close(kept.eval_ref[side], other.eval_ref[side])
+        assert not torch.equal(kept.train_ref[side], own.train_ref[side])
+    for mine, theirs in zip(kept.model.parameters(), own.model.parameters(), strict=True):
+        torch.testing.assert_close(mine, theirs, rtol=0, atol=0)  # the policy is still tiny:seed=1
+    with pytest.raises(ConfigError, match="reference_model"):
+        DPOConfig(**data, reference_model="  ", output_dir=str(tmp_path / "d"))
 
 
 def test_lora_trains_only_the_adapter_and_reference_is_base(task, tmp_path):

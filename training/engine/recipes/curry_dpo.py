@@ -49,6 +49,8 @@ class CurryDPOConfig(PreferenceConfig):
             raise ConfigError(f"n_stages: must be a positive integer, got {self.n_stages!r}")
         if self.lora and self.iterative:
             raise ConfigError("iterative: iterative Curry-DPO needs full fine-tuning (lora: false)")
+        if self.reference_model is not None:
+            raise ConfigError("reference_model: Curry-DPO's reference is each stage's starting weights")
 
 
 def _ranked_pairs(n: int, row: dict) -> list[tuple[float, dict]]:

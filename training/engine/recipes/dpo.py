@@ -29,6 +29,7 @@ from training.engine.lm.logps import (
 )
 from training.engine.lm.lora import attach_lora, merged_with_adapter
 from training.engine.lm.models import load_model, load_tokenizer, weights_fingerprint
+from training.engine.lm.policy_eval import same_vocabulary
 from training.engine.lm.refcache import cached_reference, default_cache_dir
 from training.engine.objectives.preference import LossTerm, PairLogps, combine, pair_metrics
 from training.engine.recipes.dpo_configs import PreferenceConfig
@@ -153,17 +154,26 @@ class DPORecipe(RecipeBase):
         return self.config.lora
 
     def setup_reference(self) -> None:
-        """Reference log-probs of every train and held-out pair from the starting weights."""
-        self.train_ref, self.ref_cached = self.reference(self.train_pairs)
-        self.eval_ref = self.reference(self.eval_pairs)[0] if self.eval_pairs else {}
+        """Reference log-probs of every train and held-out pair: from the starting weights, or from the
+        config's ``reference_model`` (loaded for this alone, then dropped)."""
+        scorer = None
+        if spec := self.config.reference_model:
+            same_vocabulary(self.tokenizer, {f"reference_model {spec}": load_tokenizer(spec)})
+            scorer = load_model(spec).to(next(self.model.parameters()).device).eval()
+        self.train_ref, self.ref_cached = self.reference(self.train_pairs, scorer)
+        self.eval_ref = self.reference(self.eval_pairs, scorer)[0] if self.eval_pairs else {}
 
-    def reference(self, pairs: Sequence[TokenizedPair]) -> tuple[dict[str, Tensor], bool]:
-        """The pairs' log-probs under the model's current weights, from the cache or computed once."""
+    def reference(
+        self, pairs: Sequence[TokenizedPair], scorer: nn.Module | None = None
+    ) -> tuple[dict[str, Tensor], bool]:
+        """The pairs' log-probs under ``scorer`` (default: the model's current weights), from the cache or
+        computed once."""
         config = self.config
         cache_dir = Path(config.ref_cache_dir) if config.ref_cache_dir else default_cache_dir()
+        scorer = self.model if scorer is None else scorer
         return cached_reference(
-            self.model,
-            weights_fingerprint(self.model),
+            scorer,
+            weights_fingerprint(scorer),
             pairs,
             self.collator,
             batch_size=config.batch_size,

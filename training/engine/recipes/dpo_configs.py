@@ -79,10 +79,19 @@ class PreferenceConfig(LoraFields, RunConfig):
     """Most tokens in one packed row; None = the whole micro-batch in one row."""
     ref_cache_dir: str | None = None
     """Reference log-prob cache; None = $REF_CACHE or <repo>/var/ref_cache."""
+    reference_model: str | None = None
+    """The reference's model spec when it is not the starting weights (an online loop keeping its first
+    policy as every round's reference); it must share the model's tokenizer.  None = the starting weights."""
 
     def __post_init__(self) -> None:
         check_text_pair_fields(self, super().__post_init__)
         require_positive(self.beta, "beta")
+        require(
+            self.reference_model is None
+            or (isinstance(self.reference_model, str) and self.reference_model.strip()),
+            "reference_model",
+            f"must be a model spec or none, got {self.reference_model!r}",
+        )
         self.check_lora()
         require(self.sft_weight >= 0, "sft_weight", f"must be ≥ 0, got {self.sft_weight}")
         for i, term in enumerate(self.extra_losses):
