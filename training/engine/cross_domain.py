@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -47,6 +48,28 @@ from training.engine.rlhf_reproduction import property_rows, write_rows
 from training.engine.runtime.config import ConfigError, require, require_positive
 from training.engine.runtime.device import resolve_device
 from training.engine.runtime.metrics import read_metrics
+
+
+class StreamCancelled(Exception):
+    """A stage was cancelled (``Watch.should_cancel``): the stream stops where it was."""
+
+
+@dataclass(frozen=True)
+class Watch:
+    """What a caller of the stream hears, and how it stops it."""
+
+    on_stage: Callable[[str, str], None] = lambda method, domain: None
+    """Called before each stage trains: the method (``sequential_dpo``, ``ofs``, ``cofs``) and domain."""
+    should_cancel: Callable[[], bool] | None = None
+    """Checked before every step of every stage (``train``'s); True stops the stream."""
+
+
+def _train(config, watch: Watch):
+    result = train(config, should_cancel=watch.should_cancel)
+    if result.status == "cancelled":
+        raise StreamCancelled(f"{config.output_dir}: cancelled")
+    return result
+
 
 MAX_LENGTH = 512
 """Token cap per side of the evaluated pairs: the stages' own (``PreferenceConfig.max_length``)."""
@@ -261,14 +284,17 @@ def _setup(domains, settings, work, evaluator):
     return work, splits, evaluator or Evaluator(settings, splits)
 
 
-def sequential_dpo(domains, settings: CrossDomainSettings, work: Path, *, evaluator=None) -> ForgettingMatrix:
+def sequential_dpo(
+    domains, settings: CrossDomainSettings, work: Path, *, evaluator=None, watch: Watch = Watch()
+) -> ForgettingMatrix:
     """LoRA DPO domain after domain, each stage from the previous stage's merged ``final/``."""
     work, splits, evaluator = _setup(domains, settings, work, evaluator)
     model, rows = settings.model, []
     for s in splits:
+        watch.on_stage("sequential_dpo", s.domain.name)
         out = work / "sequential" / s.domain.name
         config = settings.stage(DPOConfig, model=model, **_files(s, out, work))
-        model = f"local:{train(config).final_model}"
+        model = f"local:{_train(config, watch).final_model}"
         rows.append(evaluator.row(load_model(model)))
     return ForgettingMatrix("sequential_dpo", _names(splits), tuple(rows))
 
@@ -302,24 +328,27 @@ def best_fast_module(output_dir: Path, domain: str, base: str) -> FastModule:
     return FastModule(domain, str(checkpoint / fast), base, step, accuracy)
 
 
-def fast_stage(s: Split, settings, work: Path, out: Path, base: str) -> FastModule:
+def fast_stage(s: Split, settings, work: Path, out: Path, base: str, watch: Watch = Watch()) -> FastModule:
     """One ``fast_slow_dpo`` stage on ``base``, evaluated and saved every ``checkpoint_every`` steps."""
     every = settings.checkpoint_every
     config = settings.stage(
         FastSlowDPOConfig, model=base, eval_steps=every, save_steps=every, **_files(s, out, work)
     )
-    train(config)
+    _train(config, watch)
     return best_fast_module(out, s.domain.name, base)
 
 
-def ofs(domains, settings: CrossDomainSettings, work: Path, *, evaluator=None) -> ForgettingMatrix:
+def ofs(
+    domains, settings: CrossDomainSettings, work: Path, *, evaluator=None, watch: Watch = Watch()
+) -> ForgettingMatrix:
     """Fast-slow DPO domain after domain; each stage starts from its base with the previous domain's best
     fast module merged (saved as ``ofs/<domain>/kept``)."""
     work, splits, evaluator = _setup(domains, settings, work, evaluator)
     base, rows, modules = settings.model, [], []
     for s in splits:
+        watch.on_stage("ofs", s.domain.name)
         out = work / "ofs" / s.domain.name
-        module = fast_stage(s, settings, work, out, base)
+        module = fast_stage(s, settings, work, out, base, watch)
         merged = merged_with_adapter(load_model(base), module.adapter)
         merged.save_pretrained(out / "kept", safe_serialization=True)
         load_tokenizer(base).save_pretrained(out / "kept")
@@ -334,14 +363,18 @@ def combined(base: str, modules: list[FastModule], weights) -> torch.nn.Module:
     return add_weighted_deltas(load_model(base), [lora_delta(m.adapter) for m in modules], list(weights))
 
 
-def cofs(domains, settings: CrossDomainSettings, work: Path, *, evaluator=None) -> ForgettingMatrix:
+def cofs(
+    domains, settings: CrossDomainSettings, work: Path, *, evaluator=None, watch: Watch = Watch()
+) -> ForgettingMatrix:
     """Each domain's fast modules trained on the original base in stream order; after domain d, the kept
     modules of domains 1…d combined linearly (given weights renormalized, or the grid's best)."""
     check_weights(settings.weights, len(domains))
     work, splits, evaluator = _setup(domains, settings, work, evaluator)
     rows, modules, chosen = [], [], []
     for d, s in enumerate(splits, start=1):
-        modules.append(fast_stage(s, settings, work, work / "cofs" / s.domain.name, settings.model))
+        watch.on_stage("cofs", s.domain.name)
+        out = work / "cofs" / s.domain.name
+        modules.append(fast_stage(s, settings, work, out, settings.model, watch))
         weights = choose_weights(evaluator, settings, modules, _names(splits)[:d])
         chosen.append(weights)
         rows.append(evaluator.row(combined(settings.model, modules, weights)))
@@ -398,6 +431,7 @@ def reproduce(
     n_train: int = 64,
     n_test: int = 32,
     conflict: float = 0.5,
+    watch: Watch = Watch(),
     **settings,
 ) -> Reproduction:
     """Domains A then B (``domain_rows``), the three methods from the same base with the same settings
@@ -409,10 +443,20 @@ def reproduce(
         rows = domain_rows(n_train, seed=seed * 10 + i, domain=name, split="train", conflict=conflict)
         rows += domain_rows(n_test, seed=seed * 10 + i + 500, domain=name, split="test", conflict=conflict)
         domains.append(Domain(name, write_rows(work / f"{name}.jsonl", rows)))
-    config = CrossDomainSettings(model=model, seed=seed, **settings)
-    evaluator = Evaluator(config, split_domains(domains, config, work))
+    return compare(domains, CrossDomainSettings(model=model, seed=seed, **settings), work, watch=watch)
+
+
+def compare(domains, settings: CrossDomainSettings, work: Path, *, watch: Watch = Watch()) -> Reproduction:
+    """The three methods on the same domains, splits and settings, read by one evaluator."""
+    check_weights(settings.weights, len(domains))
+    work = Path(work)
+    evaluator = Evaluator(settings, split_domains(list(domains), settings, work))
     return Reproduction(
-        sequential_dpo(domains, config, work, evaluator=evaluator),
-        ofs(domains, config, work, evaluator=evaluator),
-        cofs(domains, config, work, evaluator=evaluator),
+        sequential_dpo(domains, settings, work, evaluator=evaluator, watch=watch),
+        ofs(domains, settings, work, evaluator=evaluator, watch=watch),
+        cofs(domains, settings, work, evaluator=evaluator, watch=watch),
     )
+
+
+STAGES_PER_DOMAIN = 3
+"""``compare`` trains each domain once per method."""

@@ -9,6 +9,8 @@ import torch
 from training.engine.cross_domain import (
     CrossDomainSettings,
     Domain,
+    StreamCancelled,
+    Watch,
     check_weights,
     cofs,
     reproduce,
@@ -112,7 +114,11 @@ def test_simplex_grid_holds_every_convex_combination_on_the_step():
 
 
 def test_forgetting_matrices_hold_every_domain_after_every_domain(tmp_path):
-    result = reproduce(tmp_path, seed=0, n_train=24, n_test=8, **QUICK)
+    heard = []
+    result = reproduce(
+        tmp_path, seed=0, n_train=24, n_test=8, watch=Watch(on_stage=lambda *s: heard.append(s)), **QUICK
+    )
+    assert heard == [(m, d) for m in ("sequential_dpo", "ofs", "cofs") for d in ("A", "B")]
     for matrix in (result.sequential, result.ofs, result.cofs):
         assert matrix.domains == ("A", "B")
         assert len(matrix.accuracy) == 2 and all(len(row) == 2 for row in matrix.accuracy)
@@ -133,6 +139,14 @@ def test_forgetting_matrices_hold_every_domain_after_every_domain(tmp_path):
     assert json.loads(json.dumps(result.to_dict()))["cofs"]["accuracy"] == [
         list(r) for r in result.cofs.accuracy
     ]
+
+
+def test_a_cancel_stops_the_stream_at_the_stage_it_reaches(tmp_path):
+    heard = []
+    watch = Watch(on_stage=lambda *stage: heard.append(stage), should_cancel=lambda: len(heard) > 1)
+    with pytest.raises(StreamCancelled):
+        reproduce(tmp_path, seed=0, n_train=24, n_test=8, watch=watch, **QUICK)
+    assert heard == [("sequential_dpo", "A"), ("sequential_dpo", "B")]
 
 
 def test_cofs_with_given_weights_renormalizes_each_row_and_a_zero_weight_drops_a_module(tmp_path):
