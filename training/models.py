@@ -344,3 +344,32 @@ class LoopRound(models.Model):
 
     def __str__(self):
         return f"round {self.number} of loop {self.loop_id}"
+
+
+class DomainStream(Job):
+    """Preference training across domains (``services/domain_streams.py``): a project's dataset versions as
+    domains in order, trained by sequential DPO, OFS and COFS from one base model, each method's forgetting
+    matrix (every domain's held-out accuracy after each domain) recorded in ``result``."""
+
+    name = models.CharField(max_length=200)
+    project = models.ForeignKey("annotation.Project", on_delete=models.CASCADE, related_name="domain_streams")
+    base_model = models.ForeignKey(ModelEntry, on_delete=models.PROTECT, related_name="domain_streams")
+    versions = models.JSONField(help_text="The domains' dataset version ids, in training order.")
+    settings = models.JSONField(help_text="engine cross_domain.CrossDomainSettings fields, less the model.")
+    method = models.CharField(max_length=20, blank=True, help_text="The method training now.")
+    domain = models.CharField(max_length=40, blank=True, help_text="The domain training now.")
+    progress_done = models.PositiveIntegerField(default=0, help_text="Stages started (method × domain).")
+    progress_total = models.PositiveIntegerField(default=0)
+    cancel_requested = models.BooleanField(default=False)
+    result = models.JSONField(default=dict, blank=True, help_text="Each method's forgetting matrix.")
+    run_token = models.CharField(max_length=32, unique=True, editable=False, help_text="Names its folder.")
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self):
+        return f"domain stream {self.pk} ({self.name})"
+
+    @property
+    def awaiting_broker(self) -> bool:
+        return super().awaiting_broker and not self.cancel_requested

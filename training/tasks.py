@@ -28,6 +28,7 @@ and a resumed attempt refills any gap up to its checkpoint from the engine's ``m
 from celery import shared_task
 from celery.signals import worker_init
 
+from .services.domain_streams import domain_stream_run as domain_stream_job_run
 from .services.generation import generation_job_run
 from .services.loops import loop_run as loop_job_run
 from .services.nodes import training_node_join
@@ -69,3 +70,9 @@ def training_evaluate(job_id: int) -> None:
 def loop_run(loop_id: int) -> None:
     """Run (or resume) an online loop: its rounds' stages, each training job run in this worker."""
     loop_job_run(loop_id=loop_id)
+
+
+@shared_task(name="training.tasks.domain_stream_run", acks_late=False, ignore_result=True)
+def domain_stream_run(stream_id: int) -> None:
+    """Train a stream of domains by sequential DPO, OFS and COFS and record their forgetting matrices."""
+    domain_stream_job_run(stream_id=stream_id)

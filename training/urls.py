@@ -1,6 +1,15 @@
 from django.urls import path
 
-from .views import compare, generation, jobs, launch, loops, policy_comparison, reward_comparison
+from .views import (
+    compare,
+    domain_streams,
+    generation,
+    jobs,
+    launch,
+    loops,
+    policy_comparison,
+    reward_comparison,
+)
 
 urlpatterns = [
     # generation jobs and the step check of a project (views/generation.py)
@@ -54,6 +63,23 @@ urlpatterns = [
         "projects/<int:project_id>/policy-comparisons/<int:comparison_id>/",
         policy_comparison.policy_comparison_detail,
         name="policy-comparison-detail",
+    ),
+    # preference training across domains (views/domain_streams.py)
+    path("projects/<int:project_id>/domains/", domain_streams.domain_stream_list, name="domain-stream-list"),
+    path(
+        "projects/<int:project_id>/domains/start/",
+        domain_streams.domain_stream_start,
+        name="domain-stream-start",
+    ),
+    path(
+        "projects/<int:project_id>/domains/<int:stream_id>/",
+        domain_streams.domain_stream_detail,
+        name="domain-stream-detail",
+    ),
+    path(
+        "projects/<int:project_id>/domains/<int:stream_id>/cancel/",
+        domain_streams.domain_stream_cancel_view,
+        name="domain-stream-cancel",
     ),
     # online loops (views/loops.py)
     path("projects/<int:project_id>/loops/", loops.loop_list, name="loop-list"),

@@ -598,7 +598,14 @@ def test_the_workers_stale_check_covers_freezes_and_imports(
     )
     for job in (freeze, upload):
         _stale(job, minutes=4)
-    assert recover_stale_jobs() == {"training": [], "generation": [], "freeze": [], "import": [], "loop": []}
+    assert recover_stale_jobs() == {
+        "training": [],
+        "generation": [],
+        "freeze": [],
+        "import": [],
+        "loop": [],
+        "domain_stream": [],
+    }
     for job in (freeze, upload):
         _stale(job, minutes=6)
     with django_capture_on_commit_callbacks(execute=False) as sent:

@@ -135,6 +135,7 @@ class CrossDomainSettings:
         k = 1 / self.grid_step
         require(k >= 1 and abs(k - round(k)) < 1e-9, "grid_step", f"must be 1/k, got {self.grid_step}")
         require_positive(self.checkpoint_every, "checkpoint_every", integer=True)
+        require_positive(self.max_steps, "max_steps", integer=True)  # each stage's epochs cap: named here
         if self.weights is not None:
             for i, w in enumerate(self.weights):
                 ok = isinstance(w, int | float) and not isinstance(w, bool) and math.isfinite(w) and w >= 0
