@@ -20,7 +20,7 @@
         colorscale: "Viridis", text: text, texttemplate: "%{text}", hovertemplate: "%{x} %{y}: %{z:.3f}<extra></extra>"
       };
       const layout = {
-        title: {text: chart.title, font: {size: 14}}, height: 300, margin: {l: 80, r: 10, t: 35, b: 40},
+        title: {text: chart.title, font: {size: 14}}, height: 260, margin: {l: 70, r: 10, t: 30, b: 45},
         xaxis: {title: {text: "held-out accuracy of"}}, yaxis: {autorange: "reversed"}
       };
       return Plotly.react(el, [trace], layout, config);
