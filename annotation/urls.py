@@ -34,6 +34,11 @@ urlpatterns = [
     path("projects/<int:project_id>/versions/", versions.version_list, name="version-list"),
     path("projects/<int:project_id>/versions/freeze/", versions.version_freeze, name="version-freeze"),
     path(
+        "projects/<int:project_id>/versions/preview/",
+        versions.version_freeze_preview,
+        name="version-freeze-preview",
+    ),
+    path(
         "projects/<int:project_id>/versions/freeze/<int:job_id>/",
         versions.freeze_job_detail,
         name="freeze-job",

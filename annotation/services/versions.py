@@ -379,6 +379,73 @@ def rows_for_tasks(
     return rows, _vote_stats(built, data)
 
 
+DROP_REASONS = {
+    "no_votes": "no vote yet",
+    "too_few_votes": "fewer votes than the rule asks",
+    "no_majority": "no strict majority (the annotators disagree)",
+    "low_agreement": "majority below the minimum agreement",
+    "tie": "judged a tie",
+    "both_bad": "judged both bad",
+    "no_contrast": "a ranking without two distinct places",
+    "no_wrong_step": "no step marked wrong",
+    "no_correction": "no corrected step",
+    "no_claim": "no sentence with a claim",
+    "not_a_pair": "not a pair",
+    "not_a_single_response": "not a single response",
+}
+"""What each reason a freeze drops a task for means, as the freeze preview says it."""
+TINY_SPLIT = 10
+"""Fewer rows than this in a split earns a warning in the freeze preview."""
+
+
+@dataclass(frozen=True)
+class FreezePreview:
+    """What freezing now with a rule would make: rows per split, the tasks it drops by reason (in words,
+    most first), warnings."""
+
+    examples: int
+    train: int
+    test: int
+    tasks_considered: int
+    dropped: dict[str, int]
+    warnings: list[str]
+
+
+def freeze_preview(
+    *, project: Project, rule: FreezeRule, seed: int = 0, test_fraction: float = 0.1
+) -> FreezePreview:
+    """The counts a freeze with these settings would produce, computed as the freeze computes them (the same
+    rows, the same seeded split), without writing anything."""
+    data = project_data_load(project=project)
+    built = rows_build(task_type=project.task_type, data=data, rule=rule)
+    built.spool.close()
+    splits = vr.assign_splits(built.per_item, built.fixed, seed=seed, test_fraction=test_fraction)
+    test = sum(n for item_id, n in built.per_item.items() if splits[item_id] == "test")
+    train = built.examples - test
+    dropped = {
+        DROP_REASONS.get(reason, reason.replace("_", " ")): n
+        for reason, n in sorted(built.dropped.items(), key=lambda kv: (-kv[1], kv[0]))
+    }
+    warnings = []
+    if not built.examples:
+        warnings.append("No task qualifies under this rule: freezing would fail.")
+    else:
+        if not train:
+            warnings.append("The training split would be empty: nothing to train on.")
+        elif train < TINY_SPLIT:
+            warnings.append(
+                f"Only {train} training row{'s' if train != 1 else ''}: too few to train on much."
+            )
+        if not test:
+            warnings.append(
+                "The held-out split would be empty: a job trained on it has no held-out margin or accuracy "
+                "to show. Raise the test fraction, or judge more tasks."
+            )
+        elif test < TINY_SPLIT:
+            warnings.append(f"Only {test} held-out row{'s' if test != 1 else ''}: its figures will be noisy.")
+    return FreezePreview(built.examples, train, test, data.task_count, dropped, warnings)
+
+
 def dataset_version_from_rows(
     *,
     project: Project,

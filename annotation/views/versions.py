@@ -20,7 +20,7 @@ from ..models import DatasetVersion, FreezeJob
 from ..services.agreement import project_agreement
 from ..services.exports import SPLITS, export_filename, export_write, jsonl_lines, ordered
 from ..services.freeze_jobs import freeze_job_create
-from ..services.versions import FreezeRule, version_rows
+from ..services.versions import FreezeRule, freeze_preview, version_rows
 
 SAMPLE_ROWS = 20
 
@@ -79,6 +79,29 @@ def _version_list(request, form, status=200):
 @project_member_required(manager=True)
 def version_list(request, project_id):
     return _version_list(request, FreezeForm())
+
+
+@require_GET
+@project_member_required(manager=True)
+def version_freeze_preview(request, project_id):
+    """What the freeze form's current settings would make (rows per split, drops by reason, warnings): the
+    form asks for it whenever a setting changes."""
+    form = FreezeForm(request.GET)
+    preview = None
+    if form.is_valid():
+        try:
+            rule = form.rule()
+        except ValueError as exc:
+            form.add_error(None, str(exc))
+        else:
+            preview = freeze_preview(
+                project=request.project,
+                rule=rule,
+                seed=form.cleaned_data["seed"],
+                test_fraction=form.cleaned_data["test_fraction"],
+            )
+    context = {"project": request.project, "preview": preview, "form": form}
+    return render(request, "annotation/_freeze_preview.html", context)
 
 
 @require_POST

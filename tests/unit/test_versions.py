@@ -23,7 +23,7 @@ from annotation.models import (
     TaskType,
 )
 from annotation.services.freeze_jobs import freeze_job_run
-from annotation.services.versions import FreezeError, FreezeRule, dataset_version_freeze
+from annotation.services.versions import FreezeError, FreezeRule, dataset_version_freeze, freeze_preview
 from jobs.models import JobState
 from tests.factories import CandidateFactory, ItemFactory, MembershipFactory, ProjectFactory, pair_task
 
@@ -690,3 +690,41 @@ def test_the_freeze_page_says_when_a_worker_was_lost(manager_client, project):
     )
     FreezeJob.objects.filter(pk=job.pk).update(state=JobState.RUNNING, attempts=2, stage="aggregating")
     assert "attempt 2, after a lost worker" in manager_client.get(url).content.decode()
+
+
+def test_freeze_preview_counts_what_the_freeze_makes_and_warns_of_an_empty_split(project, raters):
+    agreed = [pair_task(project, prompt=f"agreed {i}") for i in range(6)]
+    split = [pair_task(project, prompt=f"split {i}") for i in range(2)]
+    for task in agreed:
+        vote(task, raters[0], "a")
+        vote(task, raters[1], "a")
+    for task in split:
+        vote(task, raters[0], "a")
+        vote(task, raters[1], "b")
+    preview = freeze_preview(project=project, rule=FreezeRule(), seed=0, test_fraction=0.1)
+    assert (preview.examples, preview.train, preview.test, preview.tasks_considered) == (6, 5, 1, 8)
+    assert preview.dropped == {"no strict majority (the annotators disagree)": 2}
+    assert any("Only 1 held-out row:" in w for w in preview.warnings)
+    version = dataset_version_freeze(project=project, rule=FreezeRule(), seed=0, test_fraction=0.1)
+    assert (version.stats["examples"], version.stats["train"], version.stats["test"]) == (6, 5, 1)
+    none_held_out = freeze_preview(project=project, rule=FreezeRule(), seed=0, test_fraction=0.0)
+    assert none_held_out.test == 0 and any(
+        "held-out split would be empty" in w for w in none_held_out.warnings
+    )
+    nothing = freeze_preview(project=project, rule=FreezeRule(min_votes=3))
+    assert nothing.examples == 0 and nothing.warnings == [
+        "No task qualifies under this rule: freezing would fail."
+    ]
+    assert DatasetVersion.objects.filter(project=project).count() == 1  # previews write nothing
+
+
+def test_the_freeze_form_asks_for_a_preview_that_names_counts_and_bad_fields(manager_client, project):
+    imported(pair_task(project, prompt="one"))
+    url = reverse("version-freeze-preview", args=[project.pk])
+    page = manager_client.get(reverse("version-list", args=[project.pk])).content.decode()
+    assert f'hx-get="{url}"' in page and 'id="freeze-preview"' in page
+    fields = {"min_votes": 1, "min_agreement": 0.5, "drop_ties": "on", "drop_both_bad": "on", "seed": 0}
+    shown = manager_client.get(url, {**fields, "test_fraction": 0.1}).content.decode()
+    assert 'data-train="1" data-test="0"' in shown and "held-out split would be empty" in shown
+    bad = manager_client.get(url, {**fields, "test_fraction": 5}).content.decode()
+    assert "test_fraction" in bad and "freeze-preview-counts" not in bad
