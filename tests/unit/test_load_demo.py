@@ -6,7 +6,7 @@ from io import StringIO
 import pytest
 from django.core.management import call_command
 
-from annotation.models import Candidate, Project, Task, TaskType
+from annotation.models import Candidate, Judgment, Project, Task, TaskType
 from jobs.models import JobState
 from prefstudio.management.commands import load_demo
 from training.engine.diffusion import models as diffusion_models
@@ -80,3 +80,27 @@ def test_load_demo_stands_when_the_digits_model_fails_and_retries_next_time(digi
 
     monkeypatch.setattr(diffusion_models, "load_diffusion", stand_in)
     assert f"{load_demo.DEMO_IMAGE_PROJECT} (8 items)" in run_load_demo()
+
+
+@pytest.mark.django_db
+def test_the_text_demo_freezes_as_shipped_into_train_and_held_out_rows(digits_stand_in):
+    from annotation.services.versions import FreezeRule, dataset_version_freeze, freeze_preview
+
+    run_load_demo()
+    project = Project.objects.get(name=load_demo.DEMO_PROJECT)
+    preview = freeze_preview(project=project, rule=FreezeRule())
+    # three items ship as held out, and the default 10% of the other nine adds one
+    assert (preview.train, preview.test) == (8, 4) and not preview.dropped
+    version = dataset_version_freeze(project=project, rule=FreezeRule())
+    assert (version.stats["train"], version.stats["test"]) == (8, 4)
+    rows = {e.row["prompt"]: e.row for e in version.examples.all()}
+    seasons = rows["What causes the seasons on Earth?"]
+    assert seasons["chosen"].startswith("Earth's axis is tilted")  # the reference vote picks the careful one
+    from django.contrib.auth import get_user_model
+
+    from annotation.services.assignments import assignment_take_next
+
+    annotator = get_user_model().objects.get(username="demo-annotator")
+    assert assignment_take_next(project=project, annotator=annotator) is not None  # still theirs to judge
+    run_load_demo()  # a second run adds no second reference vote
+    assert project.items.count() == 12 and Judgment.objects.filter(task__project=project).count() == 12

@@ -1,5 +1,8 @@
 """Create the demo users and the demo projects (idempotent: a second run keeps everything).
 
+The text demo ships a reference vote per task and three held-out items, so it freezes with the default
+rule into train and held-out rows before anyone annotates.
+
 The image-pair demo holds samples of the embedded digits diffusion model, drawn by the image generation
 service in this process (the worker may not be up yet).  The model trains itself into the model cache the
 first time (a minute or two, with a progress bar on stderr); if that or the sampling fails, the rest of
@@ -12,7 +15,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
-from annotation.models import Project, Role, TaskType
+from annotation.models import Choice, Judgment, JudgmentSource, Project, Role, Task, TaskType
 from annotation.services.imports import preferences_import
 from annotation.services.projects import project_create, project_member_set
 from jobs.models import JobState
@@ -80,7 +83,18 @@ class Command(BaseCommand):
         outcome = preferences_import(project=project, path=DEMO_FILE, source_name="demo")
         if not outcome.ok:
             raise CommandError(f"The bundled demo file did not import: {outcome.report()}")
+        self._reference_votes(project)
         return project
+
+    @staticmethod
+    def _reference_votes(project) -> None:
+        """One imported vote per task for the response the demo file lists first (the careful one, by the
+        guidelines), so the demo freezes into train and held-out rows as shipped; the demo users' votes
+        join it (three votes: a strict majority unless two of them pick tie or both bad)."""
+        tasks = Task.objects.filter(project=project)
+        Judgment.objects.bulk_create(
+            Judgment(task=task, source=JudgmentSource.IMPORTED, choice=Choice.A) for task in tasks
+        )
 
     def _image_project(self, users):
         """The image-pair demo project, filled with digits samples unless it already holds items."""
