@@ -8,7 +8,8 @@ from .api import api_urls
 urlpatterns = [
     path("", views.home, name="home"),
     path("healthz", views.healthz, name="healthz"),
-    path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
+    path("favicon.ico", views.favicon, name="favicon"),
+    path("accounts/login/", views.StudioLoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("accounts/token/", views.api_token, name="api-token"),
     path("accounts/token/<int:token_id>/revoke/", views.api_token_revoke_view, name="api-token-revoke"),

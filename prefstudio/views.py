@@ -1,10 +1,14 @@
 from datetime import timedelta
 
+from django.conf import settings
 from django.contrib import messages
+from django.contrib.auth import get_user_model
 from django.contrib.auth.decorators import login_not_required
+from django.contrib.auth.views import LoginView
 from django.db import connection
 from django.http import JsonResponse
 from django.shortcuts import redirect, render
+from django.templatetags.static import static
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
@@ -50,3 +54,26 @@ def api_token_revoke_view(request, token_id):
     if api_token_revoke(user=request.user, token_id=token_id):
         messages.success(request, "Token revoked: it is refused from now on.")
     return redirect("api-token")
+
+
+@login_not_required
+@require_GET
+def favicon(request):
+    """Browsers ask for /favicon.ico whatever the page links: send them to the icon."""
+    return redirect(static("favicon.svg"), permanent=True)
+
+
+class StudioLoginView(LoginView):
+    """The login form, naming the demo accounts when ``load_demo`` made them (and, in DEBUG, their
+    password, which ``make run`` prints anyway)."""
+
+    def get_context_data(self, **kwargs):
+        from .management.commands.load_demo import DEMO_PASSWORD, DEMO_USERS
+
+        context = super().get_context_data(**kwargs)
+        names = sorted(
+            get_user_model().objects.filter(username__in=DEMO_USERS).values_list("username", flat=True)
+        )
+        context["demo_users"] = names
+        context["demo_password"] = DEMO_PASSWORD if names and settings.DEBUG else ""
+        return context
