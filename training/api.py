@@ -38,6 +38,9 @@ class JobIn(BodyIn):
     dataset_version_id: int
     base_model_id: int
     queue: str = "cpu"
+    eval_generations: int = Field(
+        4, ge=0, le=32, description="Held-out prompts the base and trained models answer when the job ends."
+    )
     config: dict = Field(
         description="Engine config fields: method plus hyperparameters (see /api/docs). A model besides the "
         "base (reward_model, value_model, dpo_model) is a model id from GET /api/jobs/models, never a path."
@@ -215,6 +218,7 @@ def jobs_create(request, payload: JobIn):
         dataset_version=version,
         queue=payload.queue,
         created_by=request.auth,
+        eval_generations=payload.eval_generations,
     )
     return Status(202, job_out(TrainingJob.objects.select_related("dataset_version").get(pk=job.pk)))
 

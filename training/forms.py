@@ -19,7 +19,13 @@ from training.engine import FSDP_WRAPS, METHODS, SHARDINGS, STRATEGIES, ConfigEr
 
 from .models import ModelEntry, Queue, TrainingJob
 from .selectors import models_for_user
-from .services.jobs import FIXED_FIELDS, job_plan_build, launch_problems
+from .services.jobs import (
+    EVAL_GENERATIONS,
+    FIXED_FIELDS,
+    MAX_EVAL_GENERATIONS,
+    job_plan_build,
+    launch_problems,
+)
 from .services.paths import new_run_token, run_token_sign, run_token_unsign
 from .services.prompt_sources import LIST, MAX_PROMPTS, SOURCES, VERSION, prompt_source_initial
 from .services.registry import model_kinds_for
@@ -201,6 +207,14 @@ class LaunchForm(forms.Form):
         initial=Queue.CPU,
         help_text="Worker queue: cpu or gpu; or slurm: the job page then offers an sbatch script that "
         "runs it on a Slurm cluster, reporting to the job.",
+    )
+    eval_generations = forms.IntegerField(
+        min_value=0,
+        max_value=MAX_EVAL_GENERATIONS,
+        initial=EVAL_GENERATIONS,
+        label="Held-out generations after training",
+        help_text="When the job ends, the base and the trained model each answer this many held-out prompts "
+        "for the evaluation page (a few minutes for the bundled model on CPU); 0 skips them.",
     )
     run_token = forms.CharField(widget=forms.HiddenInput)
 

@@ -77,6 +77,9 @@ class TrainingJob(Job):
     queue = models.CharField(max_length=10, choices=Queue.choices, default=Queue.CPU)
     step = models.PositiveIntegerField(default=0)
     total_steps = models.PositiveIntegerField(null=True, blank=True)
+    eval_generations = models.PositiveSmallIntegerField(
+        default=4, help_text="Held-out prompts the base and trained models answer after training (0: none)."
+    )
     started_step = models.PositiveIntegerField(default=0, help_text="Step this attempt started from (ETA).")
     running_since = models.DateTimeField(null=True, blank=True, help_text="When this attempt started.")
     cancel_requested = models.BooleanField(default=False)

@@ -266,3 +266,57 @@ def test_fast_slow_dpo_from_the_launch_form_registers_a_model_with_an_evaluation
     follow_up = _launch(tmp_path, produced, version, manager)
     assert follow_up.config["model"] == f"local:{produced.path}"
     assert training_job_run(job_id=follow_up.pk) == JobState.SUCCEEDED
+
+
+def test_launch_refuses_an_eval_generations_count_out_of_range(tmp_path, base_model, version, manager):
+    for bad in (-1, 33, "4", True):
+        with pytest.raises(ValidationError) as err:
+            training_job_launch(
+                params=tiny_params(tmp_path),
+                base_model=base_model,
+                dataset_version=version,
+                created_by=manager,
+                eval_generations=bad,
+            )
+        assert "eval_generations" in err.value.message_dict
+    assert not TrainingJob.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_evaluation_without_held_out_pairs_or_generations_says_why_and_links_to_the_freeze(
+    tmp_path, base_model, project, manager, client
+):
+    from tests.training_support import dataset_version
+
+    no_test = dataset_version(project, train=8, test=0)
+    job = training_job_launch(
+        params=tiny_params(tmp_path, max_steps=2, eval_steps=None),
+        base_model=base_model,
+        dataset_version=no_test,
+        created_by=manager,
+        eval_generations=0,
+    )
+    assert job.eval_generations == 0 and training_job_run(job_id=job.pk) == JobState.SUCCEEDED
+    client.force_login(manager)
+    page = client.get(f"/projects/{project.pk}/jobs/{job.pk}/evaluation/")
+    html = page.content.decode()
+    assert page.context["report"]["pairs"] == 0 and page.context["report"]["generations"] == []
+    assert 'id="no-heldout"' in html and f'href="/projects/{project.pk}/versions/"' in html
+    assert "Skipped: the job was launched with 0 held-out generations." in html
+    assert 'id="accuracy-after"' not in html  # no empty figures
+
+
+@pytest.mark.django_db(transaction=True)
+def test_eval_generations_limits_the_answers_the_evaluation_writes(tmp_path, base_model, version, manager):
+    job = training_job_launch(
+        params=tiny_params(tmp_path, max_steps=2, eval_steps=None),
+        base_model=base_model,
+        dataset_version=version,
+        created_by=manager,
+        eval_generations=2,
+    )
+    assert training_job_run(job_id=job.pk) == JobState.SUCCEEDED
+    from training.services.evaluation import evaluation_report
+
+    report = evaluation_report(job=job)
+    assert len(report["generations"]) == 2 and report["generations_asked"] == 2

@@ -15,7 +15,6 @@ from .rlhf import held_out_generations
 
 REPORT = "eval_report.json"
 MAX_PAIRS = 32
-MAX_PROMPTS = 4
 
 
 def evaluation_report(*, job) -> dict | None:
@@ -78,10 +77,11 @@ def evaluation_run(*, job, trained_folder: Path, implicit_accuracy: float | None
     tokenizer = load_tokenizer(config["model"])
     pairs, _ = tokenize_rows(rows[:MAX_PAIRS], tokenizer, max_length=config.get("max_length"))
     base, trained = load_model(config["model"]), load_model(f"local:{trained_folder}")
-    prompts = [row["prompt"] for row in rows[:MAX_PROMPTS]]
+    prompts = [row["prompt"] for row in rows[: job.eval_generations]]
     settings = GenerationConfig(max_new_tokens=48)
     report = {
         "pairs": len(pairs),
+        "generations_asked": job.eval_generations,
         "accuracy_before": preference_accuracy(base, pairs),
         "accuracy_after": preference_accuracy(trained, pairs),
         "implicit_accuracy": implicit_accuracy,
@@ -89,8 +89,8 @@ def evaluation_run(*, job, trained_folder: Path, implicit_accuracy: float | None
             {"prompt": _prompt_text(p), "base": b, "trained": t}
             for p, b, t in zip(
                 prompts,
-                generate(base, tokenizer, prompts, settings),
-                generate(trained, tokenizer, prompts, settings),
+                generate(base, tokenizer, prompts, settings) if prompts else [],
+                generate(trained, tokenizer, prompts, settings) if prompts else [],
                 strict=True,
             )
         ],

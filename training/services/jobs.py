@@ -45,6 +45,9 @@ FIXED_FIELDS = (
     "dpo_reference",
 )
 """Config fields the server sets (every path): whatever a client sends for them is ignored."""
+EVAL_GENERATIONS = 4
+"""Held-out prompts a finished job's base and trained models answer by default (``evaluation_run``)."""
+MAX_EVAL_GENERATIONS = 32
 SOURCE_PARAMS = ("prompt_source", "prompt_list")
 """Launch parameters that are not config fields: where a PPO/RTO job's prompts come from."""
 CONFIG_MAX_DEPTH = 6
@@ -169,10 +172,11 @@ def training_job_launch(
     dataset_version,
     queue: str = Queue.CPU,
     created_by=None,
+    eval_generations: int = EVAL_GENERATIONS,
 ) -> TrainingJob:
     """Build the engine config of ``params`` and queue the job in a new output folder; bad settings raise
     ValidationError naming the field (never the worker)."""
-    problems = {}
+    problems = _eval_problems(eval_generations)
     config, source, run_token = None, None, new_run_token()
     try:
         config, source = job_plan_build(
@@ -193,7 +197,9 @@ def training_job_launch(
     )
     if problems:
         raise ValidationError(problems)
-    return _job_create(config, run_token, base_model, dataset_version, queue, created_by, source)
+    return _job_create(
+        config, run_token, base_model, dataset_version, queue, created_by, source, eval_generations
+    )
 
 
 def training_job_queue(
@@ -205,6 +211,7 @@ def training_job_queue(
     queue: str = Queue.CPU,
     created_by=None,
     source: PromptSource | None = None,
+    eval_generations: int = EVAL_GENERATIONS,
 ) -> TrainingJob:
     """Queue a job whose engine config is built (``job_plan_build`` with ``run_token``, as the launch
     form does once per POST, with the prompt source it returned); a model, version or queue it cannot run
@@ -216,13 +223,24 @@ def training_job_queue(
         queue=queue,
         source=source,
     )
+    problems.update(_eval_problems(eval_generations))
     if config.get("output_dir") != str(run_dir(run_token)):
         problems["run_token"] = "The config does not write to this run's folder; reload the form."  # noqa: S105
     if source and source.writes_file and config.get("train_file") != str(prompt_file(run_token)):
         problems["prompt_source"] = "The config does not train on this run's prompt list; reload the form."
     if problems:
         raise ValidationError(problems)
-    return _job_create(config, run_token, base_model, dataset_version, queue, created_by, source)
+    return _job_create(
+        config, run_token, base_model, dataset_version, queue, created_by, source, eval_generations
+    )
+
+
+def _eval_problems(eval_generations) -> dict[str, str]:
+    if isinstance(eval_generations, bool) or not isinstance(eval_generations, int):
+        return {"eval_generations": f"eval_generations must be a whole number, not {eval_generations!r}."}
+    if not 0 <= eval_generations <= MAX_EVAL_GENERATIONS:
+        return {"eval_generations": f"eval_generations must be from 0 to {MAX_EVAL_GENERATIONS}."}
+    return {}
 
 
 def _job_create(
@@ -233,6 +251,7 @@ def _job_create(
     queue: str,
     created_by,
     source: PromptSource | None = None,
+    eval_generations: int = 4,
 ) -> TrainingJob:
     """The job row and its output folder (with the prompt file of ``source``), all new: a run token can
     name one job and one folder only."""
@@ -248,6 +267,7 @@ def _job_create(
                 queue=queue,
                 created_by=created_by,
                 total_steps=estimate_total_steps(config, dataset_version, source),
+                eval_generations=eval_generations,
             )
             run_dir(run_token).mkdir(parents=True)
             if source and source.writes_file:

@@ -37,6 +37,7 @@ def _initial(request, project, method: str, clone: TrainingJob | None) -> tuple[
             "base_model": clone.base_model_id,
             "dataset_version": clone.dataset_version_id,
             "queue": clone.queue,
+            "eval_generations": clone.eval_generations,
         }
         return initial, clone.config
     version = project.versions.filter(pk=request.GET.get("version") or 0).first() or project.versions.last()
@@ -83,6 +84,7 @@ def job_new(request, project_id):
             queue=data["queue"],
             created_by=request.user,
             source=form.source,
+            eval_generations=data["eval_generations"],
         )
     except ValidationError as exc:
         for field, errors in exc.message_dict.items():
