@@ -130,6 +130,27 @@ def model_refs_resolve(*, method: str, params: dict, user) -> tuple[dict, dict[s
     return values, problems
 
 
+MODEL_SPEC_FIELDS = ("model", *MODEL_REFS, "dpo_reference")
+"""Config fields whose value is a model spec (shown by the model's name, never by its server path)."""
+
+
+def model_label(spec) -> str:
+    """What a page shows for a model spec: the registry name of its entry, the spec itself for a bundled,
+    hub or tiny model, and never a server path (an unregistered local folder is only said to be one)."""
+    if not spec:
+        return "—"
+    entry = _entry_of_spec(spec)
+    if entry is not None:
+        return entry.name
+    kind = str(spec).partition(":")[0]
+    return str(spec) if kind in ("bundled", "hub", "tiny") else "an unregistered local model"
+
+
+def model_labels_in(config: dict) -> dict:
+    """``config`` with every model-spec field replaced by ``model_label``."""
+    return {k: model_label(v) if k in MODEL_SPEC_FIELDS and v else v for k, v in config.items()}
+
+
 def _entry_of_spec(spec) -> ModelEntry | None:
     kind, _, where = str(spec or "").partition(":")
     locations = {

@@ -22,6 +22,7 @@ from ..selectors import job_for_user, jobs_for_project, metrics_after
 from ..services.evaluation import evaluation_report
 from ..services.policy_comparison import is_ppo_family
 from ..services.reward_comparison import is_dpo_family
+from ..services.rlhf import model_labels_in
 
 MAX_COMPARED = 8
 
@@ -79,7 +80,8 @@ def job_compare(request, project_id):
         for job in chosen
     }
     labels = {job.pk: f"job {job.pk} · {job.method}" for job in chosen}
-    diffs = config_differences({job.pk: job.config for job in chosen}) if len(chosen) > 1 else {}
+    configs = {job.pk: model_labels_in(job.config) for job in chosen}
+    diffs = config_differences(configs) if len(chosen) > 1 else {}
     return render(
         request,
         "training/job_compare.html",

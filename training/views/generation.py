@@ -31,6 +31,7 @@ from ..services.image_generation import (
     image_generation_job_create,
 )
 from ..services.registry import BUNDLED_NAME, DIGITS_NAME
+from ..services.rlhf import model_label
 from ..services.scoring import reward_scores_job_create
 
 
@@ -143,8 +144,10 @@ def _start_job(request, form, kind: str):
 
 def _generation_page(request, form, status=200, score_form=None):
     kinds = (GenerationKind.CANDIDATES, GenerationKind.IMAGE_PAIRS, GenerationKind.REWARD_SCORES)
-    jobs = GenerationJob.objects.filter(project=request.project, kind__in=kinds)[:20]
+    jobs = list(GenerationJob.objects.filter(project=request.project, kind__in=kinds)[:20])
     images = request.project.task_type == TaskType.IMAGE_PAIR
+    for job in jobs:
+        job.model_label = model_label(job.model_spec)
     context = {"project": request.project, "form": form, "jobs": jobs, "image_pairs": images}
     if not images:
         context["score_form"] = score_form or RewardScoringForm(user=request.user)
@@ -206,7 +209,12 @@ def generation_cancel(request, project_id, job_id):
 @project_member_required(manager=True)
 def generation_detail(request, project_id, job_id):
     job = get_object_or_404(GenerationJob, pk=job_id, project=request.project)
-    context = {"project": request.project, "job": job, **generation_job_progress(job)}
+    context = {
+        "project": request.project,
+        "job": job,
+        "model_label": model_label(job.model_spec),
+        **generation_job_progress(job),
+    }
     return job_page(
         request, "training/generation_job.html", "job-progress", context, finished=context["finished"]
     )
