@@ -212,6 +212,7 @@ class LaunchForm(forms.Form):
         min_value=0,
         max_value=MAX_EVAL_GENERATIONS,
         initial=EVAL_GENERATIONS,
+        required=False,
         label="Held-out generations after training",
         help_text="When the job ends, the base and the trained model each answer this many held-out prompts "
         "for the evaluation page (a few minutes for the bundled model on CPU); 0 skips them.",

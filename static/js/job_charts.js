@@ -14,9 +14,12 @@
 
   function xOf(s, i) { return xMode === "step" ? s.step[i] : new Date(s.wall[i] * 1000); }
 
+  // A schedule is set, not measured: smoothing it would draw a learning rate the run never had.
+  function unsmoothed(name) { return /(^|\/)(learning_rate|lr)$/.test(name); }
+
   function smoothStep(name, value) {
     const state = ema[name] || (ema[name] = {last: 0, count: 0});
-    if (value === null || !isFinite(value)) { return value; }
+    if (value === null || !isFinite(value) || unsmoothed(name)) { return value; }
     state.last = state.last * smoothing + (1 - smoothing) * value;
     state.count += 1;
     return smoothing > 0 ? state.last / (1 - Math.pow(smoothing, state.count)) : value;
@@ -29,10 +32,12 @@
       const color = COLORS[i % COLORS.length];
       ema[name] = {last: 0, count: 0};
       const xs = s.step.map(function (_, k) { return xOf(s, k); });
+      // few points (an eval metric, a run's first steps) get markers: a lone point draws no line
+      const sparse = name.indexOf("eval/") === 0 || s.step.length < 20;
       traces.push({x: xs, y: s.value.slice(), mode: "lines", name: name + " (raw)", showlegend: false,
-                   line: {color: color, width: 1}, opacity: 0.25, hoverinfo: "skip"});
+                   line: {color: color, width: 1}, opacity: unsmoothed(name) ? 0 : 0.25, hoverinfo: "skip"});
       traces.push({x: xs.slice(), y: s.value.map(function (v) { return smoothStep(name, v); }),
-                   mode: name.indexOf("eval/") === 0 ? "lines+markers" : "lines", name: name,
+                   mode: sparse ? "lines+markers" : "lines", marker: {size: 6}, name: name,
                    line: {color: color, width: 2}});
     });
     return traces;
@@ -45,7 +50,10 @@
     drawn[panel.id] = names;
     const layout = {title: {text: panel.title, font: {size: 13}}, margin: {l: 50, r: 10, t: 30, b: 35},
                     height: 260, legend: {orientation: "h"}, xaxis: {title: {text: xMode === "step" ? "step" : "wall time"}}};
-    el.innerHTML = "";
+    // A panel redrawn with a new metric (eval/ points arrive when the job ends) is purged, not emptied by
+    // hand: clearing a live plot's DOM leaves plotly a layout without its elements, and the charts
+    // collapsed onto each other until a reload.
+    if (el.classList.contains("js-plotly-plot")) { Plotly.purge(el); } else { el.innerHTML = ""; }
     Plotly.react(el, tracesFor(names), layout, {displaylogo: false, responsive: true});
   }
 

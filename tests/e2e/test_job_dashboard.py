@@ -97,8 +97,18 @@ def test_a_job_launched_from_the_form_ends_with_every_point_and_its_evaluation(
         page.wait_for_function(
             "() => document.getElementById('charts').dataset.done === 'true'", timeout=30_000
         )
+    page.wait_for_timeout(500)  # the last status swap and redraws settle
     page.screenshot(path=str(screenshot_dir / "job_dashboard.png"), full_page=True)
     assert _loss_points(page) == 300
+    boxes = [b for b in (c.bounding_box() for c in page.locator("#charts .chart.js-plotly-plot").all()) if b]
+    assert len(boxes) >= 3 and all(b["height"] > 200 for b in boxes)  # laid out, not collapsed
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1 :]:
+            apart_x = a["x"] + a["width"] <= b["x"] + 1 or b["x"] + b["width"] <= a["x"] + 1
+            apart_y = a["y"] + a["height"] <= b["y"] + 1 or b["y"] + b["height"] <= a["y"] + 1
+            assert apart_x or apart_y, (a, b)
+    raw_lr = page.locator("#chart-learning_rate .scatterlayer .trace").first  # drawn as set: no faint raw
+    assert raw_lr.evaluate("t => getComputedStyle(t).opacity") == "0"
     assert page.locator("#chart-loss .scatterlayer .trace").count() == 2
     assert page.locator("#artifacts").count() == 1
     page.click("#job-evaluation-link")

@@ -46,6 +46,9 @@ def test_launch_form_shows_every_config_field_with_help_and_default(manager_clie
     assert 'name="learning_rate"' in html and "AdamW peak learning rate" in html
     assert 'value="5e-07"' in html or 'value="5e-7"' in html
     assert 'name="train_file"' not in html and 'name="output_dir"' not in html
+    hidden = {"run_token"}
+    missing = [n for n in page.context["form"].fields if n not in hidden and f'name="{n}"' not in html]
+    assert not missing  # a form field the page does not render could never be posted
 
 
 def test_rdpo_form_prefills_epsilon_with_the_versions_flip_rate(manager_client, project, version):

@@ -13,7 +13,7 @@ from ..charts import flat
 from ..forms import LaunchForm
 from ..models import TrainingJob
 from ..selectors import job_for_user
-from ..services.jobs import training_job_queue
+from ..services.jobs import EVAL_GENERATIONS, training_job_queue
 from ..services.registry import model_entry_default
 
 
@@ -84,7 +84,9 @@ def job_new(request, project_id):
             queue=data["queue"],
             created_by=request.user,
             source=form.source,
-            eval_generations=data["eval_generations"],
+            eval_generations=EVAL_GENERATIONS
+            if data["eval_generations"] is None
+            else data["eval_generations"],
         )
     except ValidationError as exc:
         for field, errors in exc.message_dict.items():
