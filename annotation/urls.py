@@ -1,6 +1,6 @@
 from django.urls import path
 
-from .views import annotate, assets, construction, imports, projects, versions
+from .views import annotate, assets, construction, imports, items, projects, versions
 
 urlpatterns = [
     # projects (views/projects.py)
@@ -14,6 +14,14 @@ urlpatterns = [
         "projects/<int:project_id>/import/<int:import_id>/confirm/",
         imports.import_confirm,
         name="import-confirm",
+    ),
+    # curation: the item browser, an item's page, the disagreement queue (views/items.py)
+    path("projects/<int:project_id>/items/", items.item_list, name="item-list"),
+    path("projects/<int:project_id>/items/<int:item_id>/", items.item_detail, name="item-detail"),
+    path(
+        "projects/<int:project_id>/agreement/disagreements/",
+        items.disagreement_list,
+        name="disagreement-queue",
     ),
     # annotation (views/annotate.py)
     path("projects/<int:project_id>/annotate/", annotate.annotate, name="annotate"),

@@ -17,6 +17,7 @@ from jobs.pages import job_page
 
 from ..access import project_member_required
 from ..models import DatasetVersion, FreezeJob
+from ..selectors_items import disagreeing_tasks
 from ..services.agreement import project_agreement
 from ..services.exports import SPLITS, export_filename, export_write, jsonl_lines, ordered
 from ..services.freeze_jobs import freeze_job_create
@@ -61,7 +62,13 @@ def agreement(request, project_id):
         }
         for k in report.kappas
     ]
-    context = {"project": request.project, "report": report, "annotators": annotators, "kappas": kappas}
+    context = {
+        "project": request.project,
+        "report": report,
+        "annotators": annotators,
+        "kappas": kappas,
+        "disagreeing_items": len(set(disagreeing_tasks(project=request.project).values())),
+    }
     return render(request, "annotation/agreement.html", context)
 
 
