@@ -17,6 +17,8 @@ from django.core.exceptions import ValidationError
 
 from training.engine import FSDP_WRAPS, METHODS, SHARDINGS, STRATEGIES, ConfigError
 
+from .form_layout import GROUPS, field_group, field_label
+from .form_layout import help_text as plain_help
 from .models import ModelEntry, Queue, TrainingJob
 from .selectors import models_for_user
 from .services.jobs import (
@@ -101,6 +103,7 @@ FIELD_CHOICES = {
     "strategy": STRATEGIES,
     "fsdp_sharding": SHARDINGS,
     "fsdp_wrap": FSDP_WRAPS,
+    "device": ("auto", "cpu", "cuda", "cuda:0", "cuda:1", "cuda:2", "cuda:3"),
 }
 """Config fields with a closed set of values: a select, not free text (the config still validates)."""
 
@@ -108,7 +111,7 @@ FIELD_CHOICES = {
 def form_field(field: dataclasses.Field, help_text: str) -> forms.Field:
     kind, optional = _base_type(field.type)
     initial = field.default if field.default is not dataclasses.MISSING else None
-    common = {"help_text": help_text, "initial": initial, "label": field.name}
+    common = {"help_text": plain_help(help_text), "initial": initial, "label": field_label(field.name)}
     if field.name in FIELD_CHOICES:
         return forms.ChoiceField(choices=[(v, v) for v in FIELD_CHOICES[field.name]], **common)
     if kind is bool:
@@ -163,7 +166,7 @@ def model_ref_field(name: str, *, user) -> forms.ModelChoiceField:
         queryset=model_ref_choices(field=name, user=user),
         required=name not in OPTIONAL_REFS,
         empty_label=EMPTY_LABELS.get(name, "---------"),
-        label=name,
+        label=field_label(name),
         help_text=REF_HELP[name],
         error_messages={"invalid_choice": REF_REFUSED[name]},
     )
@@ -248,6 +251,15 @@ class LaunchForm(forms.Form):
 
     def hyper_fields(self):
         return [self[name] for name in self.hyper_names]
+
+    def hyper_groups(self) -> list[tuple[str, list]]:
+        """The method's fields under their headings (``form_layout.GROUPS``), empty groups left out; the
+        held-out generations setting joins the evaluation group."""
+        grouped = {key: [] for key, _ in GROUPS}
+        for name in self.hyper_names:
+            grouped[field_group(name)].append(self[name])
+        grouped["evaluation"].append(self["eval_generations"])
+        return [(title, grouped[key]) for key, title in GROUPS if grouped[key]]
 
     def model_fields(self):
         """The models the method reads besides its base (a PPO job's reward model, …)."""
