@@ -1,5 +1,7 @@
 """Read-side queries for the training pages, the API and the charts."""
 
+from django.core.cache import cache
+from django.core.exceptions import ValidationError
 from django.db.models import Q, QuerySet
 from django.http import Http404
 from django.shortcuts import get_object_or_404
@@ -19,8 +21,10 @@ from .models import (
     TrainingJob,
 )
 from .services.artifacts import sample_step
+from .services.job_storage import USAGE_CACHE_KEY, folder_usage, job_folder
 
 POINTS_PAGE = 5000
+USAGE_CACHE_SECONDS = 60
 
 
 def jobs_for_project(*, project) -> QuerySet[TrainingJob]:
@@ -126,6 +130,27 @@ def job_progress(*, job: TrainingJob, now=None) -> dict:
 
 def artifacts_for(*, job) -> QuerySet[Artifact]:
     return Artifact.objects.filter(job=job).order_by("kind", "path")
+
+
+def artifact_usage_for_project(*, project) -> dict:
+    """What the project's job folders hold on disk: ``{"bytes", "jobs", "complete"}`` (hard-linked files
+    once; ``complete`` False when the walk stopped at its bound and ``bytes`` is a lower bound).  Cached
+    for USAGE_CACHE_SECONDS; deleting a job's files forgets it at once."""
+    key = USAGE_CACHE_KEY.format(project_id=project.pk)
+    found = cache.get(key)
+    if found is None:
+        folders = []
+        for job in TrainingJob.objects.filter(dataset_version__project=project).only("pk", "config"):
+            try:
+                folder = job_folder(job)
+            except ValidationError:
+                continue
+            if folder.is_dir():
+                folders.append(folder)
+        usage = folder_usage(folders)
+        found = {"bytes": usage.bytes, "jobs": len(folders), "complete": usage.complete}
+        cache.set(key, found, USAGE_CACHE_SECONDS)
+    return found
 
 
 def sample_artifacts(*, job) -> dict[int, Artifact]:

@@ -99,6 +99,12 @@ urlpatterns = [
         name="job-metrics-download",
     ),
     path("projects/<int:project_id>/jobs/<int:job_id>/cancel/", jobs.job_cancel, name="job-cancel"),
+    path(
+        "projects/<int:project_id>/jobs/<int:job_id>/artifacts/delete/",
+        jobs.job_artifacts_remove,
+        name="job-artifacts-delete",
+    ),
+    path("projects/<int:project_id>/jobs/<int:job_id>/delete/", jobs.job_remove, name="job-delete"),
     path("projects/<int:project_id>/jobs/<int:job_id>/clone/", launch.job_clone, name="job-clone"),
     path(
         "projects/<int:project_id>/jobs/<int:job_id>/artifacts/<int:artifact_id>/",

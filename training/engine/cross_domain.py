@@ -330,10 +330,17 @@ def best_fast_module(output_dir: Path, domain: str, base: str) -> FastModule:
 
 
 def fast_stage(s: Split, settings, work: Path, out: Path, base: str, watch: Watch = Watch()) -> FastModule:
-    """One ``fast_slow_dpo`` stage on ``base``, evaluated and saved every ``checkpoint_every`` steps."""
+    """One ``fast_slow_dpo`` stage on ``base``, evaluated and saved every ``checkpoint_every`` steps; every
+    checkpoint is kept (``keep_checkpoints=None``), since the best fast module is chosen among them all
+    after the stage and COFS combines the kept modules from their checkpoint folders."""
     every = settings.checkpoint_every
     config = settings.stage(
-        FastSlowDPOConfig, model=base, eval_steps=every, save_steps=every, **_files(s, out, work)
+        FastSlowDPOConfig,
+        model=base,
+        eval_steps=every,
+        save_steps=every,
+        keep_checkpoints=None,
+        **_files(s, out, work),
     )
     _train(config, watch)
     return best_fast_module(out, s.domain.name, base)

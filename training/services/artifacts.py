@@ -86,18 +86,43 @@ def _outputs(folder: Path) -> list[Path]:
     return [*sorted(folder.iterdir()), *nested]
 
 
+CHECKPOINT_KINDS = (ArtifactKind.CHECKPOINT, ArtifactKind.ADAPTER)
+
+
 def artifact_record(*, job, path: Path, digests: Digests) -> Artifact | None:
-    """Record one artifact as it is written (hashed now, once); None for a path that is no artifact."""
+    """Record one artifact as it is written (hashed now, once); None for a path that is no artifact, or
+    for a checkpoint the run deleted (``keep_checkpoints``) before it was hashed.  Recording a checkpoint
+    also drops the rows of the job's checkpoints the run has deleted since."""
     kind = _kind_of(path)
     if kind is None:
         return None
-    size, sha = digests.tree(path)
+    try:
+        size, sha = digests.tree(path)
+    except FileNotFoundError:  # the engine's process pruned it while this one was hashing it
+        return None
+    if not path.exists():
+        return None
     artifact, _ = Artifact.objects.update_or_create(
         job=job,
         path=path.resolve().relative_to(artifact_root()).as_posix(),
         defaults={"kind": kind, "size": size, "sha256": sha},
     )
+    if kind in CHECKPOINT_KINDS:
+        artifacts_drop_pruned(job=job)
     return artifact
+
+
+def artifacts_drop_pruned(*, job) -> int:
+    """Delete the rows of the job's checkpoint artifacts whose folders are gone; how many."""
+    root = artifact_root()
+    gone = [
+        a.pk
+        for a in Artifact.objects.filter(job=job, kind__in=CHECKPOINT_KINDS)
+        if not (root / a.path).is_dir()
+    ]
+    if gone:
+        Artifact.objects.filter(pk__in=gone).delete()
+    return len(gone)
 
 
 def artifacts_record(*, job, digests: Digests | None = None) -> list[Artifact]:

@@ -21,6 +21,7 @@ from django.db import transaction
 
 from jobs.leases import Lease, job_claim
 from jobs.models import JobState
+from training.engine.runtime.checkpoint import latest_checkpoint
 
 from ..models import Queue, TrainingJob
 from .artifacts import Digests, artifact_record, artifacts_record
@@ -67,7 +68,7 @@ def external_report(*, job: TrainingJob, report: Report) -> dict:
         return {"attempt": lease.attempt, "cancel": False}
     lease = Lease(TrainingJob, job.pk, report.attempt)
     points = _points(report.points)
-    folders = [_folder(job, name) for name in report.saved]
+    folders = [folder for name in report.saved if (folder := _folder(job, name)) is not None]
     with transaction.atomic():
         steps = [step for step, *_ in points]
         if not lease.write(**({"step": max(steps)} if steps else {})):
@@ -101,16 +102,26 @@ def _points(rows: list[dict]) -> list[tuple[int, str, float, float]]:
     return points
 
 
-def _folder(job: TrainingJob, name: str) -> Path:
+def _folder(job: TrainingJob, name: str) -> Path | None:
+    """The reported folder in the job's output folder; None for a checkpoint the run has already deleted
+    (``keep_checkpoints``: a later one is in place)."""
     if not isinstance(name, str) or not FOLDER_NAME.fullmatch(name):
         raise ReportRefused(f"saved: {str(name)[:80]!r} is not checkpoint-N, samples/step-N or final")
     folder = Path(job.config["output_dir"]) / name
     if not folder.is_dir():
+        if _pruned(folder):
+            return None
         raise ReportRefused(
             f"saved: {name} is not in the job's output folder here; a run outside the studio must write to "
             "storage the studio shares (TRAINING_SHARED_STORAGE)"
         )
     return folder
+
+
+def _pruned(folder: Path) -> bool:
+    """A ``checkpoint-N`` gone while a later complete checkpoint is in place: the run deleted it."""
+    latest = latest_checkpoint(folder.parent) if folder.name.startswith("checkpoint-") else None
+    return latest is not None and int(latest.name.split("-")[1]) > int(folder.name.split("-")[1])
 
 
 def _finish(job: TrainingJob, lease: Lease, report: Report) -> None:

@@ -1,6 +1,6 @@
-"""The job list and the job dashboard: progress, live metrics (JSON after a cursor), a diffusion job's
-sample grid (its images served from the job's artifacts), a PPO/RTO job's latest rollouts, downloads,
-cancel."""
+"""The job list (with the disk its jobs use) and the job dashboard: progress, live metrics (JSON after a
+cursor), a diffusion job's sample grid (its images served from the job's artifacts), a PPO/RTO job's latest
+rollouts, downloads, cancel, and deleting a finished job's checkpoints or the job."""
 
 import csv
 import io
@@ -8,8 +8,10 @@ import json
 import zipfile
 
 from django.contrib import messages
+from django.core.exceptions import ValidationError
 from django.http import FileResponse, Http404, JsonResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
+from django.template.defaultfilters import filesizeformat
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
@@ -20,6 +22,7 @@ from jobs.pages import STOP_POLLING, job_page
 from ..charts import chart_panels
 from ..models import Artifact, Queue
 from ..selectors import (
+    artifact_usage_for_project,
     artifacts_for,
     job_for_user,
     job_progress,
@@ -29,6 +32,7 @@ from ..selectors import (
     sample_artifacts,
 )
 from ..services.artifacts import artifact_path, sample_file, sample_manifest
+from ..services.job_storage import job_artifacts_delete, job_delete
 from ..services.joblog import log_tail
 from ..services.jobs import training_job_cancel
 from ..services.prompt_sources import prompt_source_label
@@ -60,6 +64,7 @@ def job_list(request, project_id):
             "jobs": jobs,
             "version": version,
             "is_manager": request.project_role == Role.MANAGER,
+            "usage": artifact_usage_for_project(project=request.project),
         },
     )
 
@@ -185,6 +190,49 @@ def job_cancel(request, project_id, job_id):
     job = training_job_cancel(job=job_for_user(user=request.user, job_id=job_id, project_id=project_id))
     messages.info(request, f"Job {job.pk}: {'cancelled' if job.finished else 'cancel requested'}.")
     return redirect("job-detail", project_id=project_id, job_id=job.pk)
+
+
+UNCONFIRMED = "Tick the box to confirm the deletion; nothing was deleted."
+
+
+def _storage_action(request, job, action):
+    """``(None, action())`` once the form confirms the deletion; else ``(the job page with the reason, a
+    4xx, None)``: 400 unconfirmed, 409 when the service refuses (running, or still in use)."""
+    message, status = UNCONFIRMED, 400
+    if request.POST.get("confirm") == "yes":
+        try:
+            return None, action()
+        except ValidationError as exc:
+            message, status = " ".join(exc.messages), 409
+    context = {**_detail_context(request, job), "storage_error": message}
+    return render(request, "training/job_detail.html", context, status=status), None
+
+
+@require_POST
+@project_member_required(manager=True)
+def job_artifacts_remove(request, project_id, job_id):
+    """Delete a finished job's checkpoints (``include_model``: its final model and registry entry too)."""
+    job = job_for_user(user=request.user, job_id=job_id, project_id=project_id)
+    include_model = request.POST.get("include_model") == "yes"
+    refused, freed = _storage_action(
+        request, job, lambda: job_artifacts_delete(job=job, include_model=include_model)
+    )
+    if refused is not None:
+        return refused
+    messages.info(request, f"Job {job.pk}: checkpoints deleted, {filesizeformat(freed)} freed.")
+    return redirect("job-detail", project_id=project_id, job_id=job.pk)
+
+
+@require_POST
+@project_member_required(manager=True)
+def job_remove(request, project_id, job_id):
+    """Delete a finished job: its row, its registered model and its folder."""
+    job = job_for_user(user=request.user, job_id=job_id, project_id=project_id)
+    refused, _ = _storage_action(request, job, lambda: job_delete(job=job))
+    if refused is not None:
+        return refused
+    messages.info(request, f"Job {job_id} and its files deleted.")
+    return redirect("job-list", project_id=project_id)
 
 
 @require_GET

@@ -3,7 +3,8 @@
 ``checkpoint-N/`` holds what the recipe's ``save`` writes (for causal LMs ``model.safetensors`` +
 ``config.json``, or ``adapter_model.safetensors`` + ``adapter_config.json``, and the tokenizer) and
 ``trainer_state.pt``: optimizer, scheduler, RNG states, the data position (optimizer step) and the recipe's
-own state.  Loadable by ``from_pretrained`` / ``PeftModel.from_pretrained``.
+own state.  Loadable by ``from_pretrained`` / ``PeftModel.from_pretrained``.  ``prune_checkpoints`` deletes
+those beyond the run's ``keep_checkpoints`` once a newer one is in place.
 """
 
 from __future__ import annotations
@@ -113,14 +114,48 @@ def publish(tmp: Path, target: Path, guard: Callable[[], None]) -> Path:
     return target
 
 
-def latest_checkpoint(output_dir: Path) -> Path | None:
-    """The complete ``checkpoint-N`` with the highest N, or None."""
+def complete_checkpoints(output_dir: Path) -> list[tuple[int, Path]]:
+    """Every complete ``checkpoint-N`` (one whose ``trainer_state.pt`` is in place) as ``(N, folder)``,
+    oldest first."""
     found = []
     for child in Path(output_dir).glob("checkpoint-*"):
         match = re.fullmatch(r"checkpoint-(\d+)", child.name)
         if match and (child / STATE_FILE).is_file():
             found.append((int(match.group(1)), child))
-    return max(found)[1] if found else None
+    return sorted(found)
+
+
+def latest_checkpoint(output_dir: Path) -> Path | None:
+    """The complete ``checkpoint-N`` with the highest N, or None."""
+    found = complete_checkpoints(output_dir)
+    return found[-1][1] if found else None
+
+
+def prune_checkpoints(output_dir: Path, *, newest: Path, keep: int | None) -> list[Path]:
+    """Delete the complete checkpoints older than ``newest`` (the one just put in place) beyond the ``keep``
+    newest, ``newest`` counted; returns the folders deleted.  ``keep=None`` deletes nothing.
+
+    A later checkpoint than ``newest`` (none in a normal run), an incomplete one, ``final/`` and the
+    private folders of writers in progress are never touched, so the checkpoint a resume would read
+    survives.  Each folder is first renamed to a hidden name and then removed: a deletion cut short leaves
+    no half-deleted ``checkpoint-N`` for a resume or the artifact list to take for a complete one."""
+    if keep is None:
+        return []
+    match = re.fullmatch(r"checkpoint-(\d+)", Path(newest).name)
+    if match is None:
+        raise ValueError(f"{newest}: not a checkpoint-N folder")
+    older = [folder for step, folder in complete_checkpoints(output_dir) if step < int(match.group(1))]
+    doomed = older[: max(0, len(older) - (keep - 1))]
+    deleted = []
+    for folder in doomed:
+        hidden = folder.with_name(f".{folder.name}.{os.getpid()}-{secrets.token_hex(4)}.deleting")
+        try:
+            folder.rename(hidden)
+        except FileNotFoundError:  # already gone
+            continue
+        shutil.rmtree(hidden, ignore_errors=True)
+        deleted.append(folder)
+    return deleted
 
 
 def load_weights(model: nn.Module, folder: Path) -> None:

@@ -111,6 +111,9 @@ class RunConfig:
     """Write checkpoint-N every N steps (the final model is always written)."""
     save_final: bool = True
     """Write checkpoint-N and final/ at the last step (turn off only for benchmarks)."""
+    keep_checkpoints: int | None = 2
+    """Keep the newest K checkpoint folders: older ones are deleted after each new checkpoint is in place
+    (the one a resume reads and final/ are never deleted). None = keep every one."""
     processes_per_node: int = 1
     """Training processes the studio's worker starts (torchrun --nproc-per-node): the global batch stays
     batch_size × gradient_accumulation_steps, split across them. The engine itself trains on whatever
@@ -171,7 +174,7 @@ class RunConfig:
             require_positive(getattr(self, name), name, integer=True)
             if limit is not None:  # with max_steps, later epochs are never planned: any count is harmless
                 require_at_most(getattr(self, name), name, limit)
-        for name in ("max_steps", "eval_steps", "save_steps"):
+        for name in ("max_steps", "eval_steps", "save_steps", "keep_checkpoints"):
             require_positive(getattr(self, name), name, integer=True, allow_none=True)
             require_at_most(getattr(self, name), name, MAX_STEPS)
         require(

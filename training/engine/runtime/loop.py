@@ -4,7 +4,8 @@ resume)``.
 The run is seeded; the step plan comes from the recipe's stages; each step accumulates the gradients of
 its micro-batches, clips them, steps AdamW and the schedule, and reports one set of metrics.  Checkpoints
 (every ``save_steps``, on cancel and at the end) hold the weights, optimizer, schedule, RNG, data position
-and the recipe's own state, so ``resume`` reproduces the uninterrupted run's metrics.  At the end the
+and the recipe's own state, so ``resume`` reproduces the uninterrupted run's metrics; older ones beyond
+``keep_checkpoints`` are deleted once a new one is in place.  At the end the
 recipe exports ``final/``, the model every consumer loads.
 
 Every file the run writes goes through ``guard()`` first (a job's attempt raises there once another attempt
@@ -31,6 +32,7 @@ from training.engine.runtime.checkpoint import (
     latest_checkpoint,
     load_state,
     private_folder,
+    prune_checkpoints,
     publish,
     rng_state,
     save_checkpoint,
@@ -135,8 +137,17 @@ class _Run:
                 rank_rng=rank_rng,
             )
             self.saved(folder)
+            self.prune(folder)
         self.dist.barrier()
         return folder
+
+    def prune(self, newest: Path) -> None:
+        """Delete the checkpoints beyond ``keep_checkpoints`` once ``newest`` is in place (rank 0 only,
+        through the guard: a stale attempt deletes nothing of the attempt that owns the run now)."""
+        if self.config.keep_checkpoints is None:
+            return
+        self.guard()
+        prune_checkpoints(self.out_dir, newest=newest, keep=self.config.keep_checkpoints)
 
 
 def prepare(recipe: Recipe, config: RunConfig, dist: Dist | None = None) -> Recipe:
