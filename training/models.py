@@ -77,6 +77,11 @@ class TrainingJob(Job):
     queue = models.CharField(max_length=10, choices=Queue.choices, default=Queue.CPU)
     step = models.PositiveIntegerField(default=0)
     total_steps = models.PositiveIntegerField(null=True, blank=True)
+    stage = models.CharField(
+        max_length=20, blank=True, help_text="What the attempt is doing (services/runner.py STAGES)."
+    )
+    stage_done = models.PositiveIntegerField(default=0)
+    stage_total = models.PositiveIntegerField(default=0)
     eval_generations = models.PositiveSmallIntegerField(
         default=4, help_text="Held-out prompts the base and trained models answer after training (0: none)."
     )

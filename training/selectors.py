@@ -10,6 +10,7 @@ from django.utils import timezone
 from annotation.access import project_for
 from annotation.models import Project
 
+from .job_stages import STAGES
 from .models import (
     Artifact,
     ArtifactKind,
@@ -115,7 +116,8 @@ def last_values(*, job_id: int, names) -> dict[str, float | None]:
 
 
 def job_progress(*, job: TrainingJob, now=None) -> dict:
-    """Percent done, throughput (steps/s over this attempt) and the ETA in seconds, where known."""
+    """Percent done, throughput (steps/s over this attempt, or s/step when under 0.1 steps/s), the ETA in
+    seconds while training, and, while running, the stage in words with its own progress."""
     now = now or timezone.now()
     total = job.total_steps or 0
     percent = min(100, round(100 * job.step / total)) if total else 0
@@ -125,7 +127,18 @@ def job_progress(*, job: TrainingJob, now=None) -> dict:
         rate = (job.step - job.started_step) / elapsed if elapsed > 0 else None
         if rate and total and job.state == "running":
             eta = max(0.0, (total - job.step) / rate)
-    return {"percent": percent, "steps_per_s": rate, "eta_seconds": eta, "step": job.step, "total": total}
+    training = job.stage in ("", "training")
+    return {
+        "percent": percent,
+        "steps_per_s": rate if rate and rate >= 0.1 else None,
+        "seconds_per_step": 1 / rate if rate and rate < 0.1 else None,
+        "eta_seconds": eta if training else None,
+        "step": job.step,
+        "total": total,
+        "stage": STAGES.get(job.stage, job.stage) if job.state == "running" else "",
+        "stage_done": job.stage_done,
+        "stage_total": job.stage_total if job.stage != "training" else 0,
+    }
 
 
 def artifacts_for(*, job) -> QuerySet[Artifact]:

@@ -320,3 +320,36 @@ def test_eval_generations_limits_the_answers_the_evaluation_writes(tmp_path, bas
 
     report = evaluation_report(job=job)
     assert len(report["generations"]) == 2 and report["generations_asked"] == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_job_reports_each_stage_it_goes_through_and_its_page_names_it(
+    tmp_path, base_model, version, manager, client, monkeypatch
+):
+    from training.services import runner
+
+    seen = []
+    real = runner.StageReporter.log_stage
+
+    def spy(self, stage, done=0, total=0):
+        real(self, stage, done, total)
+        row = TrainingJob.objects.get(pk=self.lease.pk)
+        seen.append((row.stage, row.stage_done, row.stage_total))
+
+    monkeypatch.setattr(runner.StageReporter, "log_stage", spy)
+    job = _launch(tmp_path, base_model, version, manager, max_steps=2, eval_steps=None)
+    assert training_job_run(job_id=job.pk) == JobState.SUCCEEDED
+    stages = [s for s, _, _ in seen]
+    order = [s for i, s in enumerate(stages) if i == 0 or stages[i - 1] != s]
+    assert order == ["loading", "reference", "training", "evaluating", "writing"]
+    reference = [(d, t) for s, d, t in seen if s == "reference"]
+    assert reference[-1][0] == reference[-1][1] > 0  # n of N batches, to the end
+    assert ("evaluating", 0, 4) in seen
+    log = (Path(job.config["output_dir"]) / "log.txt").read_text()
+    assert "computing reference log-probs…" in log and "writing artifacts…" in log
+    TrainingJob.objects.filter(pk=job.pk).update(
+        state=JobState.RUNNING, stage="reference", stage_done=3, stage_total=7
+    )
+    client.force_login(manager)
+    page = client.get(f"/projects/{version.project_id}/jobs/{job.pk}/").content.decode()
+    assert "<b>Computing reference log-probs</b> · 3 of 7" in page and "ETA" not in page

@@ -38,7 +38,7 @@ from training.engine.runtime.checkpoint import latest_checkpoint, load_state
 from training.engine.runtime.config import MAX_STEPS, ConfigError, RunConfig
 from training.engine.runtime.distributed import Dist
 from training.engine.runtime.loop import TrainResult, prepare, run, write_config
-from training.engine.runtime.metrics import MetricsCallback
+from training.engine.runtime.metrics import MetricsCallback, announce_stage
 from training.engine.runtime.recipe import Interrupted
 
 
@@ -160,6 +160,9 @@ def train(
     recipe = recipe if recipe is not None else recipe_for(config)
     # across processes a cancel is agreed on between steps: a pass one rank cut short would strand the rest
     recipe.should_stop = None if dist.active else should_cancel
+    if dist.is_main:
+        recipe.report_stage = lambda stage, done, total: announce_stage(callbacks, stage, done, total)
+        announce_stage(callbacks, "loading")
     try:
         recipe = prepare(recipe, config, dist)
     except Interrupted:

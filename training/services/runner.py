@@ -10,6 +10,7 @@ completes the artifact list (and registers the model), so whoever sees the job f
 
 import logging
 import threading
+import time
 import traceback as tb
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from training.engine import NonFiniteError, config_from_dict, train
 from training.engine.runtime.checkpoint import latest_checkpoint, load_state
 from training.engine.runtime.metrics import read_metrics
 
+from ..job_stages import STAGES
 from ..models import LoopRound, ModelKind, TrainingJob
 from .artifacts import Digests, artifact_record, artifacts_record
 from .attempt import AttemptWatch, LeaseLostError
@@ -103,6 +105,33 @@ def training_job_run(*, job_id: int) -> str | None:
         close_old_connections()
 
 
+class StageReporter:
+    """The engine callback that records the run's stage on the job row (``on_stage``; a change at once,
+    progress within a stage at most once a second) and ``training`` once the steps start."""
+
+    def __init__(self, lease, log: JobLog) -> None:
+        self.lease, self.joblog, self.current, self.written = lease, log, None, 0.0
+
+    def log_stage(self, stage: str, done: int = 0, total: int = 0) -> None:
+        now = time.monotonic()
+        changed = stage != self.current
+        if changed or now - self.written >= 1.0 or done == total:
+            self.lease.write(stage=stage, stage_done=done, stage_total=total)
+            self.written = now
+        if changed:
+            self.current = stage
+            self.joblog.write(f"{STAGES.get(stage, stage)}…")
+
+    def on_stage(self, stage: str, done: int, total: int) -> None:
+        self.log_stage(stage, done, total)
+
+    def on_start(self, total_steps: int, start_step: int) -> None:
+        self.log_stage("training", start_step, total_steps)
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        return None
+
+
 def _run_attempt(job: TrainingJob, watch: AttemptWatch, log: JobLog) -> str | None:
     lease = watch.lease
 
@@ -118,6 +147,7 @@ def _run_attempt(job: TrainingJob, watch: AttemptWatch, log: JobLog) -> str | No
     )
     watch.metrics = db
     recorder = ArtifactRecorder(job, watch)
+    stages = StageReporter(lease, log)
     try:
         resume = lease.attempt > 1
         db.step = _resume_point(job, log) if resume else 0
@@ -130,7 +160,7 @@ def _run_attempt(job: TrainingJob, watch: AttemptWatch, log: JobLog) -> str | No
         else:
             result = train(
                 config,
-                callbacks=[db, recorder],
+                callbacks=[db, recorder, stages],
                 should_cancel=watch.should_cancel,
                 guard=watch.fence,
                 resume=resume,
@@ -151,7 +181,7 @@ def _run_attempt(job: TrainingJob, watch: AttemptWatch, log: JobLog) -> str | No
                 raise LeaseLostError(f"job {job.pk}: attempt {lease.attempt} no longer owns the job")
         log.write(f"cancelled before step {result.step + 1}; checkpoint {result.last_checkpoint}")
         return JobState.CANCELLED
-    return _succeed(job, lease, result, log, recorder.digests)
+    return _succeed(job, lease, result, log, recorder.digests, stages)
 
 
 def _fail(job: TrainingJob, lease, log: JobLog, db: DbMetrics, exc: Exception) -> str:
@@ -198,13 +228,17 @@ class ArtifactRecorder:
             artifact_record(job=self.job, path=path, digests=self.digests)
 
 
-def _succeed(job: TrainingJob, lease, result, log: JobLog, digests: Digests) -> str | None:
+def _succeed(
+    job: TrainingJob, lease, result, log: JobLog, digests: Digests, stages: StageReporter
+) -> str | None:
     folder = result.final_model
     if folder is not None and not lease.lost.is_set():
+        stages.log_stage("evaluating", 0, job.eval_generations)
         _evaluate(job, folder, result.eval_metrics, log)
     if lease.lost.is_set():
         log.write("stopped: another attempt owns the job; this one records nothing")
         return None
+    stages.log_stage("writing")
     training_job_succeed(job, lease, step=result.step, folder=folder, digests=digests, log=log)
     return JobState.SUCCEEDED
 

@@ -274,3 +274,26 @@ def test_the_step_plan_stops_at_max_steps_however_many_epochs_are_asked(tmp_path
 
     assert step_plan(10, config(10**9)) == step_plan(10, config(4))
     assert len(step_plan(10, config(4))) == 7 and step_plan(10, config(4))[3] != step_plan(10, config(4))[0]
+
+
+class StageRecorder:
+    def __init__(self):
+        self.stages = []
+
+    def log(self, metrics, step):
+        return None
+
+    def on_stage(self, stage, done, total):
+        self.stages.append((stage, done, total))
+
+
+def test_a_run_tells_its_callbacks_it_loads_then_computes_the_reference_batch_by_batch(task, tmp_path):
+    data = task()
+    heard = StageRecorder()
+    train(DPOConfig(**data, output_dir=str(tmp_path / "a"), max_steps=1, batch_size=16), callbacks=[heard])
+    train_batches = [s for s in heard.stages if s[0] == "reference" and s[2] == 4]  # 64 pairs / 16
+    assert heard.stages[0] == ("loading", 0, 0)
+    assert [done for _, done, _ in train_batches] == [0, 1, 2, 3, 4]
+    again = StageRecorder()  # the cached reference is read, not computed: no pass to report
+    train(DPOConfig(**data, output_dir=str(tmp_path / "b"), max_steps=1, batch_size=16), callbacks=[again])
+    assert again.stages == [("loading", 0, 0)]

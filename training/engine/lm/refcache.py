@@ -51,22 +51,27 @@ def compute_reference(
     autocast_dtype: torch.dtype | None = None,
     between_batches: Callable[[], None] = lambda: None,
     dist: Dist | None = None,
+    progress: Callable[[int, int], None] = lambda done, total: None,
 ) -> dict[str, torch.Tensor]:
     """Sequence log-probs of chosen and rejected for every pair, in the order of ``pairs``;
-    ``between_batches()`` runs before each batch (it may raise to stop the pass).  With ``dist`` of
+    ``between_batches()`` runs before each batch (it may raise to stop the pass) and ``progress(batches
+    done, batches)`` after each of this process's batches.  With ``dist`` of
     more than one process, each rank computes a contiguous share of the batches and every rank gets the
     whole, gathered."""
     dist = dist or Dist()
     was_training = model.training
     model.eval()
     chosen, rejected = [torch.zeros(0)], [torch.zeros(0)]
-    for start in dist.shard(range(0, len(pairs), batch_size)):
+    starts = list(dist.shard(range(0, len(pairs), batch_size)))
+    progress(0, len(starts))
+    for done, start in enumerate(starts, start=1):
         between_batches()
         batch = collator(pairs[start : start + batch_size])
         with autocast(batch.input_ids.device, autocast_dtype):
             c, r = segment_sums(token_logps(model, batch), batch)
         chosen.append(c.float().cpu())
         rejected.append(r.float().cpu())
+        progress(done, len(starts))
     model.train(was_training)
     return {
         "chosen": dist.gather_concat(torch.cat(chosen)),
@@ -85,6 +90,7 @@ def cached_reference(
     cache_dir: Path,
     between_batches: Callable[[], None] = lambda: None,
     dist: Dist | None = None,
+    progress: Callable[[int, int], None] = lambda done, total: None,
 ) -> tuple[dict[str, torch.Tensor], bool]:
     """The pairs' reference log-probs from the cache, or computed and stored; returns (values, was_cached).
     With ``dist``, the ranks compute it together (each a share) unless every rank finds it cached, and
@@ -102,6 +108,7 @@ def cached_reference(
         autocast_dtype=dtype,
         between_batches=between_batches,
         dist=dist,
+        progress=progress,
     )
     if not dist.is_main:
         return values, False

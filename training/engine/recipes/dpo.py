@@ -181,6 +181,7 @@ class DPORecipe(RecipeBase):
             cache_dir=cache_dir,
             between_batches=self.between_batches,
             dist=self.dist,
+            progress=lambda done, total: self.report_stage("reference", done, total),
         )
 
     def wrap_trainable(self, model: nn.Module) -> nn.Module:

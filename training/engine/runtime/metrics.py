@@ -19,6 +19,16 @@ class MetricsCallback(Protocol):
 
 # Optional: a callback that also defines ``on_start(total_steps: int, start_step: int)`` is told the planned
 # number of optimizer steps (and where a resumed run starts) before the first step, e.g. for a progress bar.
+# One that defines ``on_stage(stage: str, done: int, total: int)`` hears what the run does before training:
+# ``loading`` (the model, converted on first use), then ``reference`` with batches done of total (the
+# reference log-probs pass, skipped when cached); training itself is ``on_start`` and the steps.
+
+
+def announce_stage(callbacks, stage: str, done: int = 0, total: int = 0) -> None:
+    """Tell every callback that has ``on_stage`` what the run is doing (see above)."""
+    for callback in callbacks:
+        if hasattr(callback, "on_stage"):
+            callback.on_stage(stage, done, total)
 
 
 class JsonlMetrics:

@@ -129,6 +129,10 @@ class Recipe(Protocol):
         """Between two batches of a pass that is not a training step: raises Interrupted once the run
         was asked to stop."""
 
+    report_stage: Callable[[str, int, int], None]
+    """Set by ``train`` before ``setup``: ``report_stage(stage, done, total)`` tells the run's callbacks
+    (``on_stage``) how far a long set-up pass is (the DPO recipe's ``reference`` pass)."""
+
     supports_distributed: ClassVar[bool]
     """Whether the recipe runs on more than one process (``runtime/distributed.py``): a micro-batch's loss
     is a mean over the examples it is given, with no state shared between examples of a step."""
@@ -162,6 +166,9 @@ class RecipeBase:
     sharded_root: nn.Module | None = None
     micro_batch: Sequence[int] = ()
     should_stop: Callable[[], bool] | None = None
+
+    def report_stage(self, stage: str, done: int, total: int) -> None:
+        return None
 
     def between_batches(self) -> None:
         if self.should_stop is not None and self.should_stop():
