@@ -42,6 +42,11 @@ urlpatterns = [
     path("projects/<int:project_id>/versions/", versions.version_list, name="version-list"),
     path("projects/<int:project_id>/versions/freeze/", versions.version_freeze, name="version-freeze"),
     path(
+        "projects/<int:project_id>/versions/current.jsonl",
+        versions.current_judgments_export,
+        name="current-judgments-export",
+    ),
+    path(
         "projects/<int:project_id>/versions/preview/",
         versions.version_freeze_preview,
         name="version-freeze-preview",

@@ -91,10 +91,14 @@ def export_check(*, fmt: str, split: str) -> None:
         raise ExportError(f"split must be one of {', '.join(SPLITS)}, not {split!r}.")
 
 
+def project_slug(project) -> str:
+    """The project's name as a file-name stem (letters, digits and dashes)."""
+    return re.sub(r"[^A-Za-z0-9]+", "-", project.name).strip("-").lower() or "project"
+
+
 def export_filename(*, version: DatasetVersion, fmt: str, split: str) -> tuple[str, str]:
     """``(file name, content type)`` of an export; JSONL of an image project is a zip."""
-    slug = re.sub(r"[^A-Za-z0-9]+", "-", version.project.name).strip("-").lower() or "project"
-    stem = f"{slug}-v{version.number}-{split}"
+    stem = f"{project_slug(version.project)}-v{version.number}-{split}"
     if fmt == "parquet":
         return f"{stem}.parquet", "application/vnd.apache.parquet"
     if version.project.task_type in IMAGE_TYPES:

@@ -446,6 +446,21 @@ def freeze_preview(
     return FreezePreview(built.examples, train, test, data.task_count, dropped, warnings)
 
 
+def current_rows(
+    *, project: Project, rule: FreezeRule, seed: int = 0, test_fraction: float = 0.1
+) -> Iterator[tuple[str, dict]]:
+    """The ``(split, row)`` pairs a freeze with these settings would store now, streamed as the freeze
+    builds them and stored nowhere: the "current judgments" export, for inspection (versions stay the
+    only thing training reads)."""
+    data = project_data_load(project=project)
+    built = rows_build(task_type=project.task_type, data=data, rule=rule)
+    try:
+        splits = vr.assign_splits(built.per_item, built.fixed, seed=seed, test_fraction=test_fraction)
+        yield from _split_rows(built, splits)
+    finally:
+        built.spool.close()
+
+
 def dataset_version_from_rows(
     *,
     project: Project,

@@ -9,6 +9,7 @@ from django.contrib import messages
 from django.http import FileResponse, Http404, HttpResponseBadRequest, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
@@ -19,9 +20,9 @@ from ..access import project_member_required
 from ..models import DatasetVersion, FreezeJob
 from ..selectors_items import disagreeing_tasks
 from ..services.agreement import project_agreement
-from ..services.exports import SPLITS, export_filename, export_write, jsonl_lines, ordered
+from ..services.exports import SPLITS, export_filename, export_write, jsonl_lines, ordered, project_slug
 from ..services.freeze_jobs import freeze_job_create
-from ..services.versions import FreezeRule, freeze_preview, version_rows
+from ..services.versions import FreezeRule, current_rows, freeze_preview, version_rows
 
 SAMPLE_ROWS = 20
 
@@ -109,6 +110,22 @@ def version_freeze_preview(request, project_id):
             )
     context = {"project": request.project, "preview": preview, "form": form}
     return render(request, "annotation/_freeze_preview.html", context)
+
+
+@require_GET
+@project_member_required(manager=True)
+def current_judgments_export(request, project_id):
+    """The rows the default freeze rule makes of the current judgments, as JSONL with a split column:
+    for inspection, named and marked as not a version (``X-PrefStudio-Not-A-Version``)."""
+    project = request.project
+    rows = current_rows(project=project, rule=FreezeRule(), seed=0, test_fraction=0.1)
+    lines = jsonl_lines(rows, with_split=True)
+    response = StreamingHttpResponse((line.encode() for line in lines), content_type="application/jsonl")
+    stamp = timezone.now().strftime("%Y%m%d-%H%M")
+    name = f"{project_slug(project)}-current-judgments-not-a-version-{stamp}.jsonl"
+    response["Content-Disposition"] = f'attachment; filename="{name}"'
+    response["X-PrefStudio-Not-A-Version"] = "true"
+    return response
 
 
 @require_POST

@@ -728,3 +728,27 @@ def test_the_freeze_form_asks_for_a_preview_that_names_counts_and_bad_fields(man
     assert 'data-train="1" data-test="0"' in shown and "held-out split would be empty" in shown
     bad = manager_client.get(url, {**fields, "test_fraction": 5}).content.decode()
     assert "test_fraction" in bad and "freeze-preview-counts" not in bad
+
+
+def test_current_judgments_export_streams_the_rules_rows_marked_not_a_version(
+    manager_client, project, raters
+):
+    import json
+
+    for i in range(3):
+        task = pair_task(project, prompt=f"now {i}")
+        vote(task, raters[0], "a")
+    response = manager_client.get(reverse("current-judgments-export", args=[project.pk]))
+    assert response.status_code == 200 and response["X-PrefStudio-Not-A-Version"] == "true"
+    assert "current-judgments-not-a-version" in response["Content-Disposition"]
+    rows = [json.loads(line) for line in b"".join(response.streaming_content).decode().splitlines()]
+    assert sorted(r["prompt"] for r in rows) == ["now 0", "now 1", "now 2"] and {
+        r["split"] for r in rows
+    } <= {"train", "test"}
+    assert not DatasetVersion.objects.filter(project=project).exists()  # nothing frozen
+    page = manager_client.get(reverse("version-list", args=[project.pk])).content.decode()
+    assert 'id="current-export"' in page
+
+
+def test_annotators_cannot_export_current_judgments(annotator_client, project):
+    assert annotator_client.get(reverse("current-judgments-export", args=[project.pk])).status_code == 403
