@@ -17,7 +17,7 @@ from jobs.models import JobState
 from jobs.pages import job_page
 
 from ..access import project_member_required
-from ..models import DatasetVersion, FreezeJob
+from ..models import DatasetVersion, FreezeJob, TaskType
 from ..selectors_items import disagreeing_tasks
 from ..services.agreement import project_agreement
 from ..services.exports import SPLITS, export_filename, export_write, jsonl_lines, ordered, project_slug
@@ -25,6 +25,8 @@ from ..services.freeze_jobs import freeze_job_create
 from ..services.versions import FreezeRule, current_rows, freeze_preview, version_rows
 
 SAMPLE_ROWS = 20
+TYPE_MEASURED = (TaskType.RANKING, TaskType.STEPWISE, TaskType.FACTUALITY)
+"""Project types whose agreement page leads with their own measure (Kendall τ, per step, per sentence)."""
 
 
 class FreezeForm(forms.Form):
@@ -69,6 +71,7 @@ def agreement(request, project_id):
         "annotators": annotators,
         "kappas": kappas,
         "disagreeing_items": len(set(disagreeing_tasks(project=request.project).values())),
+        "lead_with_type": request.project.task_type in TYPE_MEASURED,
     }
     return render(request, "annotation/agreement.html", context)
 

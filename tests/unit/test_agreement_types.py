@@ -106,3 +106,23 @@ def test_agreement_page_fragment_shows_tau_and_gold_accuracy(project, manager_cl
     fragment = manager_client.get(reverse("agreement-types", args=[project.pk])).content.decode()
     assert 'id="ranking-tau"' in fragment and "-1.000" in fragment
     assert 'id="gold-accuracy"' in fragment and "r1" in fragment and "0.0%" in fragment
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("task_type", ["ranking", "stepwise", "factuality"])
+def test_a_typed_projects_agreement_page_leads_with_its_own_measure(manager, client, task_type):
+    from tests.factories import MembershipFactory, ProjectFactory
+
+    project = ProjectFactory(task_type=task_type)
+    MembershipFactory(project=project, user=manager, role="manager")
+    client.force_login(manager)
+    html = client.get(f"/projects/{project.pk}/agreement/").content.decode()
+    slot, pairwise = html.index('id="agreement-types-slot"'), html.index("Krippendorff")
+    assert slot < pairwise and '<details id="pairwise-agreement">' in html
+
+
+@pytest.mark.django_db
+def test_a_pairwise_projects_agreement_page_leads_with_alpha(manager_client, project):
+    html = manager_client.get(f"/projects/{project.pk}/agreement/").content.decode()
+    assert html.index("Krippendorff") < html.index('id="agreement-types-slot"')
+    assert 'id="pairwise-agreement"' not in html
