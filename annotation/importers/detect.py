@@ -10,7 +10,7 @@ FORMAT_NAMES = ("trl", "responses", "hh", "stepwise", "pickapic", "multi_image",
 TASK_TYPES = {
     "trl": ("pairwise",),
     "hh": ("pairwise",),
-    "responses": ("pairwise", "ranking"),
+    "responses": ("pairwise", "ranking", "stepwise"),
     "stepwise": ("stepwise",),
     "pickapic": ("image_pair",),
     "multi_image": ("multi_image",),
@@ -93,7 +93,8 @@ def _detect_name(record: dict, task_type: str) -> str:
 def check_task_type(fmt: Format, *, task_type: str, project_name: str) -> None:
     allowed = TASK_TYPES[fmt.name]
     if task_type not in allowed:
+        kinds = " or ".join(allowed) if len(allowed) < 3 else f"{', '.join(allowed[:-1])} or {allowed[-1]}"
         raise FileFormatError(
-            f"This file holds {_TITLES[fmt.name]} rows, which need a project of type {' or '.join(allowed)}; "
+            f"This file holds {_TITLES[fmt.name]} rows, which need a project of type {kinds}; "
             f"project {project_name!r} has type {task_type}."
         )

@@ -2,6 +2,8 @@
 
 from itertools import combinations
 
+from annotation.builders.arithmetic import split_steps
+
 from . import fields
 from .context import ParseContext
 from .records import CandidateIn, JudgmentIn, RowError, RowIn, TaskIn
@@ -120,15 +122,26 @@ def response_tasks(count: int, task_type: str) -> list[TaskIn]:
 
 
 def parse_responses(record: dict, line: int, ctx: ParseContext) -> RowIn:
+    """A prompt and its responses: pairs to judge (every pair), one ranking task, or, in a step-wise
+    project, each response a solution to label step by step (its lines are its steps, as a generated
+    solution's are; an ``answer`` column is kept for checking)."""
     fields.require(record, ["prompt", "responses"])
     prompt, turns = prompt_fields(record["prompt"], "prompt", conversational=False)
     candidates = response_candidates(record["responses"], "responses")
+    metadata = fields.metadata_of(record, {"prompt", "responses"})
+    tasks = response_tasks(len(candidates), ctx.task_type)
+    if ctx.task_type == "stepwise":
+        for candidate in candidates:
+            if candidate.messages:
+                raise RowError("responses", "step-wise solutions are text, not chat messages")
+            candidate.steps = split_steps(candidate.text) or [candidate.text]
+        tasks = [TaskIn((index,)) for index in range(len(candidates))]
     return RowIn(
         line=line,
         prompt=prompt,
         messages=turns,
         candidates=candidates,
-        tasks=response_tasks(len(candidates), ctx.task_type),
+        tasks=tasks,
         split=fields.split_of(record),
-        metadata=fields.metadata_of(record, {"prompt", "responses"}),
+        metadata=metadata,
     )

@@ -142,7 +142,7 @@ def test_import_refuses_rows_that_do_not_fit_the_project_task_type(tmp_path):
     image_pair = ProjectFactory(name="Pics", task_type="image_pair")
     with pytest.raises(
         FileFormatError,
-        match="need a project of type pairwise or ranking; project 'Pics' has type image_pair",
+        match="need a project of type pairwise, ranking or stepwise; project 'Pics' has type image_pair",
     ):
         preferences_import(
             project=image_pair,

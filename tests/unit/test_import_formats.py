@@ -400,3 +400,42 @@ def test_asset_create_from_bytes_verifies_and_deduplicates(settings):
     assert (settings.MEDIA_ROOT / first.file.name).read_bytes() == png_bytes((7, 7, 7))
     with pytest.raises(ValueError, match="is not an image Pillow can verify"):
         asset_create_from_bytes(data=b"not an image")
+
+
+def test_import_pickapic_rows_without_a_label_become_pairs_to_judge(tmp_path):
+    project = ProjectFactory(task_type="image_pair")
+    red, blue = png_bytes((255, 0, 0)), png_bytes((0, 0, 255))
+    rows = [
+        {"caption": "to judge", "jpg_0": red, "jpg_1": blue, "label_0": None},
+        {"caption": "labelled", "jpg_0": blue, "jpg_1": red, "label_0": 1.0},
+    ]
+    path = tmp_path / "pick.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), path)
+    outcome = run_import(project, path)
+    assert outcome.counts["tasks"] == 2 and outcome.counts["judgments"] == 1
+    unjudged = Task.objects.get(item__prompt="to judge")
+    assert not unjudged.judgments.exists() and len(unjudged.candidate_ids) == 2
+    zip_rows = [{"caption": "bare", "jpg_0": "a.png", "jpg_1": "b.png"}]
+    bare = write_zip(
+        tmp_path / "bare.zip", "pick.jsonl", jsonl_bytes(zip_rows), {"a.png": red, "b.png": blue}
+    )
+    assert run_import(project, bare).counts["judgments"] == 0
+
+
+def test_import_problems_with_candidate_solutions_into_a_stepwise_project_for_step_labels(tmp_path):
+    project = ProjectFactory(task_type="stepwise")
+    rows = [
+        {
+            "prompt": "Tom has 3 apples and buys 4 more. How many?",
+            "responses": ["Tom starts with 3.\n3 + 4 = 7.\nThe answer is 7.", "3 + 4 = 8.\nThe answer is 8."],
+            "answer": "7",
+        }
+    ]
+    outcome = run_import(project, write_rows(tmp_path / "solutions.jsonl", rows))
+    assert outcome.counts == {"items": 1, "candidates": 2, "tasks": 2, "judgments": 0, "images": 0}
+    item = Item.objects.get(project=project)
+    first, second = candidates_of(item)
+    assert first.steps == ["Tom starts with 3.", "3 + 4 = 7.", "The answer is 7."]
+    assert second.steps == ["3 + 4 = 8.", "The answer is 8."]
+    assert sorted(t.candidate_ids for t in Task.objects.filter(item=item)) == [[first.pk], [second.pk]]
+    assert item.metadata["answer"] == "7"
