@@ -111,7 +111,11 @@ class RowIn:
             "images": [f"{i.width}×{i.height} {i.format}" for i in self.images],
             "candidates": [_candidate_preview(c) for c in self.candidates],
             "tasks": [
-                {"positions": list(t.positions), "judgment": _judgment_preview(t.judgment)}
+                {
+                    "positions": list(t.positions),
+                    "judgment": _judgment_preview(t.judgment),
+                    "words": task_words(t),
+                }
                 for t in self.tasks
             ],
             "split": self.split,
@@ -125,6 +129,29 @@ def _candidate_preview(candidate: CandidateIn) -> str:
     if candidate.steps and len(candidate.steps) > 1:
         return " | ".join(candidate.steps)
     return candidate.text
+
+
+CHOICE_WORDS = {"tie": "judged a tie", "both_bad": "both judged bad"}
+
+
+def task_words(task: TaskIn) -> str:
+    """What the task asks and what the file already says about it, in words (responses counted from 1):
+    "response 1 vs response 2: the file prefers response 1", "rank responses 1–4: to judge"."""
+    shown = [p + 1 for p in task.positions]
+    if len(shown) == 1:
+        asks = f"label response {shown[0]}"
+    elif len(shown) == 2:
+        asks = f"response {shown[0]} vs response {shown[1]}"
+    else:
+        asks = f"rank responses {shown[0]}–{shown[-1]}"
+    judgment = task.judgment
+    if judgment is None:
+        return f"{asks}: to judge"
+    if judgment.choice in ("a", "b") and len(shown) == 2:
+        return f"{asks}: the file prefers response {shown[0] if judgment.choice == 'a' else shown[1]}"
+    if judgment.choice in CHOICE_WORDS:
+        return f"{asks}: the file has it {CHOICE_WORDS[judgment.choice]}"
+    return f"{asks}: the file holds {_judgment_preview(judgment)}"
 
 
 def _judgment_preview(judgment: JudgmentIn | None) -> str:

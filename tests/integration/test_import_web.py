@@ -48,7 +48,8 @@ def test_import_web_flow_previews_then_imports_on_confirm(
     assert "TRL preference, standard, explicit prompt (JSONL)" in page
     assert "&lt;script&gt;alert(1)&lt;/script&gt; What is 0 + 0?" in page and "<script>alert(1)" not in page
     assert "What is 4 + 4?" in page and "What is 5 + 5?" not in page  # the first 5 rows only
-    assert 'id="confirm-import"' in page
+    assert 'id="confirm-import"' in page and "Import all 7 rows" in page
+    assert "response 1 vs response 2: the file prefers response 1" in page  # tasks in words
     assert not Item.objects.exists()
 
     job = confirm(manager_client, job, django_capture_on_commit_callbacks)
@@ -201,6 +202,7 @@ def test_import_preview_lists_problems_in_the_first_rows(manager_client, project
     page = manager_client.get(detail_url(ImportJob.objects.get())).content.decode()
     assert "These first rows already have problems" in page
     assert "<td>2</td><td><code>chosen</code></td><td>is an empty string</td>" in page
+    assert '<button type="submit" id="confirm-import" disabled' in page  # a failing file cannot be confirmed
 
 
 def _confirmed(client, project, capture, rows: int = 4) -> ImportJob:

@@ -439,3 +439,18 @@ def test_import_problems_with_candidate_solutions_into_a_stepwise_project_for_st
     assert second.steps == ["3 + 4 = 8.", "The answer is 8."]
     assert sorted(t.candidate_ids for t in Task.objects.filter(item=item)) == [[first.pk], [second.pk]]
     assert item.metadata["answer"] == "7"
+
+
+def test_task_words_say_what_a_task_asks_and_what_the_file_holds():
+    from annotation.importers.records import JudgmentIn, TaskIn, task_words
+
+    assert (
+        task_words(TaskIn((0, 1), JudgmentIn(choice="b")))
+        == "response 1 vs response 2: the file prefers response 2"
+    )
+    assert (
+        task_words(TaskIn((0, 1), JudgmentIn(choice="tie")))
+        == "response 1 vs response 2: the file has it judged a tie"
+    )
+    assert task_words(TaskIn((0, 1, 2, 3))) == "rank responses 1–4: to judge"
+    assert task_words(TaskIn((2,))) == "label response 3: to judge"
