@@ -25,7 +25,7 @@ class ProjectSettingsForm(ProjectForm):
 
 class MemberForm(forms.Form):
     username = forms.CharField(max_length=150)
-    role = forms.ChoiceField(choices=Role.choices)
+    role = forms.ChoiceField(choices=Role.choices, initial=Role.ANNOTATOR)
 
     def clean_username(self):
         username = self.cleaned_data["username"]
@@ -34,6 +34,14 @@ class MemberForm(forms.Form):
             raise forms.ValidationError(f"No user named {username!r}.")
         self.cleaned_data["user"] = user
         return username
+
+
+class AccountCreateForm(forms.Form):
+    """A new account for the project; ``account_create_for_project`` validates the name and email."""
+
+    username = forms.CharField(max_length=150, help_text="Letters, digits and @ . + - _ only.")
+    email = forms.CharField(max_length=254, required=False, help_text="Optional; no mail is sent.")
+    role = forms.ChoiceField(choices=Role.choices, initial=Role.ANNOTATOR)
 
 
 def add_validation_error(form: forms.Form, error: ValidationError) -> None:

@@ -115,6 +115,9 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 LOGIN_URL = "login"
+# A manager's new account gets a one-time set-password link (annotation/services/accounts.py) that expires
+# after ACCOUNT_LINK_DAYS; it is the same timeout as Django's password reset (the app sends no mail).
+PASSWORD_RESET_TIMEOUT = int(float(os.environ.get("ACCOUNT_LINK_DAYS", "7")) * 24 * 3600)
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"
 

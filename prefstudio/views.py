@@ -4,15 +4,17 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import get_user_model
 from django.contrib.auth.decorators import login_not_required
-from django.contrib.auth.views import LoginView
+from django.contrib.auth.views import LoginView, PasswordResetConfirmView
 from django.db import connection
 from django.http import JsonResponse
 from django.shortcuts import redirect, render
 from django.templatetags.static import static
+from django.urls import reverse_lazy
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from annotation.selectors import projects_for_user
+from annotation.services.accounts import account_link_tokens
 
 from .services import api_token_create, api_token_revoke
 
@@ -77,3 +79,22 @@ class StudioLoginView(LoginView):
         context["demo_users"] = names
         context["demo_password"] = DEMO_PASSWORD if names and settings.DEBUG else ""
         return context
+
+
+class AccountSetPasswordView(PasswordResetConfirmView):
+    """The one-time link of an account a manager made: the new member chooses a password, then logs in.
+
+    Django's reset-confirm view (``login_not_required``; it moves the token from the URL into the session
+    before showing the form), with the accounts' own token generator. The token is an HMAC under
+    SECRET_KEY, so the link cannot be guessed; passwords are then tried on the login form, which axes
+    throttles.
+    """
+
+    template_name = "registration/set_password.html"
+    token_generator = account_link_tokens
+    success_url = reverse_lazy("login")
+
+    def form_valid(self, form):
+        response = super().form_valid(form)
+        messages.success(self.request, f"Password set for {form.user.username}: log in with it.")
+        return response

@@ -1,13 +1,14 @@
 from django.contrib import messages
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods
 
 from ..access import project_member_required
-from ..forms import MemberForm, ProjectForm, ProjectSettingsForm
+from ..forms import AccountCreateForm, MemberForm, ProjectForm, ProjectSettingsForm, add_validation_error
 from ..models import Role
 from ..rendering import markdown_to_safe_html
 from ..selectors import project_overview
+from ..services.accounts import account_create_for_project, account_link_renew
 from ..services.progress import project_progress_refresh
 from ..services.projects import project_create as project_create_service
 from ..services.projects import project_member_remove, project_member_set
@@ -43,40 +44,101 @@ def project_detail(request, project_id):
 @require_http_methods(["GET", "POST"])
 @project_member_required(manager=True)
 def project_settings(request, project_id):
+    """The settings form, the members, and new accounts; each POST names its ``action``."""
     project = request.project
-    form = ProjectSettingsForm(instance=project)
-    member_form = MemberForm()
-    if request.method == "POST" and request.POST.get("action") == "settings":
-        form = ProjectSettingsForm(request.POST, instance=project)
-        if form.is_valid():
-            form.save()
-            if "overlap" in form.changed_data:  # which tasks are complete, and every count, change
-                project_progress_refresh(project=project)
-            messages.success(request, "Settings saved.")
-            return redirect("project-settings", project_id=project.pk)
-    elif request.method == "POST" and request.POST.get("action") == "member":
-        member_form = MemberForm(request.POST)
-        if member_form.is_valid():
-            project_member_set(
-                project=project, user=member_form.cleaned_data["user"], role=member_form.cleaned_data["role"]
-            )
-            messages.success(
-                request,
-                f"{member_form.cleaned_data['username']} is now a {member_form.cleaned_data['role']}.",
-            )
-            return redirect("project-settings", project_id=project.pk)
-    elif request.method == "POST" and request.POST.get("action") == "remove":
-        membership = (
-            project.memberships.filter(pk=request.POST.get("membership")).select_related("user").first()
-        )
-        if membership and membership.user != request.user:
-            project_member_remove(project=project, user=membership.user)
-            messages.success(request, f"{membership.user.username} removed.")
-        return redirect("project-settings", project_id=project.pk)
-    context = {
-        "project": project,
-        "form": form,
-        "member_form": member_form,
-        "members": project.memberships.select_related("user"),
+    forms = {
+        "form": ProjectSettingsForm(instance=project),
+        "member_form": MemberForm(),
+        "account_form": AccountCreateForm(prefix="account"),
     }
-    return render(request, "annotation/project_settings.html", context)
+    invite = None
+    if request.method == "POST":
+        handler = SETTINGS_ACTIONS.get(request.POST.get("action"))
+        bound = handler(request, project) if handler else None
+        if bound is None:  # done (or an unknown action): back to the page, as a GET
+            return redirect("project-settings", project_id=project.pk)
+        forms.update(bound)
+    else:
+        invite = request.session.pop(_invite_key(project), None)  # the link is shown once
+    context = {"project": project, "members": project.memberships.select_related("user"), "invite": invite}
+    return render(request, "annotation/project_settings.html", {**context, **forms})
+
+
+def _settings_save(request, project) -> dict | None:
+    form = ProjectSettingsForm(request.POST, instance=project)
+    if not form.is_valid():
+        return {"form": form}
+    form.save()
+    if "overlap" in form.changed_data:  # which tasks are complete, and every count, change
+        project_progress_refresh(project=project)
+    messages.success(request, "Settings saved.")
+    return None
+
+
+def _member_set(request, project) -> dict | None:
+    form = MemberForm(request.POST)
+    if not form.is_valid():
+        return {"member_form": form}
+    project_member_set(project=project, user=form.cleaned_data["user"], role=form.cleaned_data["role"])
+    messages.success(request, f"{form.cleaned_data['username']} is now a {form.cleaned_data['role']}.")
+    return None
+
+
+def _member_remove(request, project) -> None:
+    membership = _posted_membership(request, project)
+    if membership and membership.user != request.user:
+        project_member_remove(project=project, user=membership.user)
+        messages.success(request, f"{membership.user.username} removed.")
+
+
+def _account_create(request, project) -> dict | None:
+    form = AccountCreateForm(request.POST, prefix="account")
+    if form.is_valid():
+        try:
+            invite = account_create_for_project(project=project, **form.cleaned_data)
+        except ValidationError as error:
+            add_validation_error(form, error)
+        else:
+            _invite_keep(request, project, invite, "created")
+            return None
+    return {"account_form": form}
+
+
+def _account_relink(request, project) -> None:
+    membership = _posted_membership(request, project)
+    if membership is None:
+        return
+    try:
+        invite = account_link_renew(project=project, user=membership.user)
+    except ValidationError as error:
+        messages.error(request, " ".join(error.messages))
+    else:
+        _invite_keep(request, project, invite, "has a new link")
+
+
+def _invite_keep(request, project, invite, what: str) -> None:
+    """Keep the link in the session until the next GET of the page shows it (once)."""
+    request.session[_invite_key(project)] = {
+        "username": invite.membership.user.username,
+        "what": what,
+        "role": invite.membership.get_role_display(),
+        "url": request.build_absolute_uri(invite.set_password_path),
+        "expires": f"{invite.expires_at:%Y-%m-%d %H:%M} UTC",
+    }
+
+
+def _posted_membership(request, project):
+    return project.memberships.filter(pk=request.POST.get("membership")).select_related("user").first()
+
+
+def _invite_key(project) -> str:
+    return f"account-invite-{project.pk}"
+
+
+SETTINGS_ACTIONS = {
+    "settings": _settings_save,
+    "member": _member_set,
+    "remove": _member_remove,
+    "account": _account_create,
+    "relink": _account_relink,
+}

@@ -7,8 +7,8 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from annotation.management.commands.import_preferences import Command
-from annotation.models import Item, Project
-from tests.factories import ProjectFactory
+from annotation.models import Item, Membership, Project
+from tests.factories import MembershipFactory, ProjectFactory, UserFactory
 
 from .import_samples import trl_rows, write_rows
 
@@ -82,3 +82,39 @@ def test_import_command_format_option_overrides_detection(tmp_path):
     out, _ = run(str(path), "--project", "Ranked", "--format", "responses")
     assert "Prompt with a responses list" in out
     assert "Imported 1 items, 3 candidates, 0 judgments" in out
+
+
+def test_import_command_create_with_manager_makes_the_project_reachable(tmp_path):
+    UserFactory(username="lead")
+    path = write_rows(tmp_path / "prefs.jsonl", trl_rows(2))
+    out, err = run(str(path), "--project", "Led", "--create", "--task-type", "pairwise", "--manager", "lead")
+    assert "Project 'Led' created; lead manages it." in out
+    assert "no members" not in err
+    membership = Membership.objects.get(project__name="Led")
+    assert (membership.user.username, membership.role) == ("lead", "manager")
+
+
+def test_import_command_create_without_manager_warns_how_to_add_one(tmp_path):
+    path = write_rows(tmp_path / "prefs.jsonl", trl_rows(2))
+    _, err = run(str(path), "--project", "Orphan", "--create", "--task-type", "pairwise")
+    project = Project.objects.get(name="Orphan")
+    assert "Project 'Orphan' was created with no members" in err
+    assert "--manager USERNAME" in err
+    assert f"/projects/{project.pk}/settings/" in err and "/admin/annotation/membership/add/" in err
+    assert not project.memberships.exists()
+
+
+def test_import_command_refuses_an_unknown_manager_before_creating_anything(tmp_path):
+    path = write_rows(tmp_path / "prefs.jsonl", trl_rows(2))
+    with pytest.raises(CommandError, match="No user named 'ghost' for --manager"):
+        run(str(path), "--project", "Never", "--create", "--task-type", "pairwise", "--manager", "ghost")
+    assert not Project.objects.filter(name="Never").exists()
+
+
+def test_import_command_manager_on_an_existing_project_promotes_the_member(tmp_path):
+    project = ProjectFactory(name="Kept", task_type="pairwise")
+    MembershipFactory(project=project, user=UserFactory(username="lead"), role="annotator")
+    path = write_rows(tmp_path / "prefs.jsonl", trl_rows(1))
+    out, err = run(str(path), "--project", "Kept", "--manager", "lead")
+    assert "lead manages project 'Kept'." in out and "no members" not in err
+    assert project.memberships.get().role == "manager"

@@ -1,14 +1,17 @@
-"""``python manage.py import_preferences FILE --project NAME [--create --task-type TYPE] [--format NAME]``."""
+"""``python manage.py import_preferences FILE --project NAME [--create --task-type TYPE [--manager USERNAME]]
+[--format NAME]``."""
 
 from pathlib import Path
 
+from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
+from django.urls import reverse
 from tqdm import tqdm
 
 from annotation.importers import FORMAT_NAMES, FileFormatError
-from annotation.models import Project, TaskType
+from annotation.models import Project, Role, TaskType
 from annotation.services.imports import ImportOutcome, preferences_import
-from annotation.services.projects import project_create
+from annotation.services.projects import project_create, project_member_set
 
 
 class Command(BaseCommand):
@@ -20,6 +23,12 @@ class Command(BaseCommand):
         parser.add_argument("--create", action="store_true", help="Create the project if it does not exist.")
         parser.add_argument(
             "--task-type", choices=TaskType.values, help="Task type of a project made by --create."
+        )
+        parser.add_argument(
+            "--manager",
+            metavar="USERNAME",
+            help="Make this user a manager of the project (of the new one with --create), so that the "
+            "project opens in the web app.",
         )
         parser.add_argument(
             "--format", choices=FORMAT_NAMES, help="Skip detection and read the file as this format."
@@ -58,12 +67,16 @@ class Command(BaseCommand):
         )
 
     def _project(self, options) -> Project:
+        manager = _user(options["manager"]) if options["manager"] else None
         project = Project.objects.filter(name=options["project"]).first()
         if project is not None:
             if options["task_type"] and options["task_type"] != project.task_type:
                 raise CommandError(
                     f"Project '{project.name}' is a {project.task_type} project, not {options['task_type']}."
                 )
+            if manager is not None:
+                project_member_set(project=project, user=manager, role=Role.MANAGER)
+                self.stdout.write(f"{manager.get_username()} manages project '{project.name}'.")
             return project
         if not options["create"]:
             raise CommandError(
@@ -71,7 +84,31 @@ class Command(BaseCommand):
             )
         if not options["task_type"]:
             raise CommandError("--create needs --task-type (one of: " + ", ".join(TaskType.values) + ").")
-        return project_create(name=options["project"], task_type=options["task_type"])
+        project = project_create(name=options["project"], task_type=options["task_type"], created_by=manager)
+        if manager is None:
+            self.stderr.write(self.style.WARNING(_no_member_warning(project)))
+        else:
+            self.stdout.write(f"Project '{project.name}' created; {manager.get_username()} manages it.")
+        return project
+
+
+def _user(username: str):
+    user = get_user_model().objects.filter(username=username).first()
+    if user is None:
+        raise CommandError(
+            f"No user named '{username}' for --manager (create one: python manage.py createsuperuser)."
+        )
+    return user
+
+
+def _no_member_warning(project: Project) -> str:
+    settings_page = reverse("project-settings", args=[project.pk])
+    admin_page = reverse("admin:annotation_membership_add")
+    return (
+        f"Project '{project.name}' was created with no members: only superusers can open it in the web app. "
+        f"Give it a manager with --manager USERNAME next time; now, a superuser can add one on "
+        f"{settings_page} or at {admin_page}."
+    )
 
 
 def _error_report(outcome: ImportOutcome) -> str:
