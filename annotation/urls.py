@@ -1,6 +1,6 @@
 from django.urls import path
 
-from .views import annotate, assets, construction, imports, items, projects, versions
+from .views import annotate, assets, construction, imports, items, projects, review, versions
 
 urlpatterns = [
     # projects (views/projects.py)
@@ -35,6 +35,24 @@ urlpatterns = [
         "projects/<int:project_id>/annotate/<int:assignment_id>/skip/",
         annotate.annotate_skip,
         name="annotate-skip",
+    ),
+    path(
+        "projects/<int:project_id>/annotate/<int:assignment_id>/",
+        annotate.annotate_assignment,
+        name="annotate-assignment",
+    ),
+    # an annotator's own recent judgments and skipped tasks (views/review.py)
+    path("projects/<int:project_id>/mine/judgments/", review.my_judgments, name="my-judgments"),
+    path(
+        "projects/<int:project_id>/mine/judgments/<int:judgment_id>/correct/",
+        review.my_judgment_correct,
+        name="my-judgment-correct",
+    ),
+    path("projects/<int:project_id>/mine/skipped/", review.my_skipped, name="my-skipped"),
+    path(
+        "projects/<int:project_id>/mine/skipped/<int:assignment_id>/take-back/",
+        review.my_skipped_take_back,
+        name="my-skipped-take-back",
     ),
     path("assets/<str:sha256>/", assets.asset_file, name="asset-file"),  # views/assets.py
     # agreement, versions and exports (views/versions.py)

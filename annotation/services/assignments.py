@@ -23,7 +23,7 @@ from django.utils import timezone
 
 from ..models import Assignment, AssignmentState, Item, Project, Task
 from ..text import text_problem
-from .progress import progress_assignment_skipped
+from .progress import progress_assignment_reopened, progress_assignment_skipped
 
 SKIP_REASON_MAX = 300
 _rng = random.SystemRandom()
@@ -188,4 +188,39 @@ def assignment_skip(*, assignment: Assignment, annotator, reason: str) -> Assign
         locked.skip_reason = reason
         locked.save(update_fields=["state", "skip_reason"])
         progress_assignment_skipped(task=task, annotator_id=annotator.pk)
+    return locked
+
+
+def assignment_reopen(*, assignment: Assignment, annotator, now: datetime | None = None) -> Assignment:
+    """Take a skipped task back: the same row (one per task and annotator) becomes active again.
+
+    It gets a new left/right order and expiry, and its skip reason is cleared. Refused when the task's
+    slots have meanwhile been filled by others (done or live holds; gold tasks ignore overlap, as when
+    taking them). Taking back an assignment that is already active again is a no-op (a double click).
+    """
+    now = now or timezone.now()
+    if assignment.annotator_id != annotator.pk:
+        raise ValidationError("This task is assigned to someone else.")
+    with transaction.atomic():
+        task = (  # same lock order as submitting and skipping: the task, then the assignment
+            Task.objects.select_for_update(of=("self",))
+            .select_related("project", "item")
+            .get(pk=assignment.task_id)
+        )
+        locked = Assignment.objects.select_for_update().get(pk=assignment.pk)
+        if locked.state == AssignmentState.ACTIVE:
+            return locked
+        if locked.state == AssignmentState.DONE:
+            raise ValidationError("This task is already judged; correct it from your recent judgments.")
+        if (
+            not task.item.is_gold
+            and _live_others(task=task, annotator=annotator, now=now) >= task.project.overlap
+        ):
+            raise ValidationError("Other annotators have filled this task since you skipped it.")
+        locked.state = AssignmentState.ACTIVE
+        locked.skip_reason = ""
+        locked.shown_order = _shuffled(task.candidate_ids)
+        locked.expires_at = now + timedelta(minutes=task.project.assignment_ttl_minutes)
+        locked.save(update_fields=["state", "skip_reason", "shown_order", "expires_at"])
+        progress_assignment_reopened(task=task, annotator_id=annotator.pk)
     return locked

@@ -160,7 +160,21 @@ def judgment_correct(
     """A new judgment by the same annotator that supersedes ``judgment`` (only the newest counts)."""
     rationale = (rationale or "").strip()
     _validate(choice=choice, strength=strength, rationale=rationale)
-    if judgment.annotator_id != annotator.pk:
+    fields = {"choice": choice, "strength": strength, "rationale": rationale}
+    return _supersede(judgment=judgment, annotator=annotator, fields=fields, time_spent_ms=time_spent_ms)
+
+
+def judgment_correct_image_pair(
+    *, judgment: Judgment, annotator, choice: str, rationale: str = "", time_spent_ms: int | None = None
+) -> Judgment:
+    """An image-pair vote (``a``/``b``/``tie``) that supersedes ``judgment``, as ``judgment_correct``."""
+    fields = payloads.image_pair_fields(choice=choice, rationale=(rationale or "").strip())
+    return _supersede(judgment=judgment, annotator=annotator, fields=fields, time_spent_ms=time_spent_ms)
+
+
+def _supersede(*, judgment: Judgment, annotator, fields: dict, time_spent_ms: int | None) -> Judgment:
+    """Append the correction; the old row is never changed. Only the current judgment can be corrected."""
+    if judgment.annotator_id is None or judgment.annotator_id != annotator.pk:
         raise ValidationError("Only the annotator who made a judgment can correct it.")
     with transaction.atomic():
         Judgment.objects.select_for_update().filter(pk=judgment.pk).first()
@@ -170,12 +184,10 @@ def judgment_correct(
             task_id=judgment.task_id,
             annotator=annotator,
             source=JudgmentSource.HUMAN,
-            choice=choice,
-            strength=strength,
-            rationale=rationale,
             shown_order=judgment.shown_order,
             time_spent_ms=None if time_spent_ms is None else min(max(0, int(time_spent_ms)), _MS_MAX),
             supersedes=judgment,
+            **fields,
         )
 
 

@@ -100,6 +100,15 @@ def progress_assignment_skipped(*, task: Task, annotator_id: int) -> None:
     _bump_annotator(task.project_id, annotator_id, skipped=1, final_open=int(not task.complete))
 
 
+def progress_assignment_reopened(*, task: Task, annotator_id: int) -> None:
+    """A SKIPPED assignment of ``task`` became ACTIVE again (the caller holds the task's row lock).
+
+    The reverse of ``progress_assignment_skipped``; a task that completed meanwhile has already left
+    ``final_open`` (``progress_assignment_done`` decrements it for everyone who skipped it).
+    """
+    _bump_annotator(task.project_id, annotator_id, skipped=-1, final_open=-int(not task.complete))
+
+
 def _refresh_complete_flags(project: Project) -> None:
     done = (
         Assignment.objects.filter(task=OuterRef("pk"), state=AssignmentState.DONE)

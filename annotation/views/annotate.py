@@ -203,3 +203,13 @@ def annotate_skip(request, project_id, assignment_id):
     except ValidationError as exc:
         return _after_error(request, assignment, exc, skip_open=True)
     return _next(request)
+
+
+@require_GET
+@project_member_required()
+def annotate_assignment(request, project_id, assignment_id):
+    """One of the annotator's own tasks (e.g. a skipped one just taken back), while it is theirs to judge."""
+    assignment = _own_assignment(request, assignment_id)
+    if assignment.state != AssignmentState.ACTIVE or assignment.expires_at <= timezone.now():
+        return redirect("annotate", project_id=request.project.pk)
+    return _page(request, _panel_context(request, assignment=assignment))

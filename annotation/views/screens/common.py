@@ -13,6 +13,7 @@ from django.urls import reverse
 from ...models import Asset, Candidate, Choice
 from ...rendering import model_text_to_safe_html
 from ...text import value_problems
+from ...text.messages import content_text  # noqa: F401 (re-exported to the screens)
 
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 SIDES = {"left": 0, "right": 1}
@@ -22,18 +23,6 @@ MISSING = "*(This response is no longer available: skip the task.)*"
 def letter(index: int) -> str:
     """A, B, … Z, then 27, 28, …: how a candidate is named on screen (never by provenance)."""
     return LETTERS[index] if index < len(LETTERS) else str(index + 1)
-
-
-def content_text(content) -> str:
-    """Message content as text: a string, or the text parts of a multimodal list."""
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        parts = [p if isinstance(p, str) else p.get("text", "") for p in content if isinstance(p, str | dict)]
-        return "\n\n".join(part for part in parts if part)
-    return str(content)
 
 
 def turns_html(messages) -> list[dict]:
