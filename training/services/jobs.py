@@ -23,7 +23,7 @@ from training.engine import METHODS, ConfigError, config_from_dict, config_to_di
 from training.engine.methods import method_of
 from training.engine.runtime.checkpoint import latest_checkpoint
 
-from ..models import ModelEntry, Queue, TrainingJob
+from ..models import Location, ModelEntry, Queue, TrainingJob
 from .paths import dataset_file, encode_cache_dir, new_run_token, reference_cache_dir, run_dir
 from .prompt_sources import (
     PromptSource,
@@ -286,6 +286,26 @@ def estimate_total_steps(config: dict, dataset_version, source: PromptSource | N
     else:
         n_train = dataset_version.examples.filter(split="train").count()
     return planned_steps(config_from_dict(config), n_train)
+
+
+def run_time_estimate(*, params: dict, base_model: ModelEntry | None, dataset_version, eval_generations: int):
+    """``(seconds or None, steps)`` a CPU job of these settings should take (``presets.expected_seconds``:
+    None without a measured step time for the model and settings), from the step plan on the version."""
+    from ..presets import expected_seconds
+
+    placeholder = {"model": "tiny:check", "train_file": "check.jsonl", "output_dir": "check"}
+    try:
+        config = config_from_dict({**params, **placeholder})
+        n_train = dataset_version.examples.filter(split="train").count() if dataset_version else 0
+        steps = planned_steps(config, n_train)
+    except (ConfigError, TypeError, ValueError):
+        return None, None
+    rows = dataset_version.examples.count() if dataset_version else 0
+    model = "bundled" if base_model is not None and base_model.location == Location.BUNDLED else ""
+    seconds = expected_seconds(
+        model=model, config=config_to_dict(config), steps=steps, rows=rows, generations=eval_generations
+    )
+    return seconds, steps
 
 
 def job_enqueue(job: TrainingJob) -> None:

@@ -12,8 +12,9 @@ from training.engine import METHODS
 from ..charts import flat
 from ..forms import LaunchForm
 from ..models import TrainingJob
+from ..presets import PRESETS, preset_names, preset_values
 from ..selectors import job_for_user
-from ..services.jobs import EVAL_GENERATIONS, training_job_queue
+from ..services.jobs import EVAL_GENERATIONS, run_time_estimate, training_job_queue
 from ..services.registry import model_entry_default
 
 
@@ -31,7 +32,8 @@ def config_yaml(config: dict) -> str:
 
 
 def _initial(request, project, method: str, clone: TrainingJob | None) -> tuple[dict, dict]:
-    """``(form initial, hyperparameter initial)`` from a cloned job, or the chosen version's stats."""
+    """``(form initial, hyperparameter initial)`` from a cloned job, or the chosen preset and version's
+    stats."""
     if clone is not None:
         initial = {
             "base_model": clone.base_model_id,
@@ -45,7 +47,7 @@ def _initial(request, project, method: str, clone: TrainingJob | None) -> tuple[
         "dataset_version": version.pk if version else None,
         "base_model": model_entry_default(method=method).pk,
     }
-    hyper = {}
+    hyper = preset_values(method, request.GET.get("preset", "paper"))
     epsilon = flip_rate_estimate(version.stats) if method == "rdpo" and version is not None else None
     if epsilon is not None:
         hyper["epsilon"] = round(min(0.49, max(0.0, epsilon)), 4)
@@ -106,6 +108,35 @@ def methods_for(task_type: str, *, also: str) -> list[str]:
     return sorted(name for name, method in METHODS.items() if task_type in method.accepts or name == also)
 
 
+def _estimate(form) -> dict | None:
+    """The run time the form's current settings should take (``services.jobs.run_time_estimate``)."""
+    values = form.cleaned_data if form.is_bound and hasattr(form, "cleaned_data") else None
+    if values is None:
+        values = {name: form.get_initial_for_field(field, name) for name, field in form.fields.items()}
+    params = {
+        "method": form.method,
+        **{n: values.get(n) for n in form.hyper_names if values.get(n) is not None},
+    }
+    generations = values.get("eval_generations")
+    seconds, steps = run_time_estimate(
+        params=params,
+        base_model=_entry(values.get("base_model"), form.fields["base_model"].queryset),
+        dataset_version=_entry(values.get("dataset_version"), form.fields["dataset_version"].queryset),
+        eval_generations=EVAL_GENERATIONS if generations in (None, "") else int(generations),
+    )
+    if steps is None:
+        return None
+    return {"steps": steps, "minutes": None if seconds is None else max(1, round(seconds / 60))}
+
+
+def _entry(value, queryset):
+    if value is None or value == "":
+        return None
+    if hasattr(value, "pk"):
+        return value
+    return queryset.filter(pk=value).first() if str(value).isdigit() else None
+
+
 def _render(request, form, *, clone=None, preview=None, status=200):
     context = {
         "project": request.project,
@@ -115,6 +146,9 @@ def _render(request, form, *, clone=None, preview=None, status=200):
         "clone": clone,
         "preview": preview,
         "method_doc": METHODS[form.method].doc,
+        "presets": [(name, PRESETS[name]) for name in preset_names(form.method)],
+        "preset": request.GET.get("preset", "paper"),
+        "estimate": _estimate(form),
     }
     template = "training/job_new.html#config-preview" if request.htmx and preview else "training/job_new.html"
     return render(request, template, context, status=status)
