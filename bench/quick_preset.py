@@ -95,7 +95,8 @@ def main() -> None:
         if k in ("lora", "lora_r", "lora_alpha", "learning_rate", "warmup_ratio")
     }
     print(
-        f"bundled SmolLM2-135M · demo pairs · {args.steps} steps · batch 4 · fp32 CPU · {args.threads} threads"
+        f"bundled SmolLM2-135M · demo pairs · {args.steps} steps · batch 4 · fp32 CPU · "
+        f"{args.threads} threads"
     )
     with tempfile.TemporaryDirectory() as folder:
         work = Path(folder)
