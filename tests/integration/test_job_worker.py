@@ -80,7 +80,8 @@ def test_worker_runs_a_job_end_to_end_on_the_suites_broker(setup, tmp_path, clie
     assert job.state == JobState.SUCCEEDED, job.traceback
     assert _loss_steps(job) == [1, 2, 3, 4, 5, 6]
     checkpoints = Artifact.objects.filter(job=job, kind=ArtifactKind.CHECKPOINT)
-    assert sorted(a.path.rsplit("/", 1)[-1] for a in checkpoints) == ["checkpoint-4", "checkpoint-6"]  # keep 2
+    # keep_checkpoints 2: the newest two
+    assert sorted(a.path.rsplit("/", 1)[-1] for a in checkpoints) == ["checkpoint-4", "checkpoint-6"]
     assert ModelEntry.objects.filter(produced_by=job).exists()
     client.force_login(setup["user"])
     response = client.get(f"/api/jobs/{job.pk}/metrics?after=0")
