@@ -1,11 +1,14 @@
-"""Helpers for the training app's tests: a tiny model folder, a dataset version, small job settings."""
+"""Helpers for the training app's tests: a tiny model folder, a dataset version, small job settings, a
+succeeded job with a registered final model."""
 
 import random
+from pathlib import Path
 
 from annotation.models import Candidate, DatasetExample, DatasetVersion, Item, Judgment, Task, TaskType
 from annotation.services.versions import FreezeRule, dataset_version_freeze
+from jobs.models import JobState
 from training.engine.lm.tiny import tiny_llama, tiny_tokenizer
-from training.models import Location, ModelEntry
+from training.models import Location, ModelEntry, TrainingJob
 
 WORDS = ["cat", "dog", "sun", "tree", "blue", "moon", "fish", "rock"]
 
@@ -98,3 +101,26 @@ def launch_form_data(form_page_context, base_model, version, **overrides) -> dic
     )
     data.update(overrides)
     return data
+
+
+def succeeded_job(tmp_path, project, manager) -> TrainingJob:
+    """A succeeded DPO job of a tiny base whose registered final model is a tiny Llama with other weights
+    (so base and trained answer differently), as if a run had written it; ARTIFACT_ROOT must be set."""
+    from training.services.jobs import training_job_launch
+    from training.services.registry import model_entry_register_from_job
+
+    base = tiny_model_entry(tmp_path / "tiny")
+    job = training_job_launch(
+        params=tiny_params(tmp_path),
+        base_model=base,
+        dataset_version=dataset_version(project),
+        created_by=manager,
+    )
+    TrainingJob.objects.filter(pk=job.pk).update(state=JobState.SUCCEEDED)
+    job.refresh_from_db()
+    final = Path(job.config["output_dir"]) / "final"
+    tokenizer = tiny_tokenizer()
+    tiny_llama(len(tokenizer), hidden=32, layers=1, heads=2, seed=7).save_pretrained(final)
+    tokenizer.save_pretrained(final)
+    model_entry_register_from_job(job=job, folder=final)
+    return TrainingJob.objects.get(pk=job.pk)

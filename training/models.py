@@ -82,6 +82,11 @@ class TrainingJob(Job):
     )
     stage_done = models.PositiveIntegerField(default=0)
     stage_total = models.PositiveIntegerField(default=0)
+    stage_history = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="The stages its attempts went through: stage, attempt, start, n of N.",
+    )
     eval_generations = models.PositiveSmallIntegerField(
         default=4, help_text="Held-out prompts the base and trained models answer after training (0: none)."
     )
@@ -117,6 +122,7 @@ class GenerationKind(models.TextChoices):
     REWARD_SCORES = "reward_scores", "Reward-model scoring"
     REWARD_COMPARISON = "reward_comparison", "DPO vs reward model under shift"
     POLICY_COMPARISON = "policy_comparison", "PPO vs DPO on held-out prompts"
+    TRY_IT = "try_it", "Try it: the base and trained models answer a prompt"
 
 
 class GenerationJob(Job):
@@ -129,6 +135,9 @@ class GenerationJob(Job):
     model = models.ForeignKey(ModelEntry, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     model_spec = models.CharField(max_length=500, help_text="The engine's model spec used for sampling.")
     options = models.JSONField(default=dict, help_text="k, temperature, top_p, max_new_tokens, seed.")
+    stage = models.CharField(
+        max_length=20, blank=True, help_text="loading (the model) or running (services/generation.py)."
+    )
     progress_done = models.PositiveIntegerField(default=0)
     progress_total = models.PositiveIntegerField(default=0)
     result = models.JSONField(default=dict, blank=True)

@@ -10,7 +10,7 @@ from django.utils import timezone
 from annotation.access import project_for
 from annotation.models import Project
 
-from .job_stages import STAGES
+from .job_stages import STAGES, stage_timeline
 from .models import (
     Artifact,
     ArtifactKind,
@@ -138,6 +138,9 @@ def job_progress(*, job: TrainingJob, now=None) -> dict:
         "stage": STAGES.get(job.stage, job.stage) if job.state == "running" else "",
         "stage_done": job.stage_done,
         "stage_total": job.stage_total if job.stage != "training" else 0,
+        "timeline": stage_timeline(
+            job.stage_history, until=job.finished_at or now, running=job.state == "running", step=job.step
+        ),
     }
 
 

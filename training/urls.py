@@ -9,6 +9,7 @@ from .views import (
     loops,
     policy_comparison,
     reward_comparison,
+    try_it,
 )
 
 urlpatterns = [
@@ -115,6 +116,12 @@ urlpatterns = [
         "projects/<int:project_id>/jobs/<int:job_id>/samples/<int:step>/<str:name>",
         jobs.job_sample,
         name="job-sample",
+    ),
+    path("projects/<int:project_id>/jobs/<int:job_id>/try/", try_it.try_it_start, name="try-it-start"),
+    path(
+        "projects/<int:project_id>/jobs/<int:job_id>/try/<int:try_id>/",
+        try_it.try_it_detail,
+        name="try-it-detail",
     ),
     path(
         "projects/<int:project_id>/jobs/<int:job_id>/evaluation/",

@@ -1,11 +1,14 @@
 """A manager launches training jobs from the form: the chart grows live and cancel stops a long job; a short
-one ends with every point, its artifacts and its evaluation."""
+one ends with every point, each stage it went through (seen live, then listed), artifacts, evaluation."""
+
+import time
 
 import pytest
 
 from tests.factories import MembershipFactory, ProjectFactory, UserFactory
 from tests.integration.native import compose_command, native_env, running
 from tests.training_support import dataset_version, tiny_model_entry
+from training.job_stages import STAGES
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -18,6 +21,21 @@ def setup(settings, tmp_path):
     MembershipFactory(project=project, user=user, role="manager")
     version = dataset_version(project)
     return user, project, version, tiny_model_entry(tmp_path / "tiny")
+
+
+LIVE_STAGES = {label.capitalize() for label in STAGES.values()}
+
+
+def _stage_lines_until_finished(page, timeout_s: float = 300) -> list[str]:
+    """The live stage lines the page showed (``#job-stage``) while it polled, until the job succeeded."""
+    lines, deadline = [], time.monotonic() + timeout_s
+    while page.inner_text("#job-state").strip() != "Succeeded":
+        assert time.monotonic() < deadline, f"the job did not succeed in {timeout_s} s; stages seen {lines}"
+        line = page.locator("#job-stage").all_inner_texts()
+        if line and (not lines or lines[-1] != line[0]):
+            lines.append(line[0])
+        page.wait_for_timeout(200)
+    return lines
 
 
 def _loss_points(page) -> int:
@@ -91,9 +109,7 @@ def test_a_job_launched_from_the_form_ends_with_every_point_and_its_evaluation(
             max_steps=300,
             screenshot=screenshot_dir / "job_launch_form.png",
         )
-        page.wait_for_function(
-            "() => document.getElementById('job-state').textContent.trim() === 'Succeeded'", timeout=300_000
-        )
+        lines = _stage_lines_until_finished(page)
         page.wait_for_function(
             "() => document.getElementById('charts').dataset.done === 'true'", timeout=30_000
         )
@@ -111,6 +127,11 @@ def test_a_job_launched_from_the_form_ends_with_every_point_and_its_evaluation(
     assert raw_lr.evaluate("t => getComputedStyle(t).opacity") == "0"
     assert page.locator("#chart-loss .scatterlayer .trace").count() == 2
     assert page.locator("#artifacts").count() == 1
+    assert lines and all(line.split(" · ")[0] in LIVE_STAGES for line in lines), lines
+    done = page.locator("#job-stages li.done")
+    assert [li.get_attribute("data-stage") for li in done.all()] == list(STAGES)  # every stage, in order
+    assert page.locator("#job-stages li.current").count() == 0
+    assert "Training · 300 steps" in page.inner_text("#job-stages")
     page.click("#job-evaluation-link")
     assert page.inner_text("#accuracy-after") and page.locator("#heatmap .heat span").count() > 0
     page.screenshot(path=str(screenshot_dir / "job_evaluation.png"), full_page=True)

@@ -344,9 +344,18 @@ def test_a_job_reports_each_stage_it_goes_through_and_its_page_names_it(
     assert order == ["loading", "reference", "training", "evaluating", "writing"]
     reference = [(d, t) for s, d, t in seen if s == "reference"]
     assert reference[-1][0] == reference[-1][1] > 0  # n of N batches, to the end
-    assert ("evaluating", 0, 4) in seen
+    assert ("evaluating", 0, 8) in seen and ("evaluating", 8, 8) in seen  # 4 prompts, base and trained
     log = (Path(job.config["output_dir"]) / "log.txt").read_text()
     assert "computing reference log-probs…" in log and "writing artifacts…" in log
+    job.refresh_from_db()
+    history = job.stage_history
+    assert [s["stage"] for s in history] == order and {s["attempt"] for s in history} == {1}
+    assert history[1]["done"] == history[1]["total"] > 0 and history[3]["done"] == 8
+    client.force_login(manager)
+    finished = client.get(f"/projects/{version.project_id}/jobs/{job.pk}/").content.decode()
+    timeline = finished[finished.index('id="job-stages"') :].split("</ol>")[0]
+    assert timeline.count('class="done"') == 5 and 'class="current"' not in timeline
+    assert "Evaluating on held-out data · 8 of 8" in timeline and "Training · 2 steps" in timeline
     TrainingJob.objects.filter(pk=job.pk).update(
         state=JobState.RUNNING, stage="reference", stage_done=3, stage_total=7
     )

@@ -66,8 +66,11 @@ def _prompt_text(prompt) -> str:
     return prompt if isinstance(prompt, str) else "\n".join(f"{m['role']}: {m['content']}" for m in prompt)
 
 
-def evaluation_run(*, job, trained_folder: Path, implicit_accuracy: float | None = None) -> dict:
-    """Compare the base model with the trained one on held-out pairs and prompts; write the report."""
+def evaluation_run(
+    *, job, trained_folder: Path, implicit_accuracy: float | None = None, on_progress=None
+) -> dict:
+    """Compare the base model with the trained one on held-out pairs and prompts; write the report.
+    ``on_progress(done, total)`` follows the generations (each model answers each prompt)."""
     from training.engine.lm.data import read_rows, tokenize_rows
     from training.engine.lm.generate import GenerationConfig, generate
     from training.engine.lm.models import load_model, load_tokenizer
@@ -79,6 +82,20 @@ def evaluation_run(*, job, trained_folder: Path, implicit_accuracy: float | None
     base, trained = load_model(config["model"]), load_model(f"local:{trained_folder}")
     prompts = [row["prompt"] for row in rows[: job.eval_generations]]
     settings = GenerationConfig(max_new_tokens=48)
+    total = 2 * len(prompts)
+    answers = {"done": 0}
+
+    def answered(model) -> list[str]:
+        texts = []
+        for prompt in prompts:
+            texts += generate(model, tokenizer, [prompt], settings)
+            answers["done"] += 1
+            if on_progress is not None:
+                on_progress(answers["done"], total)
+        return texts
+
+    if on_progress is not None:
+        on_progress(0, total)
     report = {
         "pairs": len(pairs),
         "generations_asked": job.eval_generations,
@@ -89,8 +106,8 @@ def evaluation_run(*, job, trained_folder: Path, implicit_accuracy: float | None
             {"prompt": _prompt_text(p), "base": b, "trained": t}
             for p, b, t in zip(
                 prompts,
-                generate(base, tokenizer, prompts, settings) if prompts else [],
-                generate(trained, tokenizer, prompts, settings) if prompts else [],
+                answered(base),
+                answered(trained),
                 strict=True,
             )
         ],

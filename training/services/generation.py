@@ -2,8 +2,10 @@
 checks a step-wise project's solutions and proposes Step-DPO pairs; image-pair jobs (a diffusion model
 sampling K images per caption) share this job kind and runner, their body is ``image_generation.py``;
 so do reward-model scoring jobs (a reward model scores a project's candidates), body in ``scoring.py``,
-DPO-vs-reward-model comparisons under a shift, body in ``reward_comparison.py``, and PPO-vs-DPO
-comparisons on held-out prompts, body in ``policy_comparison.py``.
+DPO-vs-reward-model comparisons under a shift, body in ``reward_comparison.py``, PPO-vs-DPO
+comparisons on held-out prompts, body in ``policy_comparison.py``, and tries of a trained model against
+its base, body in ``try_it.py``.  Each reports its stage (``generation_stages.py``): loading its model,
+then its work counted n of N.
 
 A ``GenerationJob`` row is the source of truth (state, progress, error); the job core's lease
 (``jobs.leases``) makes a duplicate delivery do nothing.  Candidates are written through the annotation
@@ -34,6 +36,7 @@ from jobs.models import JobState
 from jobs.recovery import JobKind, seconds_setting, setting
 from jobs.sending import job_send_on_commit
 
+from ..generation_stages import LOADING, RUNNING, stage_line
 from ..models import GenerationJob, GenerationKind
 from .image_generation import image_pairs_job_run
 from .policy_comparison import policy_comparison_job_body
@@ -41,6 +44,7 @@ from .registry import model_entry_ensure_bundled
 from .reward_comparison import reward_comparison_job_body
 from .scoring import Scorer, model_scorer, reward_scores_job_body
 from .threads import torch_threads
+from .try_it import try_it_job_body
 
 # (prompts, settings, seed) -> one completion per prompt
 Sampler = Callable[[Sequence, "GenerationSettings", int], list[str]]
@@ -154,8 +158,9 @@ def generation_job_cancel(*, job: GenerationJob) -> bool:
 
 
 def generation_job_progress_set(*, lease: Lease, done: int, total: int) -> None:
-    """Record progress; it doubles as the worker's heartbeat. Raises LeaseLost after a takeover."""
-    lease.renew(progress_done=done, progress_total=total)
+    """Record progress (the model is loaded by now); it doubles as the worker's heartbeat. Raises
+    LeaseLost after a takeover."""
+    lease.renew(stage=RUNNING, progress_done=done, progress_total=total)
 
 
 GENERATION_JOBS = JobKind(
@@ -177,7 +182,7 @@ def generation_job_run(
     scorer_factory: Callable[..., Scorer] = model_scorer,
 ) -> None:
     """Run a queued job to the end (the Celery task calls this); errors end up on the row."""
-    lease = job_claim(GenerationJob, pk=job_id)
+    lease = job_claim(GenerationJob, pk=job_id, stage=LOADING)
     if lease is None:
         return
     job = GenerationJob.objects.select_related("project").get(pk=job_id)
@@ -192,6 +197,8 @@ def generation_job_run(
             result = reward_comparison_job_body(job=job, lease=lease)
         elif job.kind == GenerationKind.POLICY_COMPARISON:
             result = policy_comparison_job_body(job=job, lease=lease)
+        elif job.kind == GenerationKind.TRY_IT:
+            result = try_it_job_body(job=job, lease=lease)
         elif job.kind == GenerationKind.STEP_PIPELINE:
             result = _step_pipeline_job_body(job=job, lease=lease, sampler_factory=sampler_factory)
         else:
@@ -245,6 +252,7 @@ def _step_pipeline_job_body(*, job: GenerationJob, lease: Lease, sampler_factory
 
 def generation_job_progress(job: GenerationJob) -> dict:
     """Plain figures for the progress fragment."""
-    total = job.progress_total
-    percent = round(100 * job.progress_done / total, 1) if total else 0.0
-    return {"percent": percent, "finished": job.finished, "done": job.progress_done, "total": total}
+    total, done = job.progress_total, job.progress_done
+    percent = round(100 * done / total, 1) if total else 0.0
+    line = "" if job.finished else stage_line(kind=job.kind, stage=job.stage, done=done, total=total)
+    return {"percent": percent, "finished": job.finished, "done": done, "total": total, "stage_line": line}

@@ -25,6 +25,7 @@ from jobs.leases import Lease, LeaseLost
 from jobs.models import JobState
 from jobs.sending import job_send_on_commit
 
+from ..generation_stages import RUNNING
 from ..models import GenerationJob, GenerationKind, ModelEntry, ModelKind
 from .registry import model_entry_ensure_digits
 
@@ -182,7 +183,7 @@ def _sample_groups(*, job: GenerationJob, settings: ImageGenerationSettings, lea
             between_batches=_batch_reporter(lease, start=done, k=settings.k, total=total),
         )
         done += settings.k
-        lease.renew(progress_done=done, progress_total=total)
+        lease.renew(stage=RUNNING, progress_done=done, progress_total=total)
         groups.append(_group(job, settings, caption, seeds, [png_bytes(im) for im in to_pil(images)]))
     return groups
 
@@ -191,7 +192,7 @@ def _batch_reporter(lease: Lease, *, start: int, k: int, total: int):
     """Called before each batch of a caption: records the images finished so far (raises LeaseLost once
     the job was cancelled, so a cancel stops the job before its next batch)."""
     offsets = iter(range(0, k, SAMPLE_BATCH))
-    return lambda: lease.renew(progress_done=start + next(offsets), progress_total=total)
+    return lambda: lease.renew(stage=RUNNING, progress_done=start + next(offsets), progress_total=total)
 
 
 def _group(

@@ -25,6 +25,7 @@ from jobs.leases import Lease
 from jobs.models import JobState
 from jobs.sending import job_send_on_commit
 
+from ..generation_stages import RUNNING
 from ..models import GenerationJob, GenerationKind, ModelEntry, ModelKind, PolicyComparison, TrainingJob
 from ..selectors import models_for_user
 from .reward_comparison import is_dpo_family
@@ -207,7 +208,7 @@ def policy_comparison_job_body(*, job: GenerationJob, lease: Lease) -> dict:
     progress = {"done": 0}
 
     def between_batches() -> None:
-        lease.renew(progress_done=progress["done"], progress_total=total)
+        lease.renew(stage=RUNNING, progress_done=progress["done"], progress_total=total)
         progress["done"] += 1
 
     lease.renew(progress_done=0, progress_total=total)

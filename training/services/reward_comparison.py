@@ -27,6 +27,7 @@ from jobs.sending import job_send_on_commit
 from training.engine.lm.shift import ShiftRule, split_by_shift
 from training.engine.recipes.dpo_configs import PreferenceConfig
 
+from ..generation_stages import RUNNING
 from ..models import GenerationJob, GenerationKind, ModelEntry, ModelKind, RewardComparison, TrainingJob
 from ..selectors import models_for_user
 from .scoring import trained_max_length
@@ -245,7 +246,7 @@ def reward_comparison_job_body(*, job: GenerationJob, lease: Lease) -> dict:
 
     def between_batches() -> None:
         total = 3 * sum(_batches(len(r)) for r in cut.values())
-        lease.renew(progress_done=progress["done"], progress_total=total)
+        lease.renew(stage=RUNNING, progress_done=progress["done"], progress_total=total)
         progress["done"] += 1
 
     lease.renew(progress_done=0, progress_total=0)

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from django.conf import settings
 from django.db import close_old_connections, transaction
+from django.utils import timezone
 
 from annotation.services.exports import export_write
 from jobs.models import JobState
@@ -107,16 +108,22 @@ def training_job_run(*, job_id: int) -> str | None:
 
 class StageReporter:
     """The engine callback that records the run's stage on the job row (``on_stage``; a change at once,
-    progress within a stage at most once a second) and ``training`` once the steps start."""
+    progress within a stage at most once a second) and ``training`` once the steps start; each stage is
+    also appended to the job's ``stage_history`` (its start and its last n of N), earlier attempts' kept."""
 
-    def __init__(self, lease, log: JobLog) -> None:
+    def __init__(self, lease, log: JobLog, history: list | None = None) -> None:
         self.lease, self.joblog, self.current, self.written = lease, log, None, 0.0
+        self.history = list(history or [])
 
     def log_stage(self, stage: str, done: int = 0, total: int = 0) -> None:
         now = time.monotonic()
         changed = stage != self.current
+        if changed:
+            started = timezone.now().isoformat()
+            self.history.append({"stage": stage, "attempt": self.lease.attempt, "started": started})
         if changed or now - self.written >= 1.0 or done == total:
-            self.lease.write(stage=stage, stage_done=done, stage_total=total)
+            self.history[-1].update(done=done, total=total)
+            self.lease.write(stage=stage, stage_done=done, stage_total=total, stage_history=self.history)
             self.written = now
         if changed:
             self.current = stage
@@ -147,7 +154,7 @@ def _run_attempt(job: TrainingJob, watch: AttemptWatch, log: JobLog) -> str | No
     )
     watch.metrics = db
     recorder = ArtifactRecorder(job, watch)
-    stages = StageReporter(lease, log)
+    stages = StageReporter(lease, log, job.stage_history)
     try:
         resume = lease.attempt > 1
         db.step = _resume_point(job, log) if resume else 0
@@ -233,8 +240,8 @@ def _succeed(
 ) -> str | None:
     folder = result.final_model
     if folder is not None and not lease.lost.is_set():
-        stages.log_stage("evaluating", 0, job.eval_generations)
-        _evaluate(job, folder, result.eval_metrics, log)
+        stages.log_stage("evaluating", 0, 2 * job.eval_generations)
+        _evaluate(job, folder, result.eval_metrics, log, stages)
     if lease.lost.is_set():
         log.write("stopped: another attempt owns the job; this one records nothing")
         return None
@@ -276,7 +283,9 @@ def training_job_evaluate(*, job_id: int) -> None:
     _evaluate(job, folder, eval_metrics, log)
 
 
-def _evaluate(job: TrainingJob, folder: Path, eval_metrics: dict[str, float], log: JobLog) -> None:
+def _evaluate(
+    job: TrainingJob, folder: Path, eval_metrics: dict[str, float], log: JobLog, stages: StageReporter
+) -> None:
     if LoopRound.objects.filter(training_job=job).exists():
         log.write("evaluation report left to the loop: it evaluates each round on its held-out prompts")
         return
@@ -291,6 +300,11 @@ def _evaluate(job: TrainingJob, folder: Path, eval_metrics: dict[str, float], lo
             log.write(f"held-out reward accuracy {eval_metrics.get('eval/accuracy', float('nan')):.3f}")
             return
         accuracy = eval_metrics.get("eval/rewards/accuracies")
-        evaluation_run(job=job, trained_folder=folder, implicit_accuracy=accuracy)
+        evaluation_run(
+            job=job,
+            trained_folder=folder,
+            implicit_accuracy=accuracy,
+            on_progress=lambda done, total: stages.log_stage("evaluating", done, total),
+        )
     except Exception as exc:  # noqa: BLE001 - the model trained fine; the report is a bonus
         log.write(f"evaluation report skipped: {type(exc).__name__}: {exc}")

@@ -18,6 +18,7 @@ from annotation.services.candidates import item_prompt
 from jobs.leases import Lease
 from jobs.sending import job_send_on_commit
 
+from ..generation_stages import RUNNING
 from ..models import CandidateScore, GenerationJob, GenerationKind, ModelEntry, ModelKind
 from ..selectors import models_for_user
 
@@ -130,6 +131,6 @@ def reward_scores_job_body(
             scores = score([(prompt, candidate_response(c)) for c in todo])
             _scores_save(job=job, candidates=todo, scores=scores)
             scored += len(todo)
-        lease.renew(progress_done=done, progress_total=len(items))
+        lease.renew(stage=RUNNING, progress_done=done, progress_total=len(items))
     result = {"items": len(items), "scored": scored, "without_text": skipped}
     return {**result, "resumed_after": len(done_before)} if done_before else result

@@ -39,6 +39,8 @@ from ..services.prompt_sources import prompt_source_label
 from ..services.registry import method_is_diffusion, model_kind_trained
 from ..services.rlhf import latest_rollouts, method_samples_policy
 from ..services.slurm import sbatch_script
+from ..services.try_it import try_it_problem
+from .try_it import try_context
 
 
 def _cursor(request) -> int:
@@ -113,6 +115,7 @@ def _detail_context(request, job) -> dict:
         "rollouts": latest_rollouts(job=job) if method_samples_policy(job.method) else None,
         "samples_policy": method_samples_policy(job.method),
         "prompt_source": prompt_source_label(job.config) if method_samples_policy(job.method) else None,
+        "try_it": try_context(job) if job.state == "succeeded" and try_it_problem(job) is None else None,
     }
 
 
