@@ -99,7 +99,9 @@ def test_the_launch_form_offers_diffusion_dpo_for_image_pairs_with_diffusion_bas
     page = manager_client.get(f"/projects/{project.pk}/jobs/new/")
     assert page.status_code == 200
     form = page.context["form"]
-    assert page.context["method"] == "diffusion_dpo" and page.context["methods"] == ["diffusion_dpo"]
+    assert page.context["method"] == "diffusion_dpo" and [
+        m["name"] for g in page.context["method_groups"] for m in g["methods"]
+    ] == ["diffusion_dpo"]
     assert {m.kind for m in form.fields["base_model"].queryset} == {ModelKind.DIFFUSION}
     assert form.initial["base_model"] == ModelEntry.objects.get(name=DIGITS_NAME).pk
     html = page.content.decode()
@@ -111,7 +113,9 @@ def test_the_launch_form_offers_diffusion_dpo_for_image_pairs_with_diffusion_bas
     MembershipFactory(project=other, user=manager, role="manager")
     dataset_version(other)
     text_page = manager_client.get(f"/projects/{other.pk}/jobs/new/")
-    assert "diffusion_dpo" not in text_page.context["methods"]
+    assert "diffusion_dpo" not in [
+        m["name"] for g in text_page.context["method_groups"] for m in g["methods"]
+    ]
     assert ModelKind.DIFFUSION not in {
         m.kind for m in text_page.context["form"].fields["base_model"].queryset
     }

@@ -148,21 +148,24 @@ def launch_problems(
         )
     if problem := model_kind_problem(method=method, entry=base_model) or model_entry_problem(base_model):
         problems["base_model"] = problem
+    if problem := version_problem(method=method, dataset_version=dataset_version, source=source):
+        problems["dataset_version"] = problem
+    return problems
+
+
+def version_problem(*, method: str, dataset_version, source: PromptSource | None = None) -> str | None:
+    """Why ``method`` cannot train on ``dataset_version`` (its kind, no training rows, no prompts for a
+    PPO/RTO job reading them from the version), or None."""
     kind = dataset_version.project.task_type
     if method in METHODS and kind not in METHODS[method].accepts:
         accepted = ", ".join(METHODS[method].accepts)
-        problems["dataset_version"] = (
-            f"{method} trains on {accepted} datasets; {dataset_version} is a {kind} dataset."
-        )
-    elif not dataset_version.examples.filter(split="train").exists():
-        problems["dataset_version"] = f"{dataset_version} has no training rows."
-    elif (
-        method_samples_policy(method)
-        and not (source and source.writes_file)
-        and not version_has_prompts(dataset_version)
-    ):
-        problems["dataset_version"] = f"{dataset_version} has no prompts to sample responses to ({method})."
-    return problems
+        return f"{method} trains on {accepted} datasets; {dataset_version} is a {kind} dataset."
+    if not dataset_version.examples.filter(split="train").exists():
+        return f"{dataset_version} has no training rows."
+    reads_version = method_samples_policy(method) and not (source and source.writes_file)
+    if reads_version and not version_has_prompts(dataset_version):
+        return f"{dataset_version} has no prompts to sample responses to ({method})."
+    return None
 
 
 def training_job_launch(

@@ -11,10 +11,11 @@ from training.engine import METHODS
 
 from ..charts import flat
 from ..forms import LaunchForm
+from ..method_families import method_groups
 from ..models import TrainingJob
 from ..presets import PRESETS, preset_names, preset_values
 from ..selectors import job_for_user
-from ..services.jobs import EVAL_GENERATIONS, run_time_estimate, training_job_queue
+from ..services.jobs import EVAL_GENERATIONS, run_time_estimate, training_job_queue, version_problem
 from ..services.registry import model_entry_default
 
 
@@ -129,6 +130,32 @@ def _estimate(form) -> dict | None:
     return {"steps": steps, "minutes": None if seconds is None else max(1, round(seconds / 60))}
 
 
+def _method_groups(form, task_type: str) -> list[dict]:
+    """The methods by family: those of the project's kind (and the one shown), each with why it does not
+    fit the chosen version (None when it does); families left empty are dropped."""
+    version = _entry(_chosen(form, "dataset_version"), form.fields["dataset_version"].queryset)
+    offered = set(methods_for(task_type, also=form.method))
+
+    def problem_of(name: str) -> str | None:
+        if version is None:
+            return "no frozen dataset version to train on"
+        return version_problem(method=name, dataset_version=version)
+
+    groups = []
+    for group in method_groups(problem_of=problem_of):
+        methods = [m for m in group["methods"] if m["name"] in offered]
+        if methods:
+            groups.append({**group, "methods": methods})
+    return groups
+
+
+def _chosen(form, name: str):
+    """The value the form shows for ``name``: what was posted, else its initial."""
+    if form.is_bound:
+        return form.data.get(name)
+    return form.get_initial_for_field(form.fields[name], name)
+
+
 def _entry(value, queryset):
     if value is None or value == "":
         return None
@@ -142,7 +169,8 @@ def _render(request, form, *, clone=None, preview=None, status=200):
         "project": request.project,
         "form": form,
         "method": form.method,
-        "methods": methods_for(request.project.task_type, also=form.method),
+        "method_groups": _method_groups(form, request.project.task_type),
+        "has_versions": request.project.versions.exists(),
         "clone": clone,
         "preview": preview,
         "method_doc": METHODS[form.method].doc,
