@@ -4,6 +4,7 @@ Every image is checked with Pillow (``verify()`` and then reopened for its size)
 and pixel limits, and copied to a staging folder under its sha256 until the import is written.
 """
 
+import base64
 import hashlib
 import re
 import warnings
@@ -158,3 +159,17 @@ class ImageStager:
             field,
             f"expected image bytes, a {{bytes, path}} object or a relative path, got {type(value).__name__}",
         )
+
+
+THUMBNAIL_PIXELS = 160
+
+
+def thumbnail_data_uri(image: StagedImage, *, size: int = THUMBNAIL_PIXELS) -> str:
+    """A small JPEG of a staged (verified) image as a ``data:`` URI, for the preview page before the import
+    writes the image anywhere it is served from; the page's CSP allows ``data:`` images only."""
+    with Image.open(image.staged_path) as opened:
+        opened.thumbnail((size, size))
+        thumb = opened.convert("RGB")
+    buffer = BytesIO()
+    thumb.save(buffer, format="JPEG", quality=75)
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")

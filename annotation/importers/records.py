@@ -102,6 +102,19 @@ class RowIn:
             "candidates": [candidate.content() for candidate in self.candidates],
         }
 
+    def thumbnails(self, thumbnail) -> dict:
+        """The prompt's images and each candidate with ``thumbnail(image)``
+        of its image (None for a text one), made while the staged images exist."""
+        return {
+            "image_views": [
+                {"label": f"{i.width}×{i.height} {i.format}", "src": thumbnail(i)} for i in self.images
+            ],
+            "candidate_views": [
+                {"text": _candidate_preview(c), "src": thumbnail(c.image) if c.image else None}
+                for c in self.candidates
+            ],
+        }
+
     def preview(self) -> dict:
         """A JSON-safe summary for the preview page."""
         return {

@@ -11,6 +11,7 @@ from pathlib import Path
 from django.conf import settings
 
 from ..importers import FieldLimits, FileFormatError, Issue, Limits, open_source, validate_source
+from ..importers.images import thumbnail_data_uri
 from ..models import Item, Project
 from .import_write import rows_write
 
@@ -121,14 +122,22 @@ def preferences_preview(*, project: Project, path: Path, rows: int = PREVIEW_ROW
             existing=existing_hashes(project=project),
             max_rows=rows,
         )
+        preview = [_with_thumbnails(row) for row in validation.rows]  # while the images are staged
     return {
         "format": validation.fmt.name,
         "format_code": validation.fmt.code,
         "format_label": validation.description,
         "rows_total": validation.total,
-        "preview": [_clipped(row.preview()) for row in validation.rows],
+        "preview": preview,
         "preview_errors": [issue.as_dict() for issue in validation.issues],
     }
+
+
+def _with_thumbnails(row) -> dict:
+    views = row.thumbnails(thumbnail_data_uri)
+    for view in views["candidate_views"]:
+        view["text"] = _clipped(view["text"])
+    return {**_clipped(row.preview()), **views}
 
 
 def _clipped(value, limit: int = 2000):

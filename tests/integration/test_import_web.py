@@ -357,3 +357,57 @@ def test_only_confirmed_imports_whose_message_was_lost_are_sent_again(
     previewed.refresh_from_db()
     assert job.state == JobState.SUCCEEDED  # the resent task ran (eager) and imported it
     assert previewed.state == JobState.QUEUED and previewed.report["stage"] == "preview"
+
+
+def _thumbnails(html: str) -> list[tuple[str, tuple[int, int, int], tuple[int, int]]]:
+    """``(alt, mean colour, size)`` of each ``data:`` image on the page."""
+    import base64
+    import io
+    import re
+
+    from PIL import Image, ImageStat
+
+    found = []
+    for src, alt in re.findall(r'<img src="data:image/jpeg;base64,([A-Za-z0-9+/=]+)" alt="([^"]+)"', html):
+        with Image.open(io.BytesIO(base64.b64decode(src))) as image:
+            mean = tuple(round(v) for v in ImageStat.Stat(image.convert("RGB")).mean)
+            found.append((alt, mean, image.size))
+    return found
+
+
+def test_the_preview_shows_thumbnails_of_a_pick_a_pic_rows_images_before_the_import(
+    manager_client, manager, tmp_path
+):
+    from tests.factories import MembershipFactory, ProjectFactory
+
+    project = ProjectFactory(task_type="image_pair")
+    MembershipFactory(project=project, user=manager, role="manager")
+    rows = [{"caption": "cats", "jpg_0": "img/a.png", "jpg_1": "img/b.png", "label_0": 1}]
+    files = {"img/a.png": png_bytes((250, 0, 0), size=(400, 200)), "img/b.png": png_bytes((0, 250, 0))}
+    archive = write_zip(tmp_path / "p.zip", "p.jsonl", jsonl_bytes(rows), files)
+    upload(manager_client, project, "pick.zip", archive.read_bytes())
+    html = manager_client.get(detail_url(ImportJob.objects.get())).content.decode()
+    (alt_a, red, size_a), (alt_b, green, _) = _thumbnails(html)
+    assert (alt_a, alt_b) == ("response 1 of line 1", "response 2 of line 1")
+    assert red[0] > 200 > max(red[1:]) and green[1] > 200 > max(green[0], green[2])
+    assert size_a == (160, 80)  # at most 160 px, the aspect kept
+    assert "[image 400×200 PNG" in html  # the size and format still said in words
+    assert not Item.objects.exists()  # nothing stored before the confirmation
+
+
+def test_the_preview_shows_thumbnails_of_a_multi_image_prompts_images(manager_client, manager, tmp_path):
+    from tests.factories import MembershipFactory, ProjectFactory
+
+    project = ProjectFactory(task_type="multi_image")
+    MembershipFactory(project=project, user=manager, role="manager")
+    rows = [
+        {"images": ["one.png", "two.png"], "prompt": "Brighter?", "chosen": "Second.", "rejected": "First."}
+    ]
+    files = {"one.png": png_bytes((10, 10, 10)), "two.png": png_bytes((250, 250, 250))}
+    archive = write_zip(tmp_path / "m.zip", "rows.jsonl", jsonl_bytes(rows), files)
+    upload(manager_client, project, "multi.zip", archive.read_bytes())
+    html = manager_client.get(detail_url(ImportJob.objects.get())).content.decode()
+    thumbs = _thumbnails(html)
+    assert [alt for alt, _, _ in thumbs] == ["image 1 of line 1", "image 2 of line 1"]
+    assert thumbs[0][1][0] < 40 and thumbs[1][1][0] > 220
+    assert "image 2: 8×6 PNG" in html and "Second." in html
