@@ -191,6 +191,10 @@ def test_lora_run_registers_a_merged_model_and_writes_the_evaluation_report(
     assert report["pairs"] == 8 and 0 <= report["accuracy_after"] <= 1
     assert len(report["generations"]) == 4 and report["heatmap"]["sides"][0]["label"] == "chosen"
     assert 'id="heatmap"' in page.content.decode()
+    last_margin = MetricPoint.objects.filter(job=job, name="eval/rewards/margins").order_by("step").last()
+    assert report["implicit_margin"] == pytest.approx(last_margin.value)  # the final held-out evaluation's
+    shown = f"{'+' if last_margin.value > 0 else ''}{last_margin.value:.3f}"
+    assert f'<b id="margin-after">{shown}</b>' in page.content.decode()
     follow_up = _launch(tmp_path, produced, version, manager)
     assert follow_up.config["model"] == f"local:{produced.path}"
 

@@ -67,7 +67,12 @@ def _prompt_text(prompt) -> str:
 
 
 def evaluation_run(
-    *, job, trained_folder: Path, implicit_accuracy: float | None = None, on_progress=None
+    *,
+    job,
+    trained_folder: Path,
+    implicit_accuracy: float | None = None,
+    implicit_margin: float | None = None,
+    on_progress=None,
 ) -> dict:
     """Compare the base model with the trained one on held-out pairs and prompts; write the report.
     ``on_progress(done, total)`` follows the generations (each model answers each prompt)."""
@@ -102,6 +107,7 @@ def evaluation_run(
         "accuracy_before": preference_accuracy(base, pairs),
         "accuracy_after": preference_accuracy(trained, pairs),
         "implicit_accuracy": implicit_accuracy,
+        "implicit_margin": implicit_margin,
         "generations": [
             {"prompt": _prompt_text(p), "base": b, "trained": t}
             for p, b, t in zip(

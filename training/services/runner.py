@@ -299,11 +299,11 @@ def _evaluate(
         if model_kind_trained(job.method) == ModelKind.REWARD_MODEL:  # a scorer: eval/ metrics are its report
             log.write(f"held-out reward accuracy {eval_metrics.get('eval/accuracy', float('nan')):.3f}")
             return
-        accuracy = eval_metrics.get("eval/rewards/accuracies")
         evaluation_run(
             job=job,
             trained_folder=folder,
-            implicit_accuracy=accuracy,
+            implicit_accuracy=eval_metrics.get("eval/rewards/accuracies"),
+            implicit_margin=eval_metrics.get("eval/rewards/margins"),
             on_progress=lambda done, total: stages.log_stage("evaluating", done, total),
         )
     except Exception as exc:  # noqa: BLE001 - the model trained fine; the report is a bonus
