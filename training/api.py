@@ -47,6 +47,16 @@ class JobIn(BodyIn):
     )
 
 
+class StageOut(Schema):
+    stage: str
+    label: str
+    attempt: int
+    seconds: float
+    done: int
+    total: int
+    current: bool
+
+
 class JobOut(Schema):
     id: int
     method: str
@@ -56,6 +66,8 @@ class JobOut(Schema):
     total_steps: int | None
     percent: int
     eta_seconds: float | None
+    stage: str = Field(description="What a running job is doing now, in words; empty otherwise.")
+    stages: list[StageOut] = Field(description="Each stage its attempts went through, in order.")
     queue: str
     project_id: int
     dataset_version_id: int
@@ -105,6 +117,8 @@ def job_out(job: TrainingJob) -> dict:
         "total_steps": job.total_steps,
         "percent": progress["percent"],
         "eta_seconds": progress["eta_seconds"],
+        "stage": progress["stage"],
+        "stages": progress["timeline"],
         "queue": job.queue,
         "project_id": job.dataset_version.project_id,
         "dataset_version_id": job.dataset_version_id,

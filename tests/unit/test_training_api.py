@@ -41,6 +41,18 @@ def test_api_creates_lists_gets_and_cancels_a_job(manager_client, project, versi
     listed = manager_client.get("/api/jobs", {"project_id": project.pk}).json()
     assert [j["id"] for j in listed] == [job_id]
     assert manager_client.get(f"/api/jobs/{job_id}").json()["dataset_version_id"] == version.pk
+    history = [
+        {"stage": "loading", "attempt": 1, "started": "2026-12-03T12:00:00+00:00", "done": 0, "total": 0}
+    ]
+    TrainingJob.objects.filter(pk=job_id).update(
+        state=JobState.RUNNING, stage="loading", stage_history=history
+    )
+    running = manager_client.get(f"/api/jobs/{job_id}").json()
+    assert running["stage"] == "loading the model"
+    assert [(s["label"], s["attempt"], s["current"]) for s in running["stages"]] == [
+        ("loading the model", 1, True)
+    ]
+    TrainingJob.objects.filter(pk=job_id).update(state=JobState.QUEUED)
     cancelled = manager_client.post(f"/api/jobs/{job_id}/cancel")
     assert cancelled.status_code == 200 and cancelled.json()["state"] == "cancelled"
 
