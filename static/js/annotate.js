@@ -118,6 +118,16 @@
     return overlay && !overlay.hidden;
   }
 
+  // Enter submits wherever focus is, except where it means something else: in a text box (a new line;
+  // Ctrl+Enter submits from the rationale), on a link, and on the buttons of the judgment and skip
+  // forms. Every other control (the guidelines <summary>, the help, layout, zoom, tie and label
+  // buttons) only changes the view: a click leaves focus on it, and Enter must not toggle it again.
+  // Space still activates whichever control has focus. Shared with the screens' scripts.
+  function enterSubmits(target) {
+    return !(target.closest && target.closest("a[href], #judgment-form button, #skip-form button"));
+  }
+  window.PrefStudioAnnotate = { enterSubmits: enterSubmits };
+
   function onTypingKey(event, target) {
     if (target.name === "rationale" && event.key === "Enter" && (event.ctrlKey || event.metaKey)) {
       event.preventDefault();
@@ -156,7 +166,7 @@
     } else if (!event.shiftKey && SIDE_KEYS[event.key]) {
       event.preventDefault();
       choose(SIDE_KEYS[event.key]);
-    } else if (event.key === "Enter" && !(target.matches && target.matches("button, a, summary"))) {
+    } else if (event.key === "Enter" && enterSubmits(target)) {
       event.preventDefault();
       submitJudgment();
     } else if (event.key === "s" || event.key === "S") {

@@ -98,7 +98,7 @@
       stop(event);
       cycleLayout(p);
     } else if (event.key === "Enter" && p.dataset.screen === "imgpair" && !p.querySelector('input[name="choice"]:checked')) {
-      if (t.matches && t.matches("button, a, summary")) return;
+      if (!window.PrefStudioAnnotate.enterSubmits(t)) return;
       stop(event);
       var el = p.querySelector("#judgment-form .client-error");
       if (el) {

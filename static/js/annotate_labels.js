@@ -183,7 +183,7 @@
     } else if (key === "e" || key === "E") {
       stop(event);
       edit(p);
-    } else if (key === "Enter" && !(t.matches && t.matches("button, a, summary"))) {
+    } else if (key === "Enter" && window.PrefStudioAnnotate.enterSubmits(t)) {
       stop(event);
       submit(p);
     } else if (/^[0-9]$/.test(key)) {

@@ -1,10 +1,17 @@
 // Ranking screen (templates/annotation/_rank_task.html). Runs before annotate.js (capture phase on
 // window) and stops the keys it handles, so the pairwise keys never act here; annotate.js still
 // provides the timer, skip (s), help (?) and the in-flight guard on submit.
+// An order nobody touched is not sent on the first Enter or click: the page asks to keep it first
+// (the "Keep this order" button, or Enter again), so the order shown is never judged by accident.
 (function () {
   "use strict";
 
-  var state = { selected: null, rating: false };
+  // panel: the task panel this state is for; shown: its order as presented (JSON); touched: the order
+  // has differed since; asking: the keep question is on screen; keep: the order shown is confirmed.
+  function freshState(p) {
+    return { panel: p, selected: null, rating: false, shown: "", touched: false, asking: false, keep: false };
+  }
+  var state = freshState(null);
 
   function panel() {
     var p = document.getElementById("task-panel");
@@ -49,8 +56,22 @@
     });
     var summary = p.querySelector("#rank-summary");
     if (summary) summary.textContent = parts.join("");
+    var order = JSON.stringify(groups(p));
     var field = p.querySelector('#judgment-form input[name="ranking"]');
-    if (field) field.value = JSON.stringify(groups(p));
+    if (field) field.value = order;
+    if (order !== state.shown) state.touched = true;
+    if (state.touched) askKeep(p, false);
+  }
+
+  function askKeep(p, show) {
+    var box = p.querySelector("#keep-order");
+    state.asking = show;
+    if (box) box.hidden = !show;
+  }
+
+  function keepOrder(p) {
+    state.keep = true;
+    submit(p);
   }
 
   function selectedCard(p) {
@@ -118,7 +139,8 @@
     if (t.matches && t.matches("textarea, input[type=text], input:not([type]), select")) {
       if (event.key === "Enter" && (event.ctrlKey || event.metaKey) && t.name === "rationale") {
         stop(event);
-        submit(p);
+        if (state.asking) keepOrder(p);
+        else submit(p);
       }
       return;
     }
@@ -153,14 +175,19 @@
       if (!selectedCard(p)) return clientError(p, "Select a response first: press its number (1–9).");
       state.rating = true;
       refresh(p);
-    } else if (key === "Enter" && !(t.matches && t.matches("button, a, summary"))) {
+    } else if (key === "Enter" && window.PrefStudioAnnotate.enterSubmits(t)) {
       stop(event);
-      submit(p);
+      if (state.asking) keepOrder(p);
+      else submit(p);
+    } else if (key === "Escape" && state.asking) {
+      stop(event);
+      askKeep(p, false);
     }
   }
   window.addEventListener("keydown", onKey, true);
 
-  // Every submission (Enter, the button, Ctrl+Enter) posts the order as it is on screen.
+  // Every submission (Enter, the button, Ctrl+Enter) posts the order as it is on screen; the first
+  // one on an untouched order asks instead, a second one (or "Keep this order") confirms.
   window.addEventListener(
     "submit",
     function (event) {
@@ -171,6 +198,9 @@
       if (g.length < 2) {
         stop(event);
         clientError(p, "All responses are tied: put at least one above another (t toggles a tie).");
+      } else if (!state.touched && !state.keep && !state.asking) {
+        stop(event);
+        askKeep(p, true);
       }
     },
     true
@@ -179,7 +209,8 @@
   document.addEventListener("click", function (event) {
     var p = panel();
     var button = event.target.closest && event.target.closest('[data-action="rank-tie"]');
-    if (p && button) toggleTie(p, button.closest(".rank-card"));
+    if (p && event.target.closest && event.target.closest('[data-action="rank-keep"]')) keepOrder(p);
+    else if (p && button) toggleTie(p, button.closest(".rank-card"));
     else if (p && event.target.closest && !event.target.closest("input, label, button, a")) {
       var card = event.target.closest(".rank-card");
       if (card) select(p, card);
@@ -216,10 +247,18 @@
     if (dragging) event.preventDefault();
   });
 
+  // Once per panel (start-up fires both htmx:load and DOMContentLoaded): its ranking field is still
+  // as the server wrote it, set only when the panel is shown again after an error, with the
+  // annotator's order.
   function onNewPanel() {
     var p = panel();
-    state = { selected: null, rating: false };
-    if (p) refresh(p);
+    if (p && p === state.panel) return;
+    state = freshState(p);
+    if (!p) return;
+    var field = p.querySelector('#judgment-form input[name="ranking"]');
+    state.touched = !!(field && field.value);
+    state.shown = JSON.stringify(groups(p));
+    refresh(p);
   }
   document.addEventListener("htmx:load", function (event) {
     var t = event.target;
