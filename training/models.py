@@ -136,7 +136,10 @@ class GenerationJob(Job):
     model_spec = models.CharField(max_length=500, help_text="The engine's model spec used for sampling.")
     options = models.JSONField(default=dict, help_text="k, temperature, top_p, max_new_tokens, seed.")
     stage = models.CharField(
-        max_length=20, blank=True, help_text="loading (the model) or running (services/generation.py)."
+        max_length=20,
+        blank=True,
+        db_default="",  # rows written by SQL (migration 0003's adoption of the old table) have none
+        help_text="loading (the model) or running (services/generation.py).",
     )
     progress_done = models.PositiveIntegerField(default=0)
     progress_total = models.PositiveIntegerField(default=0)

@@ -13,7 +13,7 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='generationjob',
             name='stage',
-            field=models.CharField(blank=True, help_text='loading (the model) or running (services/generation.py).', max_length=20),
+            field=models.CharField(blank=True, db_default='', help_text='loading (the model) or running (services/generation.py).', max_length=20),
         ),
         migrations.AddField(
             model_name='trainingjob',

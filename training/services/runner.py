@@ -284,8 +284,14 @@ def training_job_evaluate(*, job_id: int) -> None:
 
 
 def _evaluate(
-    job: TrainingJob, folder: Path, eval_metrics: dict[str, float], log: JobLog, stages: StageReporter
+    job: TrainingJob,
+    folder: Path,
+    eval_metrics: dict[str, float],
+    log: JobLog,
+    stages: StageReporter | None = None,
 ) -> None:
+    """Write the job's evaluation report; ``stages`` (a worker's run, not a Slurm one reporting over the
+    API) follows its generations."""
     if LoopRound.objects.filter(training_job=job).exists():
         log.write("evaluation report left to the loop: it evaluates each round on its held-out prompts")
         return
@@ -304,7 +310,9 @@ def _evaluate(
             trained_folder=folder,
             implicit_accuracy=eval_metrics.get("eval/rewards/accuracies"),
             implicit_margin=eval_metrics.get("eval/rewards/margins"),
-            on_progress=lambda done, total: stages.log_stage("evaluating", done, total),
+            on_progress=None
+            if stages is None
+            else lambda done, total: stages.log_stage("evaluating", done, total),
         )
     except Exception as exc:  # noqa: BLE001 - the model trained fine; the report is a bonus
         log.write(f"evaluation report skipped: {type(exc).__name__}: {exc}")
